@@ -1,0 +1,41 @@
+"""`shell`: run a program (no shell involved) on the slot, so sched is also a general GPU queue.
+
+    - name: nvidia-check
+      kind: shell
+      params: {argv: [nvidia-smi], env: {FOO: "1"}, cwd: /tmp}
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .context import JobContext
+from .proc import die_with_parent
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] = Field(min_length=1)  # the program and its arguments, run without a shell
+    env: dict[str, str] = Field(default_factory=dict)  # added to the worker's environment
+    cwd: str | None = None  # working folder; default: the job's output folder
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+def run(params: Params, ctx: JobContext) -> None:
+    env = {**os.environ, **params.env, "SCHED_OUTPUT_DIR": str(ctx.output_dir),
+           "SCHED_JOB_ID": str(ctx.job_id), "SCHED_JOB_NAME": ctx.name}
+    cwd = params.cwd or str(ctx.output_dir)
+    try:
+        # Output goes straight to the job's log (inherited stdout/stderr).
+        result = subprocess.run(params.argv, env=env, cwd=cwd, preexec_fn=die_with_parent)
+    except FileNotFoundError:
+        raise CommandFailed(f"program not found: {params.argv[0]}") from None
+    if result.returncode != 0:
+        raise CommandFailed(f"{params.argv[0]} exited with code {result.returncode}")

@@ -1,0 +1,136 @@
+"""Loading models through the Auto classes, and the ``tiny`` preset used on CPU.
+
+Everything loads with ``from_pretrained(name_or_path)``: a hub name on a GPU host, a local folder
+(a TAPT output, or the tiny preset) here. The tiny preset is saved to a folder first, so tests run
+exactly the code path a hub model takes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+
+import torch
+from huggingface_hub.errors import HFValidationError
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+)
+
+from pipeline.data import LABEL_NAMES
+from pipeline.tokenizers import train_wordpiece_tokenizer
+
+TINY = "tiny"
+# Files whose presence means a tiny model was fully saved (written last: the weights).
+_TINY_DONE = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+class ModelNotFoundError(ValueError):
+    """A model name or path could not be loaded (unknown hub name, no network, bad folder)."""
+
+
+def _load(loader, name_or_path: str, what: str, **kwargs):
+    """Call ``loader.from_pretrained`` and turn lookup failures into one clear ModelNotFoundError."""
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, HFValidationError) as exc:
+        # OSError covers "not a local folder and not on the hub (or offline)"; HFValidationError
+        # covers strings that cannot even be hub ids. The first line of the cause is kept for context.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(
+            f"cannot load {what} {name_or_path!r}: not a local model folder, and not available from the "
+            f"Hugging Face hub (offline or unknown name). Cause: {reason}"
+        ) from None
+
+
+def _label_maps(num_labels: int) -> dict:
+    """id2label/label2id saved in the config, so predictions are readable from the model folder alone."""
+    names = LABEL_NAMES if num_labels == len(LABEL_NAMES) else [f"LABEL_{i}" for i in range(num_labels)]
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer saved with a model (hub name or folder)."""
+    return _load(AutoTokenizer, name_or_path, "tokenizer")
+
+
+def load_classifier(name_or_path: str, num_labels: int = 4):
+    """(model, tokenizer) for sequence classification; an MLM checkpoint gets a fresh classifier head.
+
+    ``ignore_mismatched_sizes`` lets a classifier trained with another label count be re-headed.
+    """
+    tokenizer = load_tokenizer(name_or_path)
+    model = _load(
+        AutoModelForSequenceClassification, name_or_path, "model",
+        num_labels=num_labels, ignore_mismatched_sizes=True, **_label_maps(num_labels),
+    )
+    return model, tokenizer
+
+
+def load_mlm(name_or_path: str):
+    """(model, tokenizer) with a masked-LM head, for TAPT."""
+    tokenizer = load_tokenizer(name_or_path)
+    return _load(AutoModelForMaskedLM, name_or_path, "model"), tokenizer
+
+
+def build_tiny(
+    out_dir: str | os.PathLike,
+    texts: Sequence[str],
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int = 128,
+    vocab_size: int = 2000,
+    max_position: int = 128,
+    seed: int = 0,
+) -> str:
+    """Train a tokenizer on ``texts``, build a random-init BertForMaskedLM, save both to ``out_dir``.
+
+    Returns ``out_dir`` as a string: pass it anywhere a hub name is accepted.
+    """
+    out_dir = os.fspath(out_dir)
+    tokenizer = train_wordpiece_tokenizer(texts, out_dir, vocab_size=vocab_size)
+    # Sequences longer than the position table would index out of range; record the limit.
+    tokenizer.model_max_length = max_position
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_position,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = BertForMaskedLM(config)
+    tokenizer.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def resolve_model_source(spec: str, workdir: str | os.PathLike, texts: Sequence[str] | None = None) -> str:
+    """Map a model spec to something ``from_pretrained`` takes.
+
+    ``"tiny"`` builds the tiny preset under ``workdir/tiny`` (or reuses it if already built there);
+    any other spec (hub name or path) is passed through unchanged.
+    """
+    if spec != TINY:
+        return spec
+    out_dir = os.path.join(os.fspath(workdir), TINY)
+    if all(os.path.exists(os.path.join(out_dir, f)) for f in _TINY_DONE):
+        return out_dir
+    if not texts:
+        raise ValueError("building the 'tiny' model needs texts to train its tokenizer on")
+    # Build beside the target and rename: a crash or a concurrent job never sees a half-built folder.
+    tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
+    build_tiny(tmp_dir, texts)
+    try:
+        os.replace(tmp_dir, out_dir)
+    except OSError:
+        # Another job finished first (the target exists and is not empty): use theirs.
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,240 @@
+"""queue.yaml -> validated job specs. Every error names the file, the job and the field.
+
+    vars:     {train: data/reviews_train.csv}          # usable as {train} in any string below
+    defaults: {priority: 0, gpus: 1, max_attempts: 2, timeout: 2h, tags: [demo],
+               params: {finetune: {epochs: 3}}}        # default params per job kind
+    jobs:
+      - name: "finetune-{model}"
+        kind: finetune
+        matrix: {model: [klue/bert-base, klue/roberta-base]}
+        priority: 50
+        after: ["tapt-{model}"]
+        params: {model: "{model}", train: "{train}"}
+
+Nothing is submitted unless the whole file is valid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from jobs import ParamsError, UnknownKind, get_kind
+
+from .errors import PlanError
+from .jobqueue import JobSpec
+
+_VAR = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from 90, "90s", "30m", "2h" or "1h30m"; None stays None."""
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else float(value)
+    match = _DURATION.match(str(value))
+    if not match or not any(match.groups()):
+        raise ValueError(f"'{value}' is not a duration (use seconds, or e.g. 90s, 30m, 2h, 1h30m)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int | None = None  # higher runs first; ties run in submission order
+    gpus: int | None = Field(default=None, ge=0, le=1)  # 1: needs a GPU slot; 0: runs anywhere
+    max_attempts: int | None = Field(default=None, ge=1)  # tries before the job fails for good
+    timeout: float | str | None = None  # seconds or "30m", "2h"; the job is killed after it
+    tags: list[str] | None = None  # labels for filtering results and picking ensemble members
+
+    @field_validator("timeout")
+    @classmethod
+    def _check_timeout(cls, value):
+        parse_duration(value)
+        return value
+
+
+class Defaults(_Common):
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # kind -> default params
+
+
+class JobEntry(_Common):
+    name: str = Field(min_length=1, max_length=200)  # unique in the queue; may use {vars}
+    kind: str  # a registered job kind (sched kinds lists them)
+    after: list[str] | str = Field(default_factory=list)  # jobs that must succeed first
+    params: dict[str, Any] = Field(default_factory=dict)  # checked by the kind's params model
+    matrix: dict[str, list[Any]] | None = None  # one job per combination of these values
+
+
+class QueueFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vars: dict[str, Any] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
+    jobs: list[JobEntry] = Field(min_length=1)
+
+
+BUILTIN_DEFAULTS = dict(priority=0, gpus=0, max_attempts=1, timeout=None, tags=[])
+
+
+def load_plan(path: str | Path, extra_vars: dict[str, Any] | None = None) -> list[JobSpec]:
+    """Read, expand and validate a queue file. Raises PlanError naming what is wrong."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"{where}: no such file") from None
+    except UnicodeDecodeError:
+        raise PlanError(f"{where}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PlanError(f"{where}: invalid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    return build_plan(raw, where, extra_vars)
+
+
+def build_plan(raw: Any, where: str = "<queue>", extra_vars: dict[str, Any] | None = None) -> list[JobSpec]:
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where}: expected a mapping with a 'jobs:' list at the top")
+    try:
+        queue_file = QueueFile.model_validate(raw)
+    except ValidationError as exc:
+        raise PlanError(f"{where}: {_describe_validation(exc, raw)}") from None
+    variables = {**queue_file.vars, **(extra_vars or {})}
+    expanded, by_template = [], {}
+    for index, entry in enumerate(queue_file.jobs):
+        specs = _expand(entry, index, queue_file.defaults, variables, where)
+        by_template.setdefault(entry.name, []).extend(s.name for s in specs)
+        expanded.extend((index, entry, s) for s in specs)
+    _resolve_after(expanded, by_template, where)
+    specs = [s for _, _, s in expanded]
+    _check_unique(specs, where)
+    _check_acyclic(specs, where)
+    return specs
+
+
+def _describe_validation(exc: ValidationError, raw: dict) -> str:
+    messages = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        label = ".".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] == "jobs" and isinstance(loc[1], int):
+            job = raw.get("jobs", [])[loc[1]]
+            name = job.get("name") if isinstance(job, dict) else None
+            field = ".".join(str(p) for p in loc[2:]) or "(the entry)"
+            label = f"job '{name}' (jobs[{loc[1]}]), field {field}" if name else f"jobs[{loc[1]}], field {field}"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        messages.append(f"{label}: {msg}")
+    return "; ".join(messages)
+
+
+def _expand(entry: JobEntry, index: int, defaults: Defaults, variables: dict, where: str) -> list[JobSpec]:
+    matrix = entry.matrix or {}
+    for key, values in matrix.items():
+        if not values:
+            raise PlanError(f"{where}: job '{entry.name}' (jobs[{index}]), field matrix.{key}: empty list")
+    combos = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())] or [{}]
+    return [_make_spec(entry, index, defaults, {**variables, **combo}, where) for combo in combos]
+
+
+def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict, where: str) -> JobSpec:
+    label = f"{where}: job '{entry.name}' (jobs[{index}])"
+    name = _fill(entry.name, variables, f"{label}, field name")
+    label = f"{where}: job '{name}' (jobs[{index}])"
+    merged = {k: getattr(entry, k) if getattr(entry, k) is not None else
+              (getattr(defaults, k) if getattr(defaults, k) is not None else v)
+              for k, v in BUILTIN_DEFAULTS.items()}
+    params = {**defaults.params.get(entry.kind, {}), **entry.params}
+    params = _fill(params, variables, f"{label}, field params")
+    try:
+        get_kind(entry.kind).parse(params)
+    except UnknownKind as exc:
+        raise PlanError(f"{label}, field kind: {exc}") from None
+    except ParamsError as exc:
+        raise PlanError(f"{label}: {exc}") from None
+    return JobSpec(
+        name=name, kind=entry.kind, params=params, priority=merged["priority"], gpus=merged["gpus"],
+        max_attempts=merged["max_attempts"], timeout_s=parse_duration(merged["timeout"]),
+        tags=_fill(list(merged["tags"]), variables, f"{label}, field tags"),
+        # `after` is resolved once every job's name is known; keep the raw strings and variables.
+        after=[(a, variables) for a in ([entry.after] if isinstance(entry.after, str) else entry.after)],
+    )
+
+
+def _fill(value: Any, variables: dict, label: str) -> Any:
+    """Replace {var} in every string of `value`; a string that is exactly "{var}" takes the value
+    itself (so a number stays a number). `{{` and `}}` are literal braces."""
+    if isinstance(value, dict):
+        return {k: _fill(v, variables, f"{label}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, variables, f"{label}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    whole = _VAR.fullmatch(value)
+    if whole and whole.group(1):
+        return _lookup(whole.group(1), variables, label)
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) in ("{{", "}}"):
+            return match.group(0)[0]
+        return str(_lookup(match.group(1), variables, label))
+
+    return _VAR.sub(replace, value)
+
+
+def _lookup(name: str, variables: dict, label: str) -> Any:
+    if name not in variables:
+        known = ", ".join(sorted(variables)) or "none"
+        raise PlanError(f"{label}: unknown variable {{{name}}} (known: {known})")
+    return variables[name]
+
+
+def _resolve_after(expanded: list, by_template: dict[str, list[str]], where: str) -> None:
+    names = {spec.name for _, _, spec in expanded}
+    for index, entry, spec in expanded:
+        resolved: list[str] = []
+        for raw_name, variables in spec.after:
+            if raw_name in by_template and raw_name not in names:
+                # The unexpanded name of a matrix job means all of its expansions.
+                resolved.extend(by_template[raw_name])
+                continue
+            resolved.append(_fill(raw_name, variables, f"{where}: job '{spec.name}' (jobs[{index}]), field after"))
+        if spec.name in resolved:
+            raise PlanError(f"{where}: job '{spec.name}' (jobs[{index}]), field after: a job cannot wait for itself")
+        spec.after = list(dict.fromkeys(resolved))
+
+
+def _check_unique(specs: list[JobSpec], where: str) -> None:
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise PlanError(f"{where}: duplicate job name '{spec.name}' (after matrix expansion)")
+        seen.add(spec.name)
+
+
+def _check_acyclic(specs: list[JobSpec], where: str) -> None:
+    graph = {s.name: [a for a in s.after] for s in specs}
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for dep in graph.get(name, []):
+            if dep not in graph:
+                continue  # a job already in the queue; it cannot wait for a new one
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep] if dep in path else [name, dep]
+                raise PlanError(f"{where}: dependency cycle: {' -> '.join(cycle)}")
+            if state.get(dep) is None:
+                visit(dep, path + [dep])
+        state[name] = 2
+
+    for name in graph:
+        if state.get(name) is None:
+            visit(name, [name])

@@ -1,0 +1,142 @@
+"""Rich rendering of snapshots and plans. Pure functions from dicts to renderables."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .jobqueue import JobSpec
+
+STATE_STYLE = {
+    "queued": "cyan", "running": "bold yellow", "succeeded": "green", "failed": "bold red",
+    "killed": "red", "lost": "magenta", "upstream_failed": "dim red", "cancelled": "dim",
+}
+
+
+def _state(status: str) -> Text:
+    return Text(status, style=STATE_STYLE.get(status, ""))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+def _progress(job: dict):
+    p = job.get("progress")
+    if not p or not p.get("total"):
+        return Text(p["message"] or "" if p else "")
+    bar = ProgressBar(total=p["total"], completed=p["done"], width=20)
+    label = f" {p['done']:g}/{p['total']:g}" + (f" {p['message']}" if p.get("message") else "")
+    table = Table.grid()
+    table.add_row(bar, Text(label))
+    return table
+
+
+def status_view(snap: dict) -> Group:
+    counts = Text("  ".join(f"{state} {n}" for state, n in snap["counts"].items() if n) or "no jobs")
+    parts = [Text.assemble(("Jobs: ", "bold"), counts)]
+    if snap["drained"]:
+        parts.append(Text("Queue is drained: workers take no new job (sched resume)", style="bold yellow"))
+    parts.append(_workers_table(snap["workers"]))
+    if snap["running"]:
+        parts.append(_running_table(snap["running"]))
+    if snap["queue"]:
+        parts.append(_queue_table(snap["queue"], snap["counts"].get("queued", 0)))
+    if snap["recent"]:
+        parts.append(_recent_table(snap["recent"]))
+    return Group(*parts)
+
+
+def _workers_table(workers: list[dict]) -> Table:
+    table = Table(title="Workers", title_justify="left", expand=False)
+    for col in ("id", "host", "pid", "slots", "state", "heartbeat"):
+        table.add_column(col)
+    for w in workers:
+        table.add_row(str(w["id"]), w["host"], str(w["pid"]), ",".join(w["slots"]), w["state"],
+                      f"{_duration(w['heartbeat_age_s'])} ago")
+    if not workers:
+        table.add_row("-", "no worker running (start one: sched worker)", "", "", "", "")
+    return table
+
+
+def _running_table(jobs: list[dict]) -> Table:
+    table = Table(title="Running", title_justify="left")
+    for col in ("id", "name", "kind", "slot", "attempt", "elapsed", "progress"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(str(j["id"]), j["name"], j["kind"], j["slot"] or "",
+                      f"{j['attempts']}/{j['max_attempts']}", _duration(j["elapsed_s"]), _progress(j))
+    return table
+
+
+def _queue_table(jobs: list[dict], total: int) -> Table:
+    shown = f" (first {len(jobs)} of {total})" if total > len(jobs) else ""
+    table = Table(title=f"Queue, in claim order{shown}", title_justify="left")
+    for col in ("id", "name", "kind", "priority", "gpus", "waiting for"):
+        table.add_column(col)
+    for j in jobs:
+        why = ", ".join(j["waiting_for"]) if j["waiting_for"] else "a free slot"
+        if j.get("failure_kind"):
+            why += f" (was {j['failure_kind']}: {j['message'] or ''})"
+        table.add_row(str(j["id"]), j["name"], j["kind"], str(j["priority"]), str(j["gpus"]), why)
+    return table
+
+
+def _recent_table(jobs: list[dict]) -> Table:
+    table = Table(title="Recently finished", title_justify="left")
+    for col in ("id", "name", "kind", "status", "duration", "reason"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(str(j["id"]), j["name"], j["kind"], _state(j["status"]), _duration(j["elapsed_s"]),
+                      (j["message"] or "")[:120])
+    return table
+
+
+def plan_table(specs: list[JobSpec], title: str = "Plan") -> Table:
+    table = Table(title=f"{title} ({len(specs)} jobs)", title_justify="left")
+    for col in ("#", "name", "kind", "prio", "gpus", "after", "tries", "timeout"):
+        table.add_column(col, overflow="fold")
+    table.add_column("params", overflow="ellipsis", no_wrap=True, max_width=50)
+    for i, spec in enumerate(specs, 1):
+        params = json.dumps(spec.params, ensure_ascii=False)
+        table.add_row(str(i), spec.name, spec.kind, str(spec.priority), str(spec.gpus), ", ".join(spec.after),
+                      str(spec.max_attempts), _duration(spec.timeout_s), params)
+    return table
+
+
+def job_view(detail: dict) -> Group:
+    info = Table.grid(padding=(0, 2))
+    for key in ("id", "name", "kind", "status", "priority", "gpus", "tags", "attempts", "max_attempts",
+                "failure_kind", "message", "created_at", "started_at", "finished_at", "exit_code",
+                "slot", "output_dir", "log_path"):
+        value = detail.get(key)
+        if value not in (None, [], ""):
+            info.add_row(Text(key, style="bold"), _state(value) if key == "status" else Text(str(value)))
+    if detail["after"]:
+        info.add_row(Text("after", style="bold"), Text(", ".join(f"{d['name']} ({d['status']})" for d in detail["after"])))
+    info.add_row(Text("params", style="bold"), Text(json.dumps(detail["params"], ensure_ascii=False, indent=1)))
+    parts = [info]
+    if detail["metrics"]:
+        table = Table(title="Metrics", title_justify="left")
+        for col in ("key", "value", "step", "split"):
+            table.add_column(col)
+        for m in detail["metrics"][-40:]:
+            table.add_row(m["key"], f"{m['value']:.6g}", "" if m["step"] is None else str(m["step"]), m["split"] or "")
+        parts.append(table)
+    if detail["artifacts"]:
+        table = Table(title="Artifacts", title_justify="left")
+        table.add_column("name")
+        table.add_column("path")
+        for name, path in detail["artifacts"].items():
+            table.add_row(name, path)
+        parts.append(table)
+    return Group(*parts)

@@ -1,0 +1,257 @@
+"""The worker loop: one slot per GPU, one child process per job, the parent owns the database.
+
+`run_once()` is one step (reap finished children, renew leases, enforce timeouts and cancels,
+claim for free slots); `run()` repeats it. Tests drive `run_once` directly instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .jobqueue import DEFAULT_LEASE_S, KILLED, QUEUED, ClaimedJob, JobQueue
+from .runner import ERROR_FILE, PREEMPTED_EXIT
+from .slots import Slot
+
+log = logging.getLogger("sched.worker")
+
+
+@dataclass
+class Child:
+    """A job running in a child process on one slot."""
+
+    job: ClaimedJob
+    proc: subprocess.Popen
+    started: float
+    last_heartbeat: float
+    stop_reason: str | None = None  # why we signalled it: cancel, timeout, shutdown, lease_lost
+    term_sent_at: float | None = None
+    killed: bool = False
+
+
+@dataclass
+class WorkerOptions:
+    runs_root: Path = Path("runs")
+    lease_s: float = DEFAULT_LEASE_S
+    heartbeat_s: float = 10.0  # renew leases this often; keep well under lease_s
+    poll_s: float = 0.5  # idle wait between steps in run()
+    stop_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
+    reaper_s: float = 15.0  # how often run() requeues jobs whose lease expired
+    max_jobs: int | None = None  # stop claiming after this many jobs
+
+
+@dataclass
+class WorkerLoop:
+    queue: JobQueue
+    slots: list[Slot]
+    options: WorkerOptions = field(default_factory=WorkerOptions)
+    worker_id: int | None = None
+    children: dict[str, Child] = field(default_factory=dict)  # slot name -> child
+    claimed: int = 0
+    stopping: bool = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> int:
+        if self.worker_id is None:
+            self.worker_id = self.queue.register_worker(socket.gethostname(), os.getpid(),
+                                                        [s.name for s in self.slots])
+            log.info("worker %s started on %s with slots %s", self.worker_id, socket.gethostname(),
+                     ", ".join(s.name for s in self.slots))
+        return self.worker_id
+
+    def request_stop(self, *_args) -> None:
+        """Stop claiming; ask running jobs to stop; they are queued again as preempted."""
+        if not self.stopping:
+            log.warning("stopping: asking %d running job(s) to stop", len(self.children))
+        self.stopping = True
+
+    def run(self, *, until_empty: bool = False) -> None:
+        """Run steps until stopped (SIGTERM/SIGINT), or until nothing is left when `until_empty`."""
+        from .reaper import start_reaper
+
+        self.start()
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        reaper = start_reaper(self.queue, self.options.reaper_s)
+        try:
+            while True:
+                busy = self.run_once()
+                if self.stopping and not self.children:
+                    break
+                if until_empty and not self.children and not busy and self._nothing_left():
+                    break
+                if not busy:
+                    time.sleep(self.options.poll_s)
+        finally:
+            reaper.shutdown(wait=False)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.queue.worker_heartbeat(self.worker_id, state="stopped")
+            log.info("worker %s stopped after %d job(s)", self.worker_id, self.claimed)
+
+    def _nothing_left(self) -> bool:
+        """After a step that claimed nothing: True when no job can start here any more.
+
+        With no job running anywhere, nothing can unblock a queued job (its dependencies or GPU
+        needs will not change), so the queue is empty for us. A job running elsewhere may still
+        succeed, fail into a retry, or have its lease expire and be queued again, so we wait.
+        """
+        if self.queue.is_drained() or self._max_jobs_reached():
+            return True
+        return not self.queue.status_counts().get("running")
+
+    def _max_jobs_reached(self) -> bool:
+        return self.options.max_jobs is not None and self.claimed >= self.options.max_jobs
+
+    # ---- one step -----------------------------------------------------------------------------
+
+    def run_once(self, now: float | None = None) -> bool:
+        """One step of the loop. Returns True when something happened (a job started or ended)."""
+        now = time.monotonic() if now is None else now
+        self.start()
+        changed = self._reap_finished()
+        self._renew_leases(now)
+        self._enforce_limits(now)
+        if self.stopping:
+            self._stop_children(now)
+        elif not self._max_jobs_reached():
+            changed |= self._claim_for_free_slots(now)
+        return changed
+
+    def _reap_finished(self) -> bool:
+        changed = False
+        for slot_name, child in list(self.children.items()):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            del self.children[slot_name]
+            self._record_ending(child, code)
+            changed = True
+        return changed
+
+    def _record_ending(self, child: Child, code: int) -> None:
+        job, reason = child.job, child.stop_reason
+        if reason == "lease_lost":
+            log.warning("%s: lease lost; another worker owns it now", job.call)
+        elif code == 0:
+            self.queue.succeed(job.id, self.worker_id)
+            log.info("%s succeeded", job.call)
+        elif reason == "cancel":
+            self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
+            log.info("%s cancelled", job.call)
+        elif reason == "shutdown" or code == PREEMPTED_EXIT:
+            self.queue.preempt(job.id, self.worker_id, message=_preempt_message(reason))
+            log.info("%s preempted; queued again", job.call)
+        elif reason == "timeout":
+            self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
+        elif code < 0:
+            self._fail(job, KILLED, f"killed by signal {signal.Signals(-code).name}", code)
+        else:
+            self._fail(job, "failed", _error_message(job, code), code)
+
+    def _fail(self, job: ClaimedJob, kind: str, message: str, code: int) -> None:
+        status = self.queue.fail(job.id, self.worker_id, kind=kind, message=message, exit_code=code)
+        if status == QUEUED:
+            log.warning("%s %s (attempt %d of %d), will retry: %s", job.call, kind, job.attempts,
+                        job.max_attempts, message)
+        else:
+            log.error("%s %s: %s", job.call, kind, message)
+
+    def _renew_leases(self, now: float) -> None:
+        due = [c for c in self.children.values() if now - c.last_heartbeat >= self.options.heartbeat_s]
+        if not due:
+            return
+        self.queue.worker_heartbeat(self.worker_id)
+        for child in due:
+            child.last_heartbeat = now
+            reply = self.queue.heartbeat(child.job.id, self.worker_id, lease_s=self.options.lease_s)
+            if not reply.lease_held:
+                self._signal(child, "lease_lost", now, signal.SIGKILL)
+            elif reply.cancel_requested and child.stop_reason != "cancel":
+                self._signal(child, "cancel", now)
+
+    def _enforce_limits(self, now: float) -> None:
+        for child in self.children.values():
+            timeout = child.job.timeout_s
+            if timeout and child.stop_reason is None and now - child.started > timeout:
+                self._signal(child, "timeout", now)
+            if child.term_sent_at is not None and not child.killed \
+                    and now - child.term_sent_at > self.options.stop_grace_s:
+                self._kill_group(child, signal.SIGKILL)
+                child.killed = True
+
+    def _stop_children(self, now: float) -> None:
+        for child in self.children.values():
+            if child.stop_reason is None:
+                self._signal(child, "shutdown", now)
+
+    def _signal(self, child: Child, reason: str, now: float, sig: int = signal.SIGTERM) -> None:
+        """Stop a child's whole process group (the job and anything it started)."""
+        child.stop_reason = reason
+        child.term_sent_at = now
+        self._kill_group(child, sig)
+        child.killed = sig == signal.SIGKILL
+
+    @staticmethod
+    def _kill_group(child: Child, sig: int) -> None:
+        try:
+            os.killpg(child.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    # ---- claiming -----------------------------------------------------------------------------
+
+    def _claim_for_free_slots(self, now: float) -> bool:
+        started = False
+        for slot in self.slots:
+            if slot.name in self.children or self._max_jobs_reached():
+                continue
+            job = self.queue.claim(self.worker_id, slot.name, slot.gpus, lease_s=self.options.lease_s,
+                                   runs_root=self.options.runs_root)
+            if job is None:
+                break  # nothing runnable now; the other free slots would find nothing either
+            self.claimed += 1
+            self.children[slot.name] = Child(job, self._spawn(job, slot), now, now)
+            log.info("%s started on %s (attempt %d of %d)", job.call, slot.name, job.attempts,
+                     job.max_attempts)
+            started = True
+        return started
+
+    def _spawn(self, job: ClaimedJob, slot: Slot) -> subprocess.Popen:
+        output_dir = Path(job.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **slot.child_env(job.gpus), "SCHED_DB": self.queue.url,
+               "PYTHONUNBUFFERED": "1"}
+        with open(job.log_path, "a", encoding="utf-8") as log_file:
+            log_file.write(f"=== {job.call} attempt {job.attempts}/{job.max_attempts} on "
+                           f"{socket.gethostname()} {slot.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
+            log_file.flush()
+            # A new session makes the child a process-group leader: timeout, cancel and shutdown
+            # signal the whole group, so programs the job started go too.
+            return subprocess.Popen(
+                [sys.executable, "-m", "scheduler.runner", str(job.id), str(os.getpid())],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True, cwd=os.getcwd(),
+            )
+
+
+def _preempt_message(reason: str | None) -> str:
+    if reason == "shutdown":
+        return "preempted: its worker was stopped (SIGTERM/SIGINT)"
+    return "preempted: stopped on request so a higher-priority job could run"
+
+
+def _error_message(job: ClaimedJob, code: int) -> str:
+    error_file = Path(job.output_dir) / ERROR_FILE
+    try:
+        return json.loads(error_file.read_text())["message"]
+    except (OSError, ValueError, KeyError):
+        return f"exited with code {code} (see {job.log_path})"
