@@ -40,12 +40,15 @@ class HooksCallback(TrainerCallback):
         self.grad_accum = grad_accum
         self.perplexity = perplexity  # also report exp(eval loss), for MLM
         self.stop_requested = False
+        self.start_epoch = 0  # where this train() call began: > 0 when it resumed a checkpoint
+        self.start_step = 0
 
     def _state(self, args, state, checkpoint: str | None = None) -> dict:
         return {"epoch": state.epoch or 0.0, "global_step": state.global_step, "max_steps": state.max_steps,
                 "batch_size": self.batch_size, "grad_accum": self.grad_accum, "checkpoint": checkpoint}
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.start_epoch, self.start_step = int(state.epoch or 0), state.global_step
         self.hooks.fault("train_begin", self._state(args, state))
 
     def on_step_begin(self, args, state, control, **kwargs):

@@ -141,7 +141,7 @@ def load_texts(path: str | os.PathLike, text_column: str = "review") -> list[str
     return _clean_texts(df[text_column], text_column, path).tolist()
 
 
-def _rows_fingerprint(df: pd.DataFrame) -> str:
+def rows_fingerprint(df: pd.DataFrame) -> str:
     """Short sha256 over the sorted (text, label) identities of the rows: order-independent."""
     h = hashlib.sha256()
     for text, label in sorted(zip(df["text"], df["label"].astype(int))):
@@ -171,4 +171,4 @@ def stratified_split(df: pd.DataFrame, val_fraction: float = 0.1, seed: int = 42
     # Shuffle both sides so training batches are not sorted by label.
     train = ordered[~is_val].sample(frac=1.0, random_state=seed).reset_index(drop=True)
     val = ordered[is_val].sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    return Split(train=train, val=val, fingerprint=_rows_fingerprint(val))
+    return Split(train=train, val=val, fingerprint=rows_fingerprint(val))

@@ -58,16 +58,16 @@ def load_tokenizer(name_or_path: str):
     return _load(AutoTokenizer, name_or_path, "tokenizer")
 
 
-def load_classifier(name_or_path: str, num_labels: int = 4):
+def load_classifier(name_or_path: str, num_labels: int | None = 4):
     """(model, tokenizer) for sequence classification; an MLM checkpoint gets a fresh classifier head.
 
     ``ignore_mismatched_sizes`` lets a classifier trained with another label count be re-headed.
+    ``num_labels=None`` keeps the saved head as is (for prediction with a fine-tuned model).
     """
     tokenizer = load_tokenizer(name_or_path)
-    model = _load(
-        AutoModelForSequenceClassification, name_or_path, "model",
-        num_labels=num_labels, ignore_mismatched_sizes=True, **_label_maps(num_labels),
-    )
+    head = {} if num_labels is None else {
+        "num_labels": num_labels, "ignore_mismatched_sizes": True, **_label_maps(num_labels)}
+    model = _load(AutoModelForSequenceClassification, name_or_path, "model", **head)
     return model, tokenizer
 
 

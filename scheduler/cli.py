@@ -374,3 +374,7 @@ def demo(ctx: click.Context, runs: Path) -> None:
 
 def main() -> None:
     cli(prog_name="sched")
+
+
+if __name__ == "__main__":
+    main()

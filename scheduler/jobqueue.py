@@ -232,8 +232,9 @@ class JobQueue:
 
     # ---- endings ------------------------------------------------------------------------------
 
-    def _finish(self, s: Session, job_id: int, worker_id: int, **values) -> bool:
-        return s.execute(update(Job).where(Job.id == job_id, Job.worker_id == worker_id,
+    def _finish(self, s: Session, job_id: int, owner: int, **values) -> bool:
+        """Apply `values` to a job only if it is still running under `owner`."""
+        return s.execute(update(Job).where(Job.id == job_id, Job.worker_id == owner,
                                            Job.status == RUNNING)
                          .values(lease_until=None, **values)).rowcount == 1
 

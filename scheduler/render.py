@@ -103,9 +103,12 @@ def _recent_table(jobs: list[dict]) -> Table:
 
 def plan_table(specs: list[JobSpec], title: str = "Plan") -> Table:
     table = Table(title=f"{title} ({len(specs)} jobs)", title_justify="left")
-    for col in ("#", "name", "kind", "prio", "gpus", "after", "tries", "timeout"):
+    name_width = min(40, max((len(s.name) for s in specs), default=4))
+    table.add_column("#")
+    table.add_column("name", min_width=name_width, overflow="fold")
+    for col in ("kind", "prio", "gpus", "after", "tries", "timeout"):
         table.add_column(col, overflow="fold")
-    table.add_column("params", overflow="ellipsis", no_wrap=True, max_width=50)
+    table.add_column("params", overflow="ellipsis", no_wrap=True, max_width=30)
     for i, spec in enumerate(specs, 1):
         params = json.dumps(spec.params, ensure_ascii=False)
         table.add_row(str(i), spec.name, spec.kind, str(spec.priority), str(spec.gpus), ", ".join(spec.after),

@@ -1,0 +1,199 @@
+"""Every `sched` command, through click's runner, on a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from scheduler.cli import cli
+from scheduler.jobqueue import JobQueue
+
+
+@pytest.fixture
+def run(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def invoke(*args, ok=True):
+        result = runner.invoke(cli, ["--db", sqlite_url, *args], catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        else:
+            assert result.exit_code != 0, result.output
+        return result
+
+    return invoke
+
+
+def write(tmp_path, text, name="queue.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+GOOD = """
+    vars: {msg: hello}
+    defaults: {priority: 1, max_attempts: 2, params: {echo: {message: "{msg}"}}}
+    jobs:
+      - name: prep
+        kind: echo
+        priority: 10
+      - name: "train-{model}"
+        kind: echo
+        matrix: {model: [a, b]}
+        after: [prep]
+        tags: [train]
+        params: {metric: 0.5}
+      - name: report
+        kind: echo
+        priority: 0
+        after: ["train-{model}"]
+"""
+
+
+def test_every_command_has_help_with_an_example(run):
+    for name in cli.commands:
+        result = run(name, "--help")
+        assert "Example" in result.output, name
+
+
+def test_init_creates_the_database(run, tmp_path):
+    result = run("init")
+    assert "queue ready" in result.output
+    assert (tmp_path / "experiments.db").exists()
+
+
+def test_submit_dry_run_shows_the_expanded_plan_and_submits_nothing(run, tmp_path, sqlite_url):
+    result = run("submit", str(write(tmp_path, GOOD)), "--dry-run")
+    for name in ("prep", "train-a", "train-b", "report"):
+        assert name in result.output
+    assert "nothing submitted" in result.output
+    assert JobQueue(sqlite_url).status_counts() == {}
+
+
+def test_submit_then_worker_then_status_json(run, tmp_path):
+    run("submit", str(write(tmp_path, GOOD)))
+    run("worker", "--gpus", "none", "--until-empty", "--runs", str(tmp_path / "runs"))
+    snap = json.loads(run("status", "--json").output)
+    assert snap["counts"]["succeeded"] == 4
+    job = snap["jobs"][0]
+    for key in ("id", "name", "kind", "status", "priority", "attempts", "progress"):
+        assert key in job
+    by_name = {j["name"]: j for j in snap["jobs"]}
+    assert by_name["train-a"]["tags"] == ["train"] and by_name["prep"]["priority"] == 10
+    # the plan's order: prep first (priority and dependency), report last (after both trains)
+    started = sorted(snap["jobs"], key=lambda j: j["started_at"] + str(j["id"]))
+    assert started[0]["name"] == "prep"
+
+
+BAD_FILES = {
+    "malformed": ("jobs:\n  - name: a\n    kind: [echo\n", "invalid YAML at line"),
+    "unknown-top-key": ("jobz: []\n", "jobz: unknown key"),
+    "unknown-job-key": ("jobs:\n  - {name: a, kind: echo, priorty: 3}\n", "job 'a' (jobs[0]), field priorty: unknown key"),
+    "unknown-kind": ("jobs:\n  - {name: a, kind: nope}\n", "job 'a' (jobs[0]), field kind: unknown job kind 'nope'"),
+    "bad-param": ("jobs:\n  - {name: a, kind: sleep, params: {seconds: soon}}\n", "job 'a' (jobs[0]): params.seconds"),
+    "unknown-param": ("jobs:\n  - {name: a, kind: echo, params: {mesage: x}}\n", "params.mesage: unknown key"),
+    "cycle": ("jobs:\n  - {name: a, kind: echo, after: [b]}\n  - {name: b, kind: echo, after: [a]}\n",
+              "dependency cycle: a -> b -> a"),
+    "unknown-after": ("jobs:\n  - {name: a, kind: echo, after: [ghost]}\n", "unknown dependency 'ghost'"),
+    "duplicate": ("jobs:\n  - {name: a, kind: echo}\n  - {name: a, kind: echo}\n", "duplicate job name 'a'"),
+    "unknown-var": ("jobs:\n  - {name: 'a-{model}', kind: echo}\n", "unknown variable {model}"),
+    "gpus": ("jobs:\n  - {name: a, kind: echo, gpus: 2}\n", "field gpus"),
+    "timeout": ("jobs:\n  - {name: a, kind: echo, timeout: soon}\n", "not a duration"),
+    "not-a-mapping": ("- a\n- b\n", "expected a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_queue_files_name_the_problem_and_submit_nothing(run, tmp_path, sqlite_url, case):
+    run("add", "echo", "--name", "already-there")
+    text, expected = BAD_FILES[case]
+    path = write(tmp_path, text)
+    result = run("submit", str(path), ok=False)
+    assert expected in result.output
+    assert str(path) in result.output or case == "unknown-after"
+    assert "Traceback" not in result.output
+    assert JobQueue(sqlite_url).status_counts() == {"queued": 1}  # the earlier job is intact
+
+
+def test_missing_queue_file(run, tmp_path):
+    result = run("submit", str(tmp_path / "nope.yaml"), ok=False)
+    assert "nope.yaml: no such file" in result.output
+
+
+def test_verbose_shows_the_traceback(run, tmp_path):
+    result = run("-v", "submit", str(write(tmp_path, "jobz: []\n")), ok=False)
+    assert "Traceback" in result.output
+
+
+def test_add_show_priority_cancel_retry(run, sqlite_url):
+    run("add", "echo", "--name", "one", "-p", "message=hi", "-p", "metric=3", "--tag", "x")
+    run("add", "sleep", "--name", "two", "--after", "one", "--priority", "5", "-p", "seconds=0.1")
+    shown = json.loads(run("show", "two", "--json").output)
+    assert shown["after"] == [{"name": "one", "status": "queued"}] and shown["priority"] == 5
+    assert shown["params"] == {"seconds": 0.1}
+    assert "message" in run("show", "1").output
+    run("priority", "two", "9")
+    assert JobQueue(sqlite_url).get("two").priority == 9
+    result = run("cancel", "one")
+    assert "cancelled" in result.output
+    assert JobQueue(sqlite_url).get("two").status == "upstream_failed"
+    result = run("retry", "one")
+    assert "queued again" in result.output
+    assert JobQueue(sqlite_url).status_counts() == {"queued": 2}
+    assert "params.metric: Input should be a valid number" in run("add", "echo", "--name", "bad", "-p", "metric=abc", ok=False).output
+    assert "KEY=VALUE" in run("add", "echo", "--name", "bad", "-p", "metric", ok=False).output
+
+
+def test_errors_for_unknown_jobs_and_invalid_changes(run):
+    assert "no job named or numbered 'ghost'" in run("show", "ghost", ok=False).output
+    run("add", "echo", "--name", "one")
+    run("cancel", "one")
+    assert "only queued or running" in run("cancel", "one", ok=False).output
+    assert "has not started yet" in run("logs", "one", ok=False).output
+
+
+def test_drain_and_resume(run, tmp_path, sqlite_url):
+    run("add", "echo", "--name", "one")
+    assert "drained" in run("drain").output
+    run("worker", "--gpus", "none", "--until-empty", "--runs", str(tmp_path / "runs"))
+    assert JobQueue(sqlite_url).get("one").status == "queued"
+    assert "drained" in run("status").output
+    run("resume")
+    run("worker", "--gpus", "none", "--until-empty", "--runs", str(tmp_path / "runs"))
+    assert JobQueue(sqlite_url).get("one").status == "succeeded"
+
+
+def test_logs_and_status_after_a_run(run, tmp_path):
+    run("add", "echo", "--name", "talker", "-p", "message=words from the job")
+    run("worker", "--gpus", "none", "--until-empty", "--runs", str(tmp_path / "runs"))
+    assert "words from the job" in run("logs", "talker").output
+    assert "words from the job" in run("logs", "talker", "-f").output  # returns: job has ended
+    status = run("status").output
+    assert "succeeded" in status and "talker" in status
+
+
+def test_worker_rejects_bad_options(run):
+    assert "--gpus takes a list" in run("worker", "--gpus", "x,y", ok=False).output
+    assert "shorter than --lease" in run("worker", "--lease", "5", "--heartbeat", "10", ok=False).output
+
+
+def test_kinds_lists_every_kind(run):
+    output = run("kinds").output
+    for kind in ("shell", "echo", "sleep", "fail", "crash"):
+        assert kind in output
+
+
+def test_demo_runs_the_campaign_to_the_end(run, sqlite_url):
+    run("demo")
+    counts = JobQueue(sqlite_url).status_counts()
+    assert counts == {"succeeded": 6}
+
+
+def test_bad_database_url(tmp_path):
+    result = CliRunner().invoke(cli, ["--db", "nonsense://", "status"])
+    assert result.exit_code == 1
+    assert "error:" in result.output

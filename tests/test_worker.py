@@ -1,0 +1,205 @@
+"""The worker loop with fake job kinds: each job runs in a real child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scheduler.jobqueue import JobQueue, JobSpec
+from scheduler.slots import Slot, parse_slots
+from scheduler.worker import WorkerLoop, WorkerOptions
+
+
+@pytest.fixture
+def queue(sqlite_url):
+    q = JobQueue(sqlite_url)
+    yield q
+    q.dispose()
+
+
+def make_loop(queue, tmp_path, slots=None, **options):
+    opts = dict(runs_root=tmp_path / "runs", heartbeat_s=0.2, lease_s=5, stop_grace_s=2, poll_s=0.05)
+    opts.update(options)
+    return WorkerLoop(queue, slots or [Slot("cpu0", None)], WorkerOptions(**opts))
+
+
+def step_until(loop, done, timeout=30.0):
+    """Drive single steps until `done()` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        loop.run_once()
+        if done():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def submit(queue, name, kind, **fields):
+    params = fields.pop("params", {})
+    return queue.submit([JobSpec(name=name, kind=kind, params=params, **fields)])[0]
+
+
+def runner_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"scheduler.runner" in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_echo_job_logs_metric_artifact_and_output(queue, tmp_path):
+    job_id = submit(queue, "hello", "echo", params={"message": "hi there", "metric": 0.75,
+                                                    "write_file": "out.txt"})
+    loop = make_loop(queue, tmp_path)
+    step_until(loop, lambda: queue.get(job_id).status == "succeeded")
+    from scheduler.records import Records
+
+    record = Records(queue).job("hello")
+    assert record.metrics == {"value": 0.75}
+    assert Path(record.artifacts["out.txt"]).read_text() == "hi there"
+    log = Path(queue.get(job_id).log_path).read_text()
+    assert "hi there" in log and "attempt 1/1" in log
+
+
+def test_failing_job_is_retried_then_fails_with_its_error(queue, tmp_path):
+    job_id = submit(queue, "bad", "fail", params={"message": "no GPU memory left"}, max_attempts=2)
+    loop = make_loop(queue, tmp_path)
+    step_until(loop, lambda: queue.get(job_id).status == "failed")
+    row = queue.get(job_id)
+    assert row.attempts == 2
+    assert row.message == "RuntimeError: no GPU memory left"
+    assert "Traceback" in Path(row.log_path).read_text()
+
+
+def test_crashing_child_is_reported_with_its_exit_code(queue, tmp_path):
+    job_id = submit(queue, "crash", "crash", params={"exit_code": 7})
+    step_until(make_loop(queue, tmp_path), lambda: queue.get(job_id).status == "failed")
+    row = queue.get(job_id)
+    assert row.exit_code == 7 and "exited with code 7" in row.message
+
+
+def test_timeout_kills_the_job_and_its_process_group(queue, tmp_path):
+    marker = tmp_path / "child.pid"
+    job_id = submit(queue, "hang", "shell", timeout_s=0.8, params={"argv": [
+        sys.executable, "-c",
+        f"import os,time; open({str(marker)!r},'w').write(str(os.getpid())); time.sleep(60)"]})
+    step_until(make_loop(queue, tmp_path), lambda: queue.get(job_id).status == "killed")
+    assert "timed out after 0.8s" in queue.get(job_id).message
+    grandchild = int(marker.read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{grandchild}").exists()  # the program the job started died too
+
+
+def test_cancel_of_a_running_job_kills_it(queue, tmp_path):
+    job_id = submit(queue, "long", "sleep", params={"seconds": 60})
+    loop = make_loop(queue, tmp_path)
+    step_until(loop, lambda: queue.get(job_id).status == "running")
+    queue.cancel(job_id)
+    step_until(loop, lambda: queue.get(job_id).status == "cancelled")
+    assert not loop.children
+
+
+def test_shutdown_preempts_running_jobs_and_queues_them_again(queue, tmp_path):
+    job_id = submit(queue, "long", "sleep", params={"seconds": 60}, max_attempts=1)
+    loop = make_loop(queue, tmp_path)
+    step_until(loop, lambda: queue.get(job_id).status == "running")
+    time.sleep(0.5)  # let the child install its signal handlers
+    loop.request_stop()
+    step_until(loop, lambda: not loop.children)
+    row = queue.get(job_id)
+    assert (row.status, row.failure_kind, row.attempts) == ("queued", "preempted", 0)
+    assert "stopped after" in Path(row.log_path).read_text()  # the job saw should_stop()
+
+
+def test_shell_job_gets_its_gpu_slot_environment(queue, tmp_path):
+    out = tmp_path / "env.txt"
+    code = ("import os; open(os.environ['OUT'],'w').write("
+            "os.environ['CUDA_VISIBLE_DEVICES']+'|'+os.environ['CUDA_DEVICE_ORDER']+'|'+os.environ['SCHED_DEVICE'])")
+    job_id = submit(queue, "env", "shell", gpus=1, params={"argv": [sys.executable, "-c", code],
+                                                           "env": {"OUT": str(out)}})
+    loop = make_loop(queue, tmp_path, slots=[Slot("gpu3", 3)])
+    step_until(loop, lambda: queue.get(job_id).status == "succeeded")
+    assert out.read_text() == "3|PCI_BUS_ID|cuda"
+
+
+def test_shell_job_with_a_missing_program_fails_clearly(queue, tmp_path):
+    job_id = submit(queue, "nope", "shell", params={"argv": ["/no/such/program"]})
+    step_until(make_loop(queue, tmp_path), lambda: queue.get(job_id).status == "failed")
+    assert "program not found: /no/such/program" in queue.get(job_id).message
+
+
+def test_two_slots_run_jobs_side_by_side(queue, tmp_path):
+    ids = [submit(queue, f"nap-{i}", "sleep", params={"seconds": 1.0}) for i in range(2)]
+    loop = make_loop(queue, tmp_path, slots=parse_slots("none", cpu_slots=2))
+    loop.run_once()
+    assert len(loop.children) == 2
+    step_until(loop, lambda: all(queue.get(i).status == "succeeded" for i in ids))
+
+
+def test_run_until_empty_follows_priorities_and_dependencies(queue, tmp_path):
+    marker = tmp_path / "order.txt"
+    from scheduler.plan import build_plan
+
+    plan = {"vars": {"m": str(marker)}, "defaults": {"params": {"sleep": {"seconds": 0, "marker": "{m}"}}},
+            "jobs": [
+                {"name": "low", "kind": "sleep", "priority": 1},
+                {"name": "high", "kind": "sleep", "priority": 10},
+                {"name": "mid-{x}", "kind": "sleep", "priority": 5, "matrix": {"x": ["a", "b"]}},
+                {"name": "top-but-blocked", "kind": "sleep", "priority": 100, "after": ["mid-{x}"]},
+            ]}
+    queue.submit(build_plan(plan))
+    make_loop(queue, tmp_path).run(until_empty=True)
+    assert marker.read_text().split() == ["high", "mid-a", "mid-b", "top-but-blocked", "low"]
+
+
+def test_max_jobs_stops_claiming(queue, tmp_path):
+    for i in range(3):
+        submit(queue, f"e{i}", "echo")
+    make_loop(queue, tmp_path, max_jobs=2).run(until_empty=True)
+    assert queue.status_counts() == {"succeeded": 2, "queued": 1}
+
+
+def test_worker_parent_never_imports_torch():
+    code = ("import sys, scheduler.cli, scheduler.worker, scheduler.runner, scheduler.plan, jobs; "
+            "[jobs.get_kind(k) for k in jobs.kind_names()]; "
+            "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_killed_worker_leaves_no_child_and_its_job_runs_again_once(db_url, tmp_path):
+    marker = tmp_path / "starts.txt"
+    queue = JobQueue(db_url)
+    job_id = submit(queue, "victim", "sleep", max_attempts=2, params={"seconds": 3, "marker": str(marker)})
+    env = {**os.environ, "SCHED_DB": db_url}
+    args = [sys.executable, "-m", "scheduler.cli", "worker", "--gpus", "none", "--lease", "2",
+            "--heartbeat", "0.5", "--runs", str(tmp_path / "runs")]
+    first = subprocess.Popen(args, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not (marker.exists() and queue.get(job_id).status == "running"):
+        assert time.monotonic() < deadline, "job never started"
+        time.sleep(0.1)
+    before = set(runner_pids())
+    assert before
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(0.5)
+    assert not before & set(runner_pids())  # the child died with its worker
+    assert queue.get(job_id).status == "running"  # until the lease expires
+    second = subprocess.run(args + ["--until-empty"], env=env, cwd=tmp_path, timeout=60)
+    assert second.returncode == 0
+    row = queue.get(job_id)
+    assert (row.status, row.attempts) == ("succeeded", 2)
+    assert marker.read_text().split() == ["victim", "victim"]
+    queue.dispose()
