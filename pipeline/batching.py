@@ -84,8 +84,11 @@ class MLMPadCollator(PadCollator):
     def __init__(self, tokenizer, mlm_probability: float = 0.15, whole_word_mask: bool = False,
                  seed: int | None = None, pad_to_multiple_of: int | None = None):
         super().__init__(tokenizer.pad_token_id, pad_to_multiple_of)
+        # Whole-word masking always uses [MASK] (no random replacement): say so, rather than be warned.
+        replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word_mask else {}
         self.masker = DataCollatorForLanguageModeling(
-            tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask, seed=seed
+            tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask, seed=seed,
+            **replace,
         )
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.whole_word_mask = whole_word_mask

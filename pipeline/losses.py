@@ -24,33 +24,32 @@ def focal_loss(
     reduction: str = "mean",
     ignore_index: int = -100,
 ) -> torch.Tensor:
-    """Focal loss ``-alpha_y * w_y * (1 - p_y)^gamma * CE_smoothed``, mean over non-ignored rows.
+    """Focal loss: ``alpha_y * (1 - p_y)^gamma * CE``, where CE is ``F.cross_entropy``'s per-row loss.
 
-    With gamma=0 and no alpha/weights/smoothing this is exactly ``F.cross_entropy``.
-    The focal factor uses the model's probability of the true class, so smoothing only changes the
-    target distribution, not how hard an example counts.
-    ``alpha`` and ``class_weights`` multiply (alpha is the focal-loss paper's per-class balance;
-    class_weights the usual CE weights); with weights the mean is weighted, as in ``F.cross_entropy``.
+    CE follows torch exactly, class weights and label smoothing included:
+    ``(1 - eps) * w_y * NLL_y + eps / C * sum_c w_c * NLL_c``; the mean divides by the sum of ``w_y``
+    (the row count without weights), as ``F.cross_entropy`` does. ``alpha`` is the focal-loss paper's
+    per-class factor and only scales rows. The focal factor uses the model's probability of the true
+    class. With gamma=0 and no alpha this IS ``F.cross_entropy`` (same call, bit-identical).
     """
+    weight = _as_tensor(class_weights, logits.float())
+    if gamma == 0 and alpha is None:
+        return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore_index,
+                               reduction=reduction, label_smoothing=label_smoothing)
     logits = logits.float()  # fp16 log-softmax loses precision; the loss is cheap in fp32
     keep = labels != ignore_index
     logits, labels = logits[keep], labels[keep]
-    log_p = F.log_softmax(logits, dim=-1)
-    log_p_true = log_p.gather(1, labels.unsqueeze(1)).squeeze(1)
-    # Label-smoothed CE: (1 - eps) * NLL(true) + eps * mean over classes of NLL.
-    ce = -log_p_true if label_smoothing == 0 else -(1 - label_smoothing) * log_p_true - label_smoothing * log_p.mean(-1)
-    if gamma != 0:
-        ce = (1 - log_p_true.exp()).clamp(min=0).pow(gamma) * ce
-    weight = torch.ones_like(ce)
-    for per_class in (_as_tensor(alpha, ce), _as_tensor(class_weights, ce)):
-        if per_class is not None:
-            weight = weight * per_class[labels]
-    loss = weight * ce
+    ce = F.cross_entropy(logits, labels, weight=weight, reduction="none", label_smoothing=label_smoothing)
+    p_true = F.softmax(logits, dim=-1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    loss = (1 - p_true).clamp(min=0).pow(gamma) * ce
+    if alpha is not None:
+        loss = loss * _as_tensor(alpha, loss)[labels]
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
-    return loss.sum() / weight.sum().clamp(min=torch.finfo(ce.dtype).tiny)
+    denominator = weight[labels].sum() if weight is not None else loss.new_tensor(float(len(labels)))
+    return loss.sum() / denominator.clamp(min=torch.finfo(loss.dtype).tiny)
 
 
 def make_compute_loss_func(

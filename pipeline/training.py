@@ -209,19 +209,20 @@ def _train_with_oom_retry(build: Callable[[int, int], tuple[Trainer, HooksCallba
             trainer.train(resume_from_checkpoint=resume)
             return trainer, hooks_cb, resume
         except torch.cuda.OutOfMemoryError as exc:
-            step = trainer.state.global_step
-            del trainer, hooks_cb
-            _free_memory()
             if batch <= 1:
                 raise RuntimeError(
                     f"out of GPU memory even at per-device batch size 1 (grad_accum {accum}); "
                     "use a smaller model or max_length"
                 ) from exc
-            run_state.update(batch_size=batch // 2, grad_accum=accum * 2, oom_retries=run_state["oom_retries"] + 1)
-            _write_json(os.path.join(output_dir, RUN_STATE), run_state)
-            log.warning("out of memory at batch %d: retrying with batch %d x accumulation %d (from %s)",
-                        batch, batch // 2, accum * 2, _last_checkpoint(output_dir) or "the start")
-            hooks.on_log("oom_batch_size", float(batch // 2), step, "train")
+            step = trainer.state.global_step
+        # Freed outside the except block: its traceback pins the failed step's tensors until it ends.
+        del trainer, hooks_cb
+        _free_memory()
+        run_state.update(batch_size=batch // 2, grad_accum=accum * 2, oom_retries=run_state["oom_retries"] + 1)
+        _write_json(os.path.join(output_dir, RUN_STATE), run_state)
+        log.warning("out of memory at batch %d: retrying with batch %d x accumulation %d (from %s)",
+                    batch, batch // 2, accum * 2, _last_checkpoint(output_dir) or "the start")
+        hooks.on_log("oom_batch_size", float(batch // 2), step, "train")
 
 
 # ---------------------------------------------------------------- prediction

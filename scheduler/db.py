@@ -12,7 +12,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -80,13 +80,17 @@ def make_engine(url: str | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def db_now(session: Session) -> datetime:
+_SQLITE_NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+_POSTGRES_NOW = text("SELECT timezone('utc', clock_timestamp())")
+
+
+def db_now(db: Session | Connection) -> datetime:
     """The database's clock as naive UTC, so leases from many hosts are judged by one clock."""
-    if session.get_bind().dialect.name == "sqlite":
-        raw = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
-        return datetime.fromisoformat(raw)
-    if session.get_bind().dialect.name == "postgresql":
-        return session.execute(text("SELECT timezone('utc', clock_timestamp())")).scalar_one()
+    dialect = db.dialect.name if isinstance(db, Connection) else db.get_bind().dialect.name
+    if dialect == "sqlite":
+        return datetime.fromisoformat(db.execute(_SQLITE_NOW).scalar_one())
+    if dialect == "postgresql":
+        return db.execute(_POSTGRES_NOW).scalar_one()
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from . import statements as sql
 from .db import READ_ONLY, db_now, open_database
 from .errors import InvalidTransition, NotFound, PlanError
 from .models import (
@@ -186,49 +187,31 @@ class JobQueue:
         Runnable: queued, every dependency succeeded, asks for no more GPUs than the slot has, and
         the queue is not drained. Order: priority high to low, then first submitted first.
         """
-        with self.session() as s, s.begin():
-            if self.drained_in(s):
+        with self.engine.begin() as conn:
+            candidate = conn.execute(sql.CLAIM_CANDIDATE, {"slot_gpus": slot_gpus}).first()
+            if candidate is None:
                 return None
-            dep = aliased(Job)
-            blocked = exists().where(JobDependency.job_id == Job.id, JobDependency.depends_on == dep.id,
-                                     dep.status != SUCCEEDED)
-            job_id = s.scalars(
-                select(Job.id).where(Job.status == QUEUED, Job.gpus <= slot_gpus, ~blocked)
-                .order_by(Job.priority.desc(), Job.id).limit(1)
-                # PostgreSQL: other claimers skip this row instead of waiting for it. SQLite renders
-                # nothing here; BEGIN IMMEDIATE already serialises writers.
-                .with_for_update(skip_locked=True, of=Job)
-            ).first()
-            if job_id is None:
-                return None
-            now = db_now(s)
-            values = dict(status=RUNNING, worker_id=worker_id, slot=slot, attempts=Job.attempts + 1,
-                          lease_until=now + timedelta(seconds=lease_s), started_at=now, finished_at=None,
-                          exit_code=None, cancel_requested=False, progress_done=None,
-                          progress_total=None, progress_message=None)
+            now = db_now(conn)
+            run_dir = None
             if runs_root is not None:
-                job_name = s.scalar(select(Job.name).where(Job.id == job_id))
-                run_dir = Path(runs_root).resolve() / run_folder_name(job_id, job_name)
-                values.update(output_dir=str(run_dir), log_path=str(run_dir / "log.txt"))
-            won = s.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED).values(**values)).rowcount
-            if won != 1:
-                return None
-            row = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
-            return ClaimedJob(id=row.id, name=row.name, kind=row.kind, params=row.params, gpus=row.gpus,
-                              attempts=row.attempts, max_attempts=row.max_attempts, timeout_s=row.timeout_s,
-                              output_dir=row.output_dir, log_path=row.log_path)
+                run_dir = Path(runs_root).resolve() / run_folder_name(candidate.id, candidate.name)
+            row = conn.execute(sql.CLAIM, {
+                "b_id": candidate.id, "b_worker": worker_id, "b_slot": slot, "b_now": now,
+                "b_lease": now + timedelta(seconds=lease_s),
+                "b_output_dir": str(run_dir) if run_dir else None,
+                "b_log_path": str(run_dir / "log.txt") if run_dir else None,
+            }).first()
+            return None if row is None else ClaimedJob(**row._asdict())
 
     # ---- while running ------------------------------------------------------------------------
 
     def heartbeat(self, job_id: int, worker_id: int, *, lease_s: float = DEFAULT_LEASE_S) -> HeartbeatReply:
         """Renew the lease of a job this worker runs, by the database's clock."""
-        with self.session() as s, s.begin():
-            now = db_now(s)
-            held = s.execute(update(Job).where(Job.id == job_id, Job.worker_id == worker_id,
-                                               Job.status == RUNNING)
-                             .values(lease_until=now + timedelta(seconds=lease_s))).rowcount == 1
-            cancel = held and bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
-            return HeartbeatReply(lease_held=held, cancel_requested=cancel)
+        with self.engine.begin() as conn:
+            now = db_now(conn)
+            cancel = conn.execute(sql.HEARTBEAT, {"b_id": job_id, "b_worker": worker_id,
+                                                  "b_lease": now + timedelta(seconds=lease_s)}).scalar()
+            return HeartbeatReply(lease_held=cancel is not None, cancel_requested=bool(cancel))
 
     # ---- endings ------------------------------------------------------------------------------
 
@@ -240,9 +223,9 @@ class JobQueue:
 
     def succeed(self, job_id: int, worker_id: int, *, exit_code: int = 0) -> bool:
         """running -> succeeded."""
-        with self.session() as s, s.begin():
-            return self._finish(s, job_id, worker_id, status=SUCCEEDED, finished_at=db_now(s),
-                                exit_code=exit_code, failure_kind=None, message=None)
+        with self.engine.begin() as conn:
+            return conn.execute(sql.SUCCEED, {"b_id": job_id, "b_worker": worker_id, "b_now": db_now(conn),
+                                              "b_exit": exit_code}).rowcount == 1
 
     def fail(self, job_id: int, worker_id: int, *, kind: str = FAILED, message: str = "",
              exit_code: int | None = None) -> str | None:
