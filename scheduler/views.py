@@ -5,7 +5,7 @@ A snapshot is plain dicts and lists, so the rich renderer and the JSON printer s
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
@@ -15,6 +15,7 @@ from .jobqueue import JobQueue
 from .models import ALL_STATES, Artifact, Job, JobDependency, Metric, Worker
 
 RECENT_LIMIT = 10
+WORKER_GONE_S = 300
 QUEUE_LIMIT = 30
 
 
@@ -53,7 +54,10 @@ def status_snapshot(queue: JobQueue, *, all_jobs: bool = True) -> dict:
         recent = s.scalars(select(Job).where(Job.finished_at.is_not(None))
                            .order_by(Job.finished_at.desc()).limit(RECENT_LIMIT)).all()
         waiting_on = _pending_dependencies(s, [j.id for j in queued])
-        workers = s.scalars(select(Worker).where(Worker.state != "stopped").order_by(Worker.id)).all()
+        # A worker that stopped heartbeating for WORKER_GONE_S was killed: leave it out.
+        workers = s.scalars(select(Worker).where(
+            Worker.state != "stopped", Worker.heartbeat > now - timedelta(seconds=WORKER_GONE_S))
+            .order_by(Worker.id)).all()
         drained = queue.drained_in(s)
         jobs = s.scalars(select(Job).order_by(Job.id)).all() if all_jobs else []
         return {

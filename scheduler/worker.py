@@ -57,6 +57,7 @@ class WorkerLoop:
     children: dict[str, Child] = field(default_factory=dict)  # slot name -> child
     claimed: int = 0
     stopping: bool = False
+    last_worker_heartbeat: float = float("-inf")
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -166,11 +167,12 @@ class WorkerLoop:
             log.error("%s %s: %s", job.call, kind, message)
 
     def _renew_leases(self, now: float) -> None:
-        due = [c for c in self.children.values() if now - c.last_heartbeat >= self.options.heartbeat_s]
-        if not due:
-            return
-        self.queue.worker_heartbeat(self.worker_id)
-        for child in due:
+        if now - self.last_worker_heartbeat >= self.options.heartbeat_s:
+            self.last_worker_heartbeat = now
+            self.queue.worker_heartbeat(self.worker_id)  # `sched status` shows idle workers too
+        for child in self.children.values():
+            if now - child.last_heartbeat < self.options.heartbeat_s:
+                continue
             child.last_heartbeat = now
             reply = self.queue.heartbeat(child.job.id, self.worker_id, lease_s=self.options.lease_s)
             if not reply.lease_held:

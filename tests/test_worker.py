@@ -203,3 +203,26 @@ def test_killed_worker_leaves_no_child_and_its_job_runs_again_once(db_url, tmp_p
     assert (row.status, row.attempts) == ("succeeded", 2)
     assert marker.read_text().split() == ["victim", "victim"]
     queue.dispose()
+
+
+def test_status_shows_the_worker_and_the_running_job_with_progress(queue, tmp_path):
+    from rich.console import Console
+
+    from scheduler.render import status_view
+    from scheduler.views import status_snapshot
+
+    job_id = submit(queue, "napper", "sleep", params={"seconds": 3})
+    submit(queue, "waiter", "echo", after=["napper"])
+    loop = make_loop(queue, tmp_path)
+    step_until(loop, lambda: queue.get(job_id).progress_done is not None)
+    snap = status_snapshot(queue, all_jobs=False)
+    assert [w["id"] for w in snap["workers"]] == [loop.worker_id]
+    running = snap["running"][0]
+    assert running["name"] == "napper" and running["progress"]["total"] == 60
+    assert snap["queue"][0]["waiting_for"] == ["napper"]
+    console = Console(record=True, width=120)
+    console.print(status_view(snap))
+    text = console.export_text()
+    assert "napper" in text and "sleeping" in text and "waiting for" in text
+    loop.request_stop()
+    step_until(loop, lambda: not loop.children)
