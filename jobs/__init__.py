@@ -19,6 +19,10 @@ KIND_MODULES = {
     "sleep": "jobs.diagnostic",
     "fail": "jobs.diagnostic",
     "crash": "jobs.diagnostic",
+    "tapt": "jobs.tapt",
+    "finetune": "jobs.finetune",
+    "predict": "jobs.predict",
+    "augment": "jobs.augment",
 }
 
 

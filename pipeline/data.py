@@ -41,11 +41,11 @@ def normalize_text(s: str) -> str:
 
 
 def _row_numbers(mask: pd.Series) -> str:
-    """Describe the failing rows as 1-based data row numbers (the header is not counted)."""
+    """Name the failing rows by 1-based data row number (header not counted: file line = row + 1)."""
     rows = [int(i) + 1 for i in np.flatnonzero(mask.to_numpy())]
     shown = ", ".join(str(r) for r in rows[:_MAX_ROWS_IN_MESSAGE])
     more = len(rows) - _MAX_ROWS_IN_MESSAGE
-    return shown + (f" and {more} more" if more > 0 else "")
+    return "data row " + shown + (f" and {more} more" if more > 0 else "")
 
 
 def _read_csv(path: str | os.PathLike) -> pd.DataFrame:
@@ -88,7 +88,7 @@ def _clean_texts(raw: pd.Series, column: str, path) -> pd.Series:
     if empty.any():
         raise DataError(
             f"{os.fspath(path)}: column {column!r} is empty or missing in {int(empty.sum())} row(s): "
-            f"row {_row_numbers(empty)}"
+            f"{_row_numbers(empty)}"
         )
     return texts
 
@@ -102,7 +102,7 @@ def _parse_labels(raw: pd.Series, column: str, num_labels: int, path) -> pd.Seri
         first = stripped[bad].iloc[0]
         raise DataError(
             f"{os.fspath(path)}: column {column!r} must hold integer labels 0..{num_labels - 1}; "
-            f"found {first!r} at row {_row_numbers(bad)}"
+            f"found {first!r} at {_row_numbers(bad)}"
         )
     labels = stripped.astype(np.int64)
     out_of_range = (labels < 0) | (labels >= num_labels)
@@ -110,7 +110,7 @@ def _parse_labels(raw: pd.Series, column: str, num_labels: int, path) -> pd.Seri
         first = int(labels[out_of_range].iloc[0])
         raise DataError(
             f"{os.fspath(path)}: label {first} in column {column!r} is outside 0..{num_labels - 1} "
-            f"at row {_row_numbers(out_of_range)}"
+            f"at {_row_numbers(out_of_range)}"
         )
     return labels
 

@@ -297,8 +297,8 @@ def _save_final(trainer: Trainer, tokenizer, model_dir: str) -> None:
     tokenizer.save_pretrained(model_dir)
 
 
-def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame | None = None,
-             test_df: pd.DataFrame | None = None, output_dir: str = "finetune_out",
+def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame | None,
+             test_df: pd.DataFrame | None, output_dir: str | os.PathLike,
              hooks: Hooks | None = None) -> FinetuneResult:
     """Fine-tune ``cfg.model`` on ``train_df`` (columns text, label), evaluating on ``val_df`` per epoch.
 
@@ -410,7 +410,7 @@ def _holdout(n: int, fraction: float, max_rows: int, seed: int) -> tuple[np.ndar
     return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
 
 
-def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str = "tapt_out",
+def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
          hooks: Hooks | None = None) -> TaptResult:
     """Continue masked-LM pretraining of ``cfg.model`` on the task's texts.
 

@@ -54,25 +54,25 @@ def test_missing_column_lists_available(tmp_path):
 
 def test_nan_and_blank_text_give_row_numbers(tmp_path):
     path = write(tmp_path, "review,label\n좋다,3\n,0\n   ,1\n별로,0\n")
-    with pytest.raises(DataError, match=r"column 'review' is empty or missing in 2 row\(s\): row 2, 3"):
+    with pytest.raises(DataError, match=r"column 'review' is empty or missing in 2 row\(s\): data row 2, 3"):
         load_labeled_csv(path)
 
 
 def test_label_out_of_range_names_value_and_row(tmp_path):
     path = write(tmp_path, "review,label\n좋다,3\n별로,7\n")
-    with pytest.raises(DataError, match=r"label 7 in column 'label' is outside 0\.\.3 at row 2"):
+    with pytest.raises(DataError, match=r"label 7 in column 'label' is outside 0\.\.3 at data row 2"):
         load_labeled_csv(path)
 
 
 def test_negative_label_rejected(tmp_path):
-    with pytest.raises(DataError, match=r"label -1 .* at row 1"):
+    with pytest.raises(DataError, match=r"label -1 .* at data row 1"):
         load_labeled_csv(write(tmp_path, "review,label\n좋다,-1\n"))
 
 
 @pytest.mark.parametrize("bad", ["2.5", "positive", ""])
 def test_non_integer_label_names_value_and_row(tmp_path, bad):
     path = write(tmp_path, f"review,label\n좋다,3\n별로,0\n음,{bad}\n")
-    with pytest.raises(DataError, match=rf"found '{bad}' at row 3"):
+    with pytest.raises(DataError, match=rf"found '{bad}' at data row 3"):
         load_labeled_csv(path)
 
 

@@ -76,15 +76,16 @@ def test_finetune_starts_from_tapt_checkpoint(tapt_run, tiny_model, small_split,
 
 def test_finetune_beats_majority_baseline(small_split, test_reviews, tiny_cfg, tmp_path):
     rec = Recorder()
-    cfg = tiny_cfg(epochs=5, lr=2e-3)
+    # 8 epochs: across tiny-model and training seeds this lands at 0.33-0.41 test accuracy (baseline 0.25).
+    cfg = tiny_cfg(epochs=8, lr=2e-3)
     result = finetune(cfg, small_split.train, small_split.val, test_reviews, tmp_path, rec.hooks())
     test_logits = np.load(result.test_logits_path)
     majority = test_reviews["label"].value_counts(normalize=True).max()
     test_acc = accuracy(test_reviews["label"], test_logits.argmax(-1))
     assert test_acc > majority + 0.05, (test_acc, majority)
     # Per-epoch validation metrics reached the hooks; progress counted every step.
-    assert len(rec.values("accuracy", "val")) == len(rec.values("f1", "val")) == 5
-    assert len(rec.values("loss", "val")) == 5 and len(rec.values("loss", "train")) == 5
+    assert len(rec.values("accuracy", "val")) == len(rec.values("f1", "val")) == 8
+    assert len(rec.values("loss", "val")) == 8 and len(rec.values("loss", "train")) == 8
     assert rec.progress[-1][0] == rec.progress[-1][1] == result.global_step
     # Files: final model loads and predicts the saved test logits; predictions CSV is readable.
     np.testing.assert_allclose(predict(result.model_dir, test_reviews["text"].tolist(), max_length=64),
@@ -92,7 +93,7 @@ def test_finetune_beats_majority_baseline(small_split, test_reviews, tiny_cfg, t
     assert len(np.load(result.val_logits_path)) == len(small_split.val)
     assert result.val_fingerprint == small_split.fingerprint
     saved = json.loads(open(os.path.join(tmp_path, "result.json")).read())
-    assert saved["val_accuracy"] == result.val_accuracy and 1 <= result.best_epoch <= 5
+    assert saved["val_accuracy"] == result.val_accuracy and 1 <= result.best_epoch <= 8
 
 
 def test_interrupted_finetune_resumes_without_repeating_epochs(small_split, tiny_cfg, tmp_path):

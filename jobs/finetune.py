@@ -1,0 +1,122 @@
+"""`finetune`: train a classifier on the task's labelled CSV; or, with `full_data`, retrain on all of it.
+
+    - name: "finetune-{model}"
+      kind: finetune
+      after: ["tapt-{model}"]
+      params: {model: {from: "tapt-{model}"}, epochs: 5, focal_gamma: 2.0, label_smoothing: 0.1, swa_epochs: 2}
+    - name: retrain-best
+      kind: finetune
+      params: {model: klue/roberta-base, full_data: true, epochs_from: finetune-klue/roberta-base}
+
+Every model of a campaign must be scored on the same validation rows, so the split is a function of
+(train file content, val_fraction, split_seed) alone; its fingerprint is saved with the result.
+Logs per epoch `loss`/`accuracy`/`f1` (split val) and, at the end, `val_accuracy`, `val_f1`,
+`best_epoch`; artifacts: `model`, `val_logits`, `test_logits`, `val_predictions`, `test_predictions`,
+`result`. Runs again after an interruption resume from the last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipeline.config import FinetuneConfig
+
+from .common import DEFAULT_TEST, DEFAULT_TRAIN, FromJob, ModelRef, artifact_of, data_path, hooks_for, \
+    params_from_config, resolve_model, training_config
+from .context import JobContext, Preempted
+
+Params = params_from_config("FinetuneParams", FinetuneConfig, {
+    # hub name, local folder, "tiny", or {from: job} (e.g. a TAPT job's checkpoint)
+    "model": (ModelRef, "tiny"),
+    "train": (str, DEFAULT_TRAIN),  # labelled CSV; validation rows are split off it
+    "test": (str | None, DEFAULT_TEST),  # CSV to write test logits for (labels not needed)
+    "text_column": (str, "review"),
+    "label_column": (str, "label"),
+    "val_fraction": (float, Field(default=0.1, gt=0, lt=1)),  # share of train held out for validation
+    "split_seed": (int, 42),  # the campaign's split: keep it equal across the models you ensemble
+    "max_train_rows": (int | None, None),  # use only the first N rows of train (quick runs)
+    "extra_train": (FromJob | str | None, None),  # more training rows: a CSV, or an augment job's output
+    "epochs_from": (str | None, None),  # take `epochs` from this job's best epoch (full-data retrain)
+})
+
+
+def _load_data(params):
+    import pandas as pd
+
+    from pipeline.data import load_labeled_csv, stratified_split
+
+    frame = load_labeled_csv(data_path(params.train), params.text_column, params.label_column, params.num_labels)
+    if params.max_train_rows:
+        frame = frame.head(params.max_train_rows)
+    split = stratified_split(frame, params.val_fraction, params.split_seed)
+    test = None
+    if params.test:
+        from pipeline.data import load_texts
+
+        texts = load_texts(data_path(params.test), params.text_column)
+        test = pd.DataFrame({"text": texts})
+    return split, test
+
+
+def _extra_rows(params, ctx: JobContext):
+    from pipeline.data import load_labeled_csv
+
+    if params.extra_train is None:
+        return None
+    path = artifact_of(ctx, params.extra_train, "augmented_csv") if isinstance(params.extra_train, FromJob) \
+        else data_path(params.extra_train)
+    return load_labeled_csv(path, params.text_column, params.label_column, params.num_labels)
+
+
+def _epochs(params, ctx: JobContext) -> int:
+    if not params.epochs_from:
+        return params.epochs
+    record = ctx.job(params.epochs_from)
+    best = record.metrics.get("best_epoch")
+    if best is None:
+        raise ValueError(f"epochs_from: job '{params.epochs_from}' logged no best_epoch "
+                         f"(status {record.status})")
+    return max(1, int(round(best)))
+
+
+def run(params, ctx: JobContext) -> None:
+    import pandas as pd
+
+    from pipeline.hooks import StopRequested
+    from pipeline.training import finetune
+
+    split, test = _load_data(params)
+    train, val = split.train, split.val
+    extra = _extra_rows(params, ctx)
+    if extra is not None:
+        # Only training rows are augmented: validation stays the campaign's shared split.
+        train = pd.concat([train, extra[~extra["text"].isin(set(val["text"]))]], ignore_index=True)
+    if params.full_data:
+        train, val = pd.concat([train, val], ignore_index=True), None
+    epochs = _epochs(params, ctx)
+    cfg = training_config(params, FinetuneConfig, Params.config_names, epochs=epochs,
+                          model=resolve_model(ctx, params.model, train["text"].tolist()))
+    ctx.progress(0, None, f"{len(train)} train rows, {0 if val is None else len(val)} val rows")
+    try:
+        result = finetune(cfg, train, val, test, output_dir=str(ctx.output_dir / "train"), hooks=hooks_for(ctx))
+    except StopRequested as stop:
+        raise Preempted(str(stop)) from None
+    _report(ctx, result, split.fingerprint, epochs)
+
+
+def _report(ctx: JobContext, result, fingerprint: str, epochs: int) -> None:
+    for key in ("val_accuracy", "val_f1", "best_epoch"):
+        value = getattr(result, key)
+        if value is not None:
+            ctx.log_metric(key, value)
+    ctx.log_metric("epochs_run", result.epochs_run)
+    ctx.log_metric("train_samples_per_second", result.train_samples_per_second)
+    for name in ("val_logits", "test_logits", "val_predictions", "test_predictions"):
+        path = getattr(result, f"{name}_path")
+        if path:
+            ctx.add_artifact(name, path)
+    ctx.add_artifact("model", result.model_dir)
+    split_file = ctx.output_dir / "val_split.txt"
+    split_file.write_text(fingerprint + "\n")
+    ctx.add_artifact("val_split", split_file)
+    ctx.add_artifact("result", ctx.output_dir / "train" / "result.json")

@@ -1,0 +1,79 @@
+"""The ML job kinds through the real queue: tapt -> finetune -> full-data retrain -> predict.
+
+Tiny models on a few hundred real reviews of the shipped sample; every job runs in its own child
+process exactly as on a GPU host.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from scheduler.cli import cli
+from scheduler.jobqueue import JobQueue
+from scheduler.records import Records
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+CHAIN = """
+vars: {train: "%(train)s", test: "%(test)s"}
+defaults:
+  max_attempts: 1
+  params:
+    tapt: {texts: ["{train}", "{test}"], epochs: 1, batch_size: 32, max_length: 48, lr: 1e-3, precision: fp32}
+    finetune: {train: "{train}", test: "{test}", epochs: 2, batch_size: 32, max_length: 48, lr: 2e-3,
+               precision: fp32, focal_gamma: 1.0, label_smoothing: 0.05}
+jobs:
+  - {name: tapt, kind: tapt, priority: 30}
+  - {name: ft, kind: finetune, priority: 20, after: [tapt], params: {model: {from: tapt}}}
+  - {name: retrain, kind: finetune, priority: 10, after: [ft],
+     params: {model: {from: tapt}, full_data: true, epochs_from: ft}}
+  - {name: predict, kind: predict, after: [retrain], params: {model: {from: retrain}, csv: "{test}", max_length: 48}}
+"""
+
+
+@pytest.fixture
+def small_data(tmp_path):
+    train = pd.read_csv(DATA / "reviews_train.csv").groupby("label").head(100).sample(frac=1, random_state=0)
+    test = pd.read_csv(DATA / "reviews_test.csv").head(60)
+    paths = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.to_csv(paths[0], index=False)
+    test.to_csv(paths[1], index=False)
+    return paths
+
+
+@pytest.mark.slow
+def test_tapt_finetune_retrain_predict_through_the_queue(small_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCHED_CACHE_DIR", str(tmp_path / "token-cache"))
+    url = f"sqlite:///{tmp_path / 'experiments.db'}"
+    queue_file = tmp_path / "chain.yaml"
+    queue_file.write_text(CHAIN % {"train": small_data[0], "test": small_data[1]})
+    runner = CliRunner()
+    for args in (["submit", str(queue_file)],
+                 ["worker", "--gpus", "none", "--until-empty", "--runs", str(tmp_path / "runs")]):
+        result = runner.invoke(cli, ["--db", url, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    status = json.loads(runner.invoke(cli, ["--db", url, "status", "--json"]).output)
+    assert {j["name"]: j["status"] for j in status["jobs"]} == dict.fromkeys(
+        ["tapt", "ft", "retrain", "predict"], "succeeded"), status
+
+    records = Records(JobQueue(url))
+    tapt, ft, retrain, predict = (records.job(n) for n in ("tapt", "ft", "retrain", "predict"))
+    assert tapt.metrics["final_mlm_loss"] > 0 and "mlm_loss" in {m["key"] for m in tapt.history}
+    assert 0 <= ft.metrics["val_accuracy"] <= 1 and 0 <= ft.metrics["val_f1"] <= 1
+    val_epochs = [m for m in ft.history if m["key"] == "accuracy" and m["split"] == "val"]
+    assert len(val_epochs) == 2  # one evaluation per epoch
+    assert np.load(ft.artifacts["val_logits"]).shape[1] == 4
+    assert np.load(ft.artifacts["test_logits"]).shape == (60, 4)
+    assert retrain.metrics["epochs_run"] == ft.metrics["best_epoch"]  # epochs_from
+    assert "val_accuracy" not in retrain.metrics  # full data: nothing held out
+    assert np.load(retrain.artifacts["test_logits"]).shape == (60, 4)
+    assert np.load(predict.artifacts["logits"]).shape == (60, 4)
+    assert len(pd.read_csv(predict.artifacts["predictions"])) == 60
