@@ -76,6 +76,7 @@ class FinetuneConfig(_TrainCommon):
     metric_for_best: str = "f1"
     full_data: bool = False  # train on train+val, no evaluation (the final run of a campaign)
     length_grouping: bool = True  # batch similar lengths together: less padding, faster
+    special_tokens: list[str] | None = None  # added to the tokenizer; the embeddings grow to match
 
     def validate(self) -> None:
         super().validate()

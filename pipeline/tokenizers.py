@@ -64,7 +64,8 @@ def train_wordpiece_tokenizer(
 
 
 def add_special_tokens(tokenizer, model, tokens: Iterable[str]) -> int:
-    """Add ``tokens`` as special tokens and resize the model's embeddings to match.
+    """Add ``tokens`` as special tokens and resize the model's embeddings to match (model may be None
+    when the caller resizes a model it loads later).
 
     Returns how many tokens were new. Resizing is what keeps the new ids inside the embedding matrix.
     """
@@ -72,6 +73,6 @@ def add_special_tokens(tokenizer, model, tokens: Iterable[str]) -> int:
     added = tokenizer.add_special_tokens(
         {"extra_special_tokens": list(tokens)}, replace_extra_special_tokens=False
     )
-    if added:
+    if added and model is not None:
         model.resize_token_embeddings(len(tokenizer))
     return added

@@ -43,6 +43,7 @@ from pipeline.hooks import NULL_HOOKS, Hooks, StopRequested
 from pipeline.losses import make_compute_loss_func
 from pipeline.metrics import accuracy, compute_metrics, macro_f1, softmax
 from pipeline.models import load_classifier, load_mlm, load_tokenizer, resolve_model_source
+from pipeline.tokenizers import add_special_tokens
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +318,9 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     run_state = _start_run_state(output_dir, cfg)
 
     tokenizer = load_tokenizer(source)
+    if cfg.special_tokens:
+        # Before encoding, so the cache key (which hashes the tokenizer) sees the new tokens.
+        add_special_tokens(tokenizer, None, cfg.special_tokens)
     cache = TokenCache(cfg.cache_dir)
     train_enc = cache.encode(tokenizer, train_df["text"].tolist(), cfg.max_length)
     val_enc = cache.encode(tokenizer, val_df["text"].tolist(), cfg.max_length) if evaluate else None
@@ -328,6 +332,8 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     def build(batch: int, accum: int) -> tuple[Trainer, HooksCallback]:
         set_seed(cfg.seed)  # the classifier head's init, identical on every (re)try
         model, _ = load_classifier(source, cfg.num_labels)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))  # room for the added special tokens
         hooks_cb = HooksCallback(hooks, CLASSIFY_NAMES, batch, accum)
         # SWA first: its on_save must write the average before HooksCallback may raise there.
         callbacks = []

@@ -212,3 +212,17 @@ def test_resume_refuses_a_different_config(small_split, tiny_cfg, tmp_path):
         finetune(tiny_cfg(epochs=2), small_split.train.iloc[:64], None, None, tmp_path, Hooks(fault=crash))
     with pytest.raises(ValueError, match=r"different config \(changed: \['lr'\]\)"):
         finetune(tiny_cfg(epochs=2, lr=1e-4), small_split.train.iloc[:64], None, None, tmp_path)
+
+
+def test_special_tokens_are_added_and_the_embeddings_resized(small_split, tiny_cfg, tmp_path):
+    from pipeline.models import load_classifier
+
+    train = small_split.train.head(64).copy()
+    train.loc[train.index[0], "text"] = "[MOVIE] 최고의 영화 [MOVIE]"
+    result = finetune(tiny_cfg(epochs=1, special_tokens=["[MOVIE]"]), train, small_split.val.head(32),
+                      None, tmp_path)
+    model, tokenizer = load_classifier(result.model_dir, num_labels=None)
+    token_id = tokenizer.convert_tokens_to_ids("[MOVIE]")
+    assert token_id != tokenizer.unk_token_id
+    assert tokenizer.tokenize("[MOVIE] 좋다")[0] == "[MOVIE]"  # kept whole, not split into pieces
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer) > token_id
