@@ -67,6 +67,8 @@ class JobContext:
     reporter: Reporter
     attempt: int = 1
     stop_requested: Callable[[], bool] = lambda: False
+    group: str | None = None  # shared by the jobs of one `workers: k` entry (e.g. one Optuna study)
+    db_url: str | None = None  # the queue's database, for libraries that keep tables there (Optuna)
     _last_progress: float = field(default=0.0, repr=False)
 
     def __post_init__(self):

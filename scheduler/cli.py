@@ -129,10 +129,11 @@ def _parse_pairs(pairs: tuple[str, ...], flag: str) -> list[tuple[str, object]]:
 @click.option("--max-attempts", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--timeout", default=None, help="Kill after this long: seconds, 30m, 2h.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--preemptible", is_flag=True, help="May yield its slot to a higher-priority job.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A job parameter; VALUE is read as YAML (numbers, lists).")
 @click.pass_context
-def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, params) -> None:
+def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, preemptible, params) -> None:
     """Add one job.
 
     \b
@@ -144,7 +145,7 @@ def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, par
 
     entry = {"name": name, "kind": kind, "priority": priority, "gpus": gpus, "after": list(after),
              "max_attempts": max_attempts, "timeout": timeout, "tags": list(tags),
-             "params": dict(_parse_pairs(params, "-p"))}
+             "preemptible": preemptible, "params": dict(_parse_pairs(params, "-p"))}
     specs = build_plan({"jobs": [entry]}, where="sched add")
     job_id = _queue(ctx).submit(specs)[0]
     console.print(f"added job {job_id} '{name}' ({kind}, priority {priority})")

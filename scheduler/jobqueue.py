@@ -59,6 +59,8 @@ class JobSpec:
     timeout_s: float | None = None
     tags: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
+    preemptible: bool = False
+    group_name: str | None = None
 
 
 @dataclass
@@ -73,6 +75,8 @@ class ClaimedJob:
     timeout_s: float | None
     output_dir: str | None
     log_path: str | None
+    priority: int = 0
+    preemptible: bool = False
 
     @property
     def call(self) -> str:
@@ -154,6 +158,7 @@ class JobQueue:
                 name=spec.name, kind=spec.kind, params=spec.params, priority=spec.priority,
                 gpus=spec.gpus, max_attempts=spec.max_attempts, timeout_s=spec.timeout_s,
                 tags=list(spec.tags), status=QUEUED, attempts=0, created_at=now,
+                preemptible=spec.preemptible, group_name=spec.group_name,
             )).inserted_primary_key[0]
         self._insert_dependencies(s, specs, ids_by_name)
         for spec in specs:
@@ -202,6 +207,11 @@ class JobQueue:
                 "b_log_path": str(run_dir / "log.txt") if run_dir else None,
             }).first()
             return None if row is None else ClaimedJob(**row._asdict())
+
+    def top_waiting_priority(self, slot_gpus: int) -> int | None:
+        """Priority of the job the next claim for such a slot would take (None: nothing runnable)."""
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn, conn.begin():
+            return conn.execute(sql.TOP_WAITING, {"slot_gpus": slot_gpus}).scalar()
 
     # ---- while running ------------------------------------------------------------------------
 

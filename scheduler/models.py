@@ -82,6 +82,8 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Jobs expanded from one queue.yaml entry with `workers: k` share a group (e.g. one Optuna study).
+    group_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     kind: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict] = mapped_column(JSON, default=dict)
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -91,6 +93,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # May be asked to stop (and is queued again) when a higher-priority job waits for its slot.
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=False)
     worker_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     slot: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -52,6 +52,7 @@ class _Common(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1)  # tries before the job fails for good
     timeout: float | str | None = None  # seconds or "30m", "2h"; the job is killed after it
     tags: list[str] | None = None  # labels for filtering results and picking ensemble members
+    preemptible: bool | None = None  # may yield its slot to a higher-priority job (backfill)
 
     @field_validator("timeout")
     @classmethod
@@ -70,6 +71,7 @@ class JobEntry(_Common):
     after: list[str] | str = Field(default_factory=list)  # jobs that must succeed first
     params: dict[str, Any] = Field(default_factory=dict)  # checked by the kind's params model
     matrix: dict[str, list[Any]] | None = None  # one job per combination of these values
+    workers: int = Field(default=1, ge=1, le=64)  # k > 1: k jobs NAME#1..NAME#k sharing a group
 
 
 class QueueFile(BaseModel):
@@ -80,7 +82,7 @@ class QueueFile(BaseModel):
     jobs: list[JobEntry] = Field(min_length=1)
 
 
-BUILTIN_DEFAULTS = dict(priority=0, gpus=0, max_attempts=1, timeout=None, tags=[])
+BUILTIN_DEFAULTS = dict(priority=0, gpus=0, max_attempts=1, timeout=None, tags=[], preemptible=False)
 
 
 def load_plan(path: str | Path, extra_vars: dict[str, Any] | None = None) -> list[JobSpec]:
@@ -112,6 +114,9 @@ def build_plan(raw: Any, where: str = "<queue>", extra_vars: dict[str, Any] | No
     for index, entry in enumerate(queue_file.jobs):
         specs = _expand(entry, index, queue_file.defaults, variables, where)
         by_template.setdefault(entry.name, []).extend(s.name for s in specs)
+        for spec in specs:
+            if spec.group_name:
+                by_template.setdefault(spec.group_name, []).append(spec.name)
         expanded.extend((index, entry, s) for s in specs)
     _resolve_after(expanded, by_template, where)
     specs = [s for _, _, s in expanded]
@@ -141,7 +146,18 @@ def _expand(entry: JobEntry, index: int, defaults: Defaults, variables: dict, wh
         if not values:
             raise PlanError(f"{where}: job '{entry.name}' (jobs[{index}]), field matrix.{key}: empty list")
     combos = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())] or [{}]
-    return [_make_spec(entry, index, defaults, {**variables, **combo}, where) for combo in combos]
+    specs = [_make_spec(entry, index, defaults, {**variables, **combo}, where) for combo in combos]
+    if entry.workers == 1:
+        return specs
+    return [_worker_copy(spec, i, entry.workers) for spec in specs for i in range(1, entry.workers + 1)]
+
+
+def _worker_copy(spec: JobSpec, number: int, workers: int) -> JobSpec:
+    """Copy `number` of a `workers: k` entry: NAME#number, in group NAME (one shared study)."""
+    import dataclasses
+
+    return dataclasses.replace(spec, name=f"{spec.name}#{number}", group_name=spec.name,
+                               params=dict(spec.params), after=list(spec.after), tags=list(spec.tags))
 
 
 def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict, where: str) -> JobSpec:
@@ -162,7 +178,7 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
     return JobSpec(
         name=name, kind=entry.kind, params=params, priority=merged["priority"], gpus=merged["gpus"],
         max_attempts=merged["max_attempts"], timeout_s=parse_duration(merged["timeout"]),
-        tags=_fill(list(merged["tags"]), variables, f"{label}, field tags"),
+        tags=_fill(list(merged["tags"]), variables, f"{label}, field tags"), preemptible=merged["preemptible"],
         # `after` is resolved once every job's name is known; keep the raw strings and variables.
         after=[(a, variables) for a in ([entry.after] if isinstance(entry.after, str) else entry.after)],
     )
@@ -205,7 +221,9 @@ def _resolve_after(expanded: list, by_template: dict[str, list[str]], where: str
                 # The unexpanded name of a matrix job means all of its expansions.
                 resolved.extend(by_template[raw_name])
                 continue
-            resolved.append(_fill(raw_name, variables, f"{where}: job '{spec.name}' (jobs[{index}]), field after"))
+            filled = _fill(raw_name, variables, f"{where}: job '{spec.name}' (jobs[{index}]), field after")
+            # The name of a `workers: k` entry means all k of its jobs.
+            resolved.extend(by_template[filled] if filled not in names and filled in by_template else [filled])
         if spec.name in resolved:
             raise PlanError(f"{where}: job '{spec.name}' (jobs[{index}]), field after: a job cannot wait for itself")
         spec.after = list(dict.fromkeys(resolved))

@@ -59,7 +59,8 @@ def main(argv: list[str]) -> int:
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
     ctx = JobContext(job_id=row.id, name=row.name, output_dir=output_dir,
                      device=os.environ.get("SCHED_DEVICE", "cpu"), reporter=Records(queue),
-                     attempt=row.attempts, stop_requested=stop)
+                     attempt=row.attempts, stop_requested=stop, group=row.group_name,
+                     db_url=os.environ["SCHED_DB"])
     try:
         kind = get_kind(row.kind)
         kind.run(kind.parse(row.params), ctx)

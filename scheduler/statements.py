@@ -22,9 +22,11 @@ _blocked = exists().where(deps.c.job_id == jobs.c.id, deps.c.depends_on == _dep_
                           _dep_job.c.status != "succeeded")
 _drained = exists().where(meta.c.key == "drained", meta.c.value == "1")
 
+_RUNNABLE = (jobs.c.status == "queued", jobs.c.gpus <= bindparam("slot_gpus"), ~_blocked, ~_drained)
+
 CLAIM_CANDIDATE = (
     select(jobs.c.id, jobs.c.name)
-    .where(jobs.c.status == "queued", jobs.c.gpus <= bindparam("slot_gpus"), ~_blocked, ~_drained)
+    .where(*_RUNNABLE)
     .order_by(jobs.c.priority.desc(), jobs.c.id)
     .limit(1)
     # PostgreSQL: other claimers skip this row instead of waiting for it. SQLite renders nothing
@@ -32,8 +34,12 @@ CLAIM_CANDIDATE = (
     .with_for_update(skip_locked=True, of=jobs)
 )
 
+# What a claim would take next, without taking it: decides whether to preempt a backfill job.
+TOP_WAITING = select(jobs.c.priority).where(*_RUNNABLE).order_by(jobs.c.priority.desc(), jobs.c.id).limit(1)
+
 CLAIMED_COLUMNS = (jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.params, jobs.c.gpus, jobs.c.attempts,
-                   jobs.c.max_attempts, jobs.c.timeout_s, jobs.c.output_dir, jobs.c.log_path)
+                   jobs.c.max_attempts, jobs.c.timeout_s, jobs.c.output_dir, jobs.c.log_path,
+                   jobs.c.priority, jobs.c.preemptible)
 
 # The guard `status == 'queued'` makes the claim safe without row locks (SQLite): a second
 # claimer of the same row changes 0 rows and reports no win.

@@ -58,6 +58,7 @@ class WorkerLoop:
     claimed: int = 0
     stopping: bool = False
     last_worker_heartbeat: float = float("-inf")
+    last_preempt_check: float = float("-inf")
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -125,6 +126,8 @@ class WorkerLoop:
             self._stop_children(now)
         elif not self._max_jobs_reached():
             changed |= self._claim_for_free_slots(now)
+            if not changed:
+                self._preempt_for_waiting_jobs(now)
         return changed
 
     def _reap_finished(self) -> bool:
@@ -148,7 +151,7 @@ class WorkerLoop:
         elif reason == "cancel":
             self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
             log.info("%s cancelled", job.call)
-        elif reason == "shutdown" or code == PREEMPTED_EXIT:
+        elif reason in ("shutdown", "preempt") or code == PREEMPTED_EXIT:
             self.queue.preempt(job.id, self.worker_id, message=_preempt_message(reason))
             log.info("%s preempted; queued again", job.call)
         elif reason == "timeout":
@@ -196,10 +199,20 @@ class WorkerLoop:
                 self._signal(child, "shutdown", now)
 
     def _signal(self, child: Child, reason: str, now: float, sig: int = signal.SIGTERM) -> None:
-        """Stop a child's whole process group (the job and anything it started)."""
+        """Stop a child's whole process group (the job and anything it started).
+
+        SIGUSR1 is a polite request to the job alone (its runner sets `should_stop`); programs the
+        job started would die of it. Whatever is still alive after the grace period gets SIGKILL.
+        """
         child.stop_reason = reason
         child.term_sent_at = now
-        self._kill_group(child, sig)
+        if sig == signal.SIGUSR1:
+            try:
+                os.kill(child.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        else:
+            self._kill_group(child, sig)
         child.killed = sig == signal.SIGKILL
 
     @staticmethod
@@ -208,6 +221,29 @@ class WorkerLoop:
             os.killpg(child.proc.pid, sig)
         except ProcessLookupError:
             pass
+
+    def _preempt_for_waiting_jobs(self, now: float) -> None:
+        """Ask one preemptible job to stop when a higher-priority job waits and no slot is free.
+
+        The job sees `ctx.should_stop()` (SIGUSR1), ends as preempted and is queued again; the
+        next claim on its slot takes the waiting job. Checked once per heartbeat interval.
+        """
+        if now - self.last_preempt_check < self.options.heartbeat_s:
+            return
+        self.last_preempt_check = now
+        free_gpus = [slot.gpus for slot in self.slots if slot.name not in self.children]
+        backfill = sorted(((slot, child) for slot in self.slots
+                           if (child := self.children.get(slot.name)) is not None
+                           and child.job.preemptible and child.stop_reason is None),
+                          key=lambda pair: pair[1].job.priority)
+        for slot, child in backfill:
+            if any(gpus >= slot.gpus for gpus in free_gpus):
+                continue  # a free slot could take the waiting job; the claim found nothing for it
+            waiting = self.queue.top_waiting_priority(slot.gpus)
+            if waiting is not None and waiting > child.job.priority:
+                log.info("%s: asking it to yield %s to a job of priority %d", child.job.call, slot.name, waiting)
+                self._signal(child, "preempt", now, signal.SIGUSR1)
+                return
 
     # ---- claiming -----------------------------------------------------------------------------
 

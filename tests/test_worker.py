@@ -226,3 +226,29 @@ def test_status_shows_the_worker_and_the_running_job_with_progress(queue, tmp_pa
     assert "napper" in text and "sleeping" in text and "waiting for" in text
     loop.request_stop()
     step_until(loop, lambda: not loop.children)
+
+
+def test_backfill_job_yields_to_a_higher_priority_job_and_resumes_later(queue, tmp_path):
+    marker = tmp_path / "starts.txt"
+    backfill = submit(queue, "backfill", "sleep", priority=-10, preemptible=True,
+                      params={"seconds": 2.0, "marker": str(marker)})
+    loop = make_loop(queue, tmp_path)
+    step_until(loop, lambda: queue.get(backfill).progress_done is not None)  # running, handlers set
+    urgent = submit(queue, "urgent", "echo", priority=5)
+    step_until(loop, lambda: queue.get(urgent).status == "succeeded")
+    row = queue.get(backfill)
+    assert row.failure_kind == "preempted"  # it was asked to stop and queued again
+    step_until(loop, lambda: queue.get(backfill).status == "succeeded")
+    assert marker.read_text().split() == ["backfill", "backfill"]  # started again after `urgent`
+    assert queue.get(backfill).attempts == 1  # the preemption did not spend an attempt
+
+
+def test_a_job_that_is_not_preemptible_keeps_its_slot(queue, tmp_path):
+    steady = submit(queue, "steady", "sleep", priority=-10, params={"seconds": 1.5})
+    loop = make_loop(queue, tmp_path)
+    step_until(loop, lambda: queue.get(steady).status == "running")
+    urgent = submit(queue, "urgent", "echo", priority=5)
+    step_until(loop, lambda: queue.get(steady).status == "succeeded")
+    started = queue.get(urgent).started_at
+    assert started is None or started >= queue.get(steady).finished_at  # it waited its turn
+    assert queue.get(steady).failure_kind is None

@@ -1,0 +1,50 @@
+"""queue.yaml expansion beyond what the CLI tests cover: workers groups, templating details."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.errors import PlanError
+from scheduler.jobqueue import JobQueue
+from scheduler.plan import build_plan, parse_duration
+
+
+def test_workers_expand_into_a_group_and_after_means_all_of_them(sqlite_url):
+    specs = build_plan({"jobs": [
+        {"name": "tune-{m}", "kind": "sleep", "matrix": {"m": ["a", "b"]}, "workers": 2, "preemptible": True},
+        {"name": "retrain-a", "kind": "echo", "after": ["tune-a"]},
+        {"name": "report", "kind": "echo", "after": ["tune-{m}"]},
+    ]})
+    by_name = {s.name: s for s in specs}
+    assert [s.name for s in specs[:4]] == ["tune-a#1", "tune-a#2", "tune-b#1", "tune-b#2"]
+    assert {by_name["tune-b#2"].group_name, by_name["tune-b#2"].preemptible} == {"tune-b", True}
+    assert by_name["retrain-a"].after == ["tune-a#1", "tune-a#2"]
+    assert len(by_name["report"].after) == 4
+    queue = JobQueue(sqlite_url)
+    queue.submit(specs)
+    row = queue.get("tune-a#2")
+    assert (row.group_name, row.preemptible) == ("tune-a", True)
+
+
+def test_whole_string_variable_keeps_its_type_and_braces_escape():
+    spec, = build_plan({"vars": {"lr": 2e-5}, "jobs": [
+        {"name": "x", "kind": "echo", "params": {"metric": "{lr}", "message": "{{not a var}} {lr}"}}]})
+    assert spec.params == {"metric": 2e-5, "message": "{not a var} 2e-05"}
+
+
+def test_defaults_apply_per_kind_and_job_values_win():
+    specs = build_plan({"defaults": {"priority": 3, "params": {"echo": {"message": "d"}, "sleep": {"seconds": 0}}},
+                        "jobs": [{"name": "a", "kind": "echo"},
+                                 {"name": "b", "kind": "echo", "priority": 9, "params": {"message": "own"}}]})
+    assert [(s.priority, s.params) for s in specs] == [(3, {"message": "d"}), (9, {"message": "own"})]
+
+
+@pytest.mark.parametrize("text,seconds", [(90, 90.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0),
+                                          ("1h30m", 5400.0), (None, None)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_empty_matrix_list_is_an_error():
+    with pytest.raises(PlanError, match=r"field matrix.m: empty list"):
+        build_plan({"jobs": [{"name": "a-{m}", "kind": "echo", "matrix": {"m": []}}]})
