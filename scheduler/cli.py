@@ -186,23 +186,39 @@ def worker(ctx, gpus, cpu_slots, until_empty, max_jobs, runs, lease, heartbeat, 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON snapshot for scripts.")
+@click.option("--watch", is_flag=True, help="Refresh live until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--limit", default=1000, show_default=True, help="Most recent jobs listed under `jobs` in --json.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Show workers, running jobs, the queue in claim order and recent endings.
+def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, limit: int) -> None:
+    """Show workers and GPUs, running jobs, the queue in claim order and why each job waits,
+    recent endings and failures.
 
     \b
     Example:
-      sched status
+      sched status --watch
       sched status --json | jq '.counts'
     """
     from .render import status_view
     from .views import status_snapshot
 
-    snap = status_snapshot(_queue(ctx), all_jobs=as_json)
+    queue = _queue(ctx)
     if as_json:
-        click.echo(json.dumps({k: snap[k] for k in ("counts", "drained", "workers", "jobs")}, indent=1))
+        snap = status_snapshot(queue, all_jobs=True, jobs_limit=limit)
+        click.echo(json.dumps(snap, indent=1, ensure_ascii=False))
+    elif watch:
+        from rich.live import Live
+
+        with Live(status_view(status_snapshot(queue, all_jobs=False)), console=console,
+                  auto_refresh=False, screen=False) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(status_view(status_snapshot(queue, all_jobs=False)), refresh=True)
+            except KeyboardInterrupt:
+                pass
     else:
-        console.print(status_view(snap))
+        console.print(status_view(status_snapshot(queue, all_jobs=False)))
 
 
 @cli.command()

@@ -413,11 +413,14 @@ class JobQueue:
                                                    heartbeat=now, state=WorkerState.RUNNING.value)
                              ).inserted_primary_key[0]
 
-    def worker_heartbeat(self, worker_id: int, state: str | None = None) -> None:
+    def worker_heartbeat(self, worker_id: int, state: str | None = None,
+                         gpu_stats: list[dict] | None = None) -> None:
         with self.session() as s, s.begin():
             values = {"heartbeat": db_now(s)}
             if state:
                 values["state"] = state
+            if gpu_stats is not None:
+                values["gpu_stats"] = gpu_stats
             s.execute(update(Worker).where(Worker.id == worker_id).values(**values))
 
     # ---- lookups ------------------------------------------------------------------------------

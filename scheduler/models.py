@@ -115,6 +115,8 @@ class Job(Base):
 # The claim query walks this index in claim order (priority high to low, then FIFO) and stops at
 # the first runnable row, so a claim stays fast with 100,000 queued jobs.
 Index("ix_sched_jobs_claim", Job.status, Job.priority.desc(), Job.id)
+# `sched status` lists recent endings and sums GPU time over the last day from this index.
+Index("ix_sched_jobs_finished", Job.finished_at)
 
 
 class JobDependency(Base):
@@ -163,3 +165,5 @@ class Worker(Base):
     state: Mapped[str] = mapped_column(String(20), default=WorkerState.RUNNING.value)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat: Mapped[datetime] = mapped_column(DateTime)
+    # NVML readings of the worker's GPUs at its last heartbeat: [{gpu, util, mem_used, mem_total}]
+    gpu_stats: Mapped[list | None] = mapped_column(JSON, nullable=True)

@@ -43,7 +43,7 @@ def _progress(job: dict):
 
 def status_view(snap: dict) -> Group:
     counts = Text("  ".join(f"{state} {n}" for state, n in snap["counts"].items() if n) or "no jobs")
-    parts = [Text.assemble(("Jobs: ", "bold"), counts)]
+    parts = [Text.assemble(("Jobs: ", "bold"), counts, ("   ", ""), _busy_text(snap["busy"]))]
     if snap["drained"]:
         parts.append(Text("Queue is drained: workers take no new job (sched resume)", style="bold yellow"))
     parts.append(_workers_table(snap["workers"]))
@@ -53,16 +53,33 @@ def status_view(snap: dict) -> Group:
         parts.append(_queue_table(snap["queue"], snap["counts"].get("queued", 0)))
     if snap["recent"]:
         parts.append(_recent_table(snap["recent"]))
+    if snap["failures"]:
+        parts.append(_failures_table(snap["failures"]))
     return Group(*parts)
 
 
+def _busy_text(busy: dict) -> Text:
+    if not busy["slots"]:
+        return Text("")
+    label = "GPU busy" if busy["kind"] == "gpu" else "slots busy"
+    share = ", ".join(f"{busy[w] * 100:.0f}% {w.replace('_', ' ')}" for w in ("last_hour", "last_day")
+                      if busy.get(w) is not None)
+    return Text(f"{label}: {share} ({busy['slots']} slot{'s' if busy['slots'] != 1 else ''})", style="bold")
+
+
 def _workers_table(workers: list[dict]) -> Table:
-    table = Table(title="Workers", title_justify="left", expand=False)
-    for col in ("id", "host", "pid", "slots", "state", "heartbeat"):
+    table = Table(title="Workers", title_justify="left")
+    for col in ("worker", "host", "slot", "job", "GPU use", "heartbeat"):
         table.add_column(col)
     for w in workers:
-        table.add_row(str(w["id"]), w["host"], str(w["pid"]), ",".join(w["slots"]), w["state"],
-                      f"{_duration(w['heartbeat_age_s'])} ago")
+        for i, slot in enumerate(w["slot_use"]):
+            stats = slot["gpu_stats"]
+            gpu = (f"{stats['util']}% · {stats['mem_used'] / 1024:.1f}/{stats['mem_total'] / 1024:.0f} GiB"
+                   if stats else "")
+            first = i == 0
+            table.add_row(f"{w['id']} ({w['state']})" if first else "", w["host"] if first else "", slot["slot"],
+                          slot["job"] or Text("idle", style="dim"), gpu,
+                          f"{_duration(w['heartbeat_age_s'])} ago" if first else "")
     if not workers:
         table.add_row("-", "no worker running (start one: sched worker)", "", "", "", "")
     return table
@@ -70,34 +87,47 @@ def _workers_table(workers: list[dict]) -> Table:
 
 def _running_table(jobs: list[dict]) -> Table:
     table = Table(title="Running", title_justify="left")
-    for col in ("id", "name", "kind", "slot", "attempt", "elapsed", "progress"):
+    for col in ("id", "name", "kind", "slot", "try", "elapsed", "progress", "ETA", "latest metric"):
         table.add_column(col)
     for j in jobs:
-        table.add_row(str(j["id"]), j["name"], j["kind"], j["slot"] or "",
-                      f"{j['attempts']}/{j['max_attempts']}", _duration(j["elapsed_s"]), _progress(j))
+        metric = j.get("latest_metric")
+        shown = f"{metric['key']}={metric['value']:.4g}" if metric else ""
+        table.add_row(str(j["id"]), j["name"], j["kind"], j["slot"] or "", f"{j['attempts']}/{j['max_attempts']}",
+                      _duration(j["elapsed_s"]), _progress(j), _duration(j.get("eta_s")), shown)
     return table
 
 
 def _queue_table(jobs: list[dict], total: int) -> Table:
     shown = f" (first {len(jobs)} of {total})" if total > len(jobs) else ""
     table = Table(title=f"Queue, in claim order{shown}", title_justify="left")
-    for col in ("id", "name", "kind", "priority", "gpus", "waiting for"):
+    for col in ("id", "name", "kind", "priority", "gpus", "waits for"):
         table.add_column(col)
     for j in jobs:
-        why = ", ".join(j["waiting_for"]) if j["waiting_for"] else "a free slot"
+        why = j.get("why") or ""
         if j.get("failure_kind"):
-            why += f" (was {j['failure_kind']}: {j['message'] or ''})"
+            why += f" (was {j['failure_kind']}: {(j['message'] or '')[:60]})"
         table.add_row(str(j["id"]), j["name"], j["kind"], str(j["priority"]), str(j["gpus"]), why)
     return table
 
 
 def _recent_table(jobs: list[dict]) -> Table:
     table = Table(title="Recently finished", title_justify="left")
-    for col in ("id", "name", "kind", "status", "duration", "reason"):
+    for col in ("id", "name", "kind", "status", "duration", "val acc"):
         table.add_column(col)
     for j in jobs:
+        acc = j.get("val_accuracy")
         table.add_row(str(j["id"]), j["name"], j["kind"], _state(j["status"]), _duration(j["elapsed_s"]),
-                      (j["message"] or "")[:120])
+                      "" if acc is None else f"{acc:.4f}")
+    return table
+
+
+def _failures_table(jobs: list[dict]) -> Table:
+    table = Table(title="Failures", title_justify="left")
+    for col in ("id", "name", "status", "reason"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(str(j["id"]), j["name"], _state(j["status"]), (j["message"] or "").splitlines()[0][:120]
+                      if j["message"] else "")
     return table
 
 

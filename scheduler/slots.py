@@ -65,3 +65,28 @@ def parse_slots(spec: str, cpu_slots: int = 1) -> list[Slot]:
     if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
         raise SchedError(f"--gpus: list each GPU index once, e.g. 0,1; got '{spec}'")
     return [Slot(f"gpu{i}", i) for i in gpus]
+
+
+def gpu_readings(indices: list[int]) -> list[dict] | None:
+    """Utilisation (%) and memory (MiB) of these GPUs from NVML; None where NVML is absent."""
+    if not indices:
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no nvidia-ml-py or no driver
+        return None
+    try:
+        readings = []
+        for index in indices:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            readings.append({"gpu": index, "util": util.gpu, "mem_used": memory.used // 2**20,
+                             "mem_total": memory.total // 2**20})
+        return readings
+    except Exception:  # a GPU fell off the bus: report nothing rather than stop the worker
+        return None
+    finally:
+        pynvml.nvmlShutdown()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .jobqueue import DEFAULT_LEASE_S, KILLED, QUEUED, ClaimedJob, JobQueue
 from .runner import ERROR_FILE, PREEMPTED_EXIT
-from .slots import Slot
+from .slots import Slot, gpu_readings
 
 log = logging.getLogger("sched.worker")
 
@@ -172,7 +172,9 @@ class WorkerLoop:
     def _renew_leases(self, now: float) -> None:
         if now - self.last_worker_heartbeat >= self.options.heartbeat_s:
             self.last_worker_heartbeat = now
-            self.queue.worker_heartbeat(self.worker_id)  # `sched status` shows idle workers too
+            # Idle workers heartbeat too, so `sched status` can show them and their GPUs.
+            gpus = [slot.gpu for slot in self.slots if slot.gpu is not None]
+            self.queue.worker_heartbeat(self.worker_id, gpu_stats=gpu_readings(gpus))
         for child in self.children.values():
             if now - child.last_heartbeat < self.options.heartbeat_s:
                 continue

@@ -1,0 +1,103 @@
+"""`sched status` over a database holding a job in every state, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+from sqlalchemy import update
+
+from scheduler.cli import cli
+from scheduler.jobqueue import JobSpec
+from scheduler.models import Job
+from scheduler.records import Records
+from scheduler.render import status_view
+from scheduler.views import status_snapshot
+
+
+def spec(name, **kw):
+    return JobSpec(name=name, kind="echo", **kw)
+
+
+@pytest.fixture
+def busy_queue(queue):
+    """One job in each state, a worker with a GPU slot and NVML readings, metrics and progress."""
+    worker = queue.register_worker("gpu-host", 4242, ["gpu0", "gpu1"])
+    queue.worker_heartbeat(worker, gpu_stats=[{"gpu": 0, "util": 87, "mem_used": 30_000, "mem_total": 81_920}])
+    queue.submit([spec("done"), spec("bad"), spec("killed-one"), spec("lost-one"), spec("train", gpus=1),
+                  spec("cancel-me"), spec("after-bad", after=["bad"]), spec("after-train", after=["train"]),
+                  spec("wants-gpu", gpus=1, priority=-1)])
+    records = Records(queue)
+    for name, ending in (("done", "succeed"), ("bad", "fail"), ("killed-one", "kill"), ("lost-one", "lose")):
+        job = queue.claim(worker, "gpu0", 1)
+        assert job.name == name
+        if ending == "succeed":
+            records.log_metric(job.id, "val_accuracy", 0.6125)
+            queue.succeed(job.id, worker)
+        elif ending == "fail":
+            queue.fail(job.id, worker, message="ValueError: label 7 out of range\nmore lines")
+        elif ending == "kill":
+            queue.fail(job.id, worker, kind="killed", message="timed out after 60s")
+        else:
+            with queue.session() as s, s.begin():
+                s.execute(update(Job).where(Job.id == job.id).values(lease_until=Job.started_at - timedelta(hours=1)))
+            queue.requeue_stale()
+    train = queue.claim(worker, "gpu1", 1)
+    records.set_progress(train.id, 30, 120, "epoch 0.75")
+    records.log_metric(train.id, "loss", 0.9876, step=30, split="train")
+    queue.cancel(queue.resolve("cancel-me"))
+    return queue, worker, train
+
+
+def test_snapshot_has_every_part(busy_queue):
+    queue, worker, train = busy_queue
+    snap = status_snapshot(queue, all_jobs=False)
+    assert snap["counts"] == {"queued": 2, "running": 1, "succeeded": 1, "failed": 1, "killed": 1, "lost": 1,
+                              "upstream_failed": 1, "cancelled": 1}
+    running = snap["running"][0]
+    assert running["name"] == "train" and running["latest_metric"]["key"] == "loss"
+    assert running["eta_s"] is not None and running["eta_s"] >= 0
+    slots = {s["slot"]: s for s in snap["workers"][0]["slot_use"]}
+    assert slots["gpu1"]["job"] == "train" and slots["gpu0"]["job"] is None
+    assert slots["gpu0"]["gpu_stats"]["util"] == 87
+    why = {j["name"]: j["why"] for j in snap["queue"]}
+    assert why == {"after-train": "waiting for train", "wants-gpu": "next free slot"}
+    assert [j["name"] for j in snap["queue"]] == ["after-train", "wants-gpu"]  # claim order
+    recent = {j["name"]: j for j in snap["recent"]}
+    assert recent["done"]["val_accuracy"] == pytest.approx(0.6125)
+    assert {j["name"] for j in snap["failures"]} == {"bad", "killed-one", "lost-one", "after-bad", "cancel-me"}
+    assert snap["busy"]["kind"] == "gpu" and snap["busy"]["slots"] == 2
+    assert 0 < snap["busy"]["last_hour"] <= 1
+
+
+def test_rendering_shows_each_section(busy_queue):
+    queue, *_ = busy_queue
+    console = Console(record=True, width=160)
+    console.print(status_view(status_snapshot(queue, all_jobs=False)))
+    text = console.export_text()
+    for expected in ("gpu-host", "87%", "epoch 0.75", "loss=0.9876", "waiting for train", "0.6125",
+                     "ValueError: label 7 out of range", "timed out after 60s", "GPU busy", "Failures"):
+        assert expected in text, expected
+    assert "more lines" not in text  # one line per failure
+
+
+def test_drained_queue_says_so(busy_queue):
+    queue, *_ = busy_queue
+    queue.drain()
+    snap = status_snapshot(queue, all_jobs=False)
+    assert snap["queue"][1]["why"] == "queue drained (sched resume)"
+
+
+def test_json_shape(busy_queue, db_url):
+    result = CliRunner().invoke(cli, ["--db", db_url, "status", "--json"])
+    assert result.exit_code == 0, result.output
+    snap = json.loads(result.output)
+    assert set(snap) >= {"counts", "jobs", "workers", "running", "queue", "recent", "failures", "busy"}
+    assert len(snap["jobs"]) == 9
+    for job in snap["jobs"]:
+        assert set(job) >= {"id", "name", "kind", "status", "priority", "attempts", "progress"}
+    limited = json.loads(CliRunner().invoke(cli, ["--db", db_url, "status", "--json", "--limit", "3"]).output)
+    assert [j["name"] for j in limited["jobs"]] == ["after-bad", "after-train", "wants-gpu"]
