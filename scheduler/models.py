@@ -167,3 +167,14 @@ class Worker(Base):
     heartbeat: Mapped[datetime] = mapped_column(DateTime)
     # NVML readings of the worker's GPUs at its last heartbeat: [{gpu, util, mem_used, mem_total}]
     gpu_stats: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
+
+class CronFire(Base):
+    """One firing of a scheduled submission, claimed by the worker that submits it (see cron.py)."""
+
+    __tablename__ = "sched_cron_fires"
+    cron_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fire_time: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    jobs_submitted: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
