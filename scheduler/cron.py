@@ -47,6 +47,11 @@ def make_jobstore(queue: JobQueue) -> SQLAlchemyJobStore:
     return SQLAlchemyJobStore(engine=queue.engine, tablename=CRON_TABLE)
 
 
+def make_jobstore_table():
+    """The job store's table definition (APScheduler owns its columns)."""
+    return SQLAlchemyJobStore(url="sqlite://", tablename=CRON_TABLE).jobs_t
+
+
 def _paused_scheduler(queue: JobQueue) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(jobstores={CRON_STORE: make_jobstore(queue)}, timezone=timezone.utc)
     scheduler.start(paused=True)

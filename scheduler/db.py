@@ -117,6 +117,11 @@ def init_schema(engine: Engine) -> None:
                 if found is not None:
                     return
             Base.metadata.create_all(conn)
+            # APScheduler's cron table too, under the same lock: workers starting together on a
+            # new PostgreSQL database would otherwise race to create it.
+            from .cron import make_jobstore_table
+
+            make_jobstore_table().create(conn, checkfirst=True)
             conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
     except OperationalError as exc:
         raise SchedError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: "
