@@ -7,6 +7,10 @@
     - name: retrain-best
       kind: finetune
       params: {model: klue/roberta-base, full_data: true, epochs_from: finetune-klue/roberta-base}
+    - name: final
+      kind: finetune
+      after: [tune-roberta]
+      params: {model: klue/roberta-base, params_from: tune-roberta}   # the tune job's best params
 
 Every model of a campaign must be scored on the same validation rows, so the split is a function of
 (train file content, val_fraction, split_seed) alone; its fingerprint is saved with the result.
@@ -37,6 +41,8 @@ Params = params_from_config("FinetuneParams", FinetuneConfig, {
     "max_train_rows": (int | None, None),  # use only the first N rows of train (quick runs)
     "extra_train": (FromJob | str | None, None),  # more training rows: a CSV, or an augment job's output
     "epochs_from": (str | None, None),  # take `epochs` from this job's best epoch (full-data retrain)
+    # a tune job (or its `workers: k` group name): its best params replace these params' values
+    "params_from": (str | None, None),
 })
 
 
@@ -79,12 +85,41 @@ def _epochs(params, ctx: JobContext) -> int:
     return max(1, int(round(best)))
 
 
+def _best_params_record(ctx: JobContext, name: str):
+    """The succeeded tune job `name`, or one of `name#1..k` when `name` is a `workers: k` group."""
+    candidates = [n for n in ctx.jobs_where(kind="tune") if n == name or n.startswith(f"{name}#")] or [name]
+    records = [ctx.job(n) for n in candidates]
+    for record in records:
+        if record.status == "succeeded" and "best_params" in record.artifacts:
+            return record
+    found = ", ".join(f"{r.name} ({r.status})" for r in records)
+    raise ValueError(f"params_from: no succeeded job '{name}' with a best_params artifact (found: {found}); "
+                     f"add `after: [{name}]`")
+
+
+def _apply_params_from(params, ctx: JobContext):
+    """These params with the tune's best params over them: best params win for the keys they hold."""
+    import json
+
+    if not params.params_from:
+        return params
+    record = _best_params_record(ctx, params.params_from)
+    with open(record.artifacts["best_params"], encoding="utf-8") as f:
+        best = json.load(f)
+    unknown = sorted(set(best) - set(Params.config_names))
+    if unknown:
+        raise ValueError(f"params_from: '{record.name}' best params hold {unknown}, not fine-tune settings")
+    print(f"params_from {record.name}: {best}", flush=True)
+    return params.model_copy(update=best)
+
+
 def run(params, ctx: JobContext) -> None:
     import pandas as pd
 
     from pipeline.hooks import StopRequested
     from pipeline.training import finetune
 
+    params = _apply_params_from(params, ctx)
     split, test = _load_data(params)
     train, val = split.train, split.val
     extra = _extra_rows(params, ctx)

@@ -463,6 +463,18 @@ def demo(ctx: click.Context, runs: Path) -> None:
     run_demo(_queue(ctx), runs, console)
 
 
+def _register_commands() -> None:
+    """Commands that live in their own modules (scheduler/commands/)."""
+    from .commands.report import report
+    from .commands.results import results
+
+    cli.add_command(results)
+    cli.add_command(report)
+
+
+_register_commands()
+
+
 def main() -> None:
     cli(prog_name="sched")
 

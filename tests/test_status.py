@@ -37,6 +37,9 @@ def busy_queue(queue):
         if ending == "succeed":
             records.log_metric(job.id, "val_accuracy", 0.6125)
             queue.succeed(job.id, worker)
+            finished = queue.get(job.id).finished_at
+            with queue.session() as s, s.begin():  # it ran for the last 30 minutes
+                s.execute(update(Job).where(Job.id == job.id).values(started_at=finished - timedelta(minutes=30)))
         elif ending == "fail":
             queue.fail(job.id, worker, message="ValueError: label 7 out of range\nmore lines")
         elif ending == "kill":
@@ -70,7 +73,9 @@ def test_snapshot_has_every_part(busy_queue):
     assert recent["done"]["val_accuracy"] == pytest.approx(0.6125)
     assert {j["name"] for j in snap["failures"]} == {"bad", "killed-one", "lost-one", "after-bad", "cancel-me"}
     assert snap["busy"]["kind"] == "gpu" and snap["busy"]["slots"] == 2
-    assert 0 < snap["busy"]["last_hour"] <= 1
+    # 30 of 120 slot-minutes in the last hour (the other jobs ran for milliseconds)
+    assert snap["busy"]["last_hour"] == pytest.approx(0.25, abs=0.01)
+    assert snap["busy"]["last_day"] == pytest.approx(0.25 / 24, abs=0.001)
 
 
 def test_rendering_shows_each_section(busy_queue):

@@ -1,0 +1,36 @@
+"""`sched report`: one self-contained HTML file of a campaign (thin: parse, call, print the path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--out", "-o", "out", default="report.html", show_default=True, metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=Path), help="Where to write the HTML file.")
+@click.option("--tag", default=None, help="Only jobs carrying this tag (and the studies of tagged jobs).")
+@click.pass_context
+def report(ctx: click.Context, out: Path, tag: str | None) -> None:
+    """Write one HTML file: GPU timeline, leaderboard, training curves, tuning studies.
+
+    The file holds everything (charts as embedded images, no scripts or fonts from the
+    network), so it opens offline and can be mailed or archived as is.
+
+    \b
+    Example:
+      sched report
+      sched report --tag round2 --out reports/round2.html
+    """
+    from ..cli import _queue, console
+    from ..report import write_report
+
+    summary = write_report(_queue(ctx), out, tag=tag)
+    lanes = len({row["lane"] for row in summary.timeline_rows})
+    console.print(f"wrote {summary.path.resolve()}", highlight=False, soft_wrap=True)
+    console.print(f"{summary.jobs} job(s); timeline {len(summary.timeline_rows)} job(s) on {lanes} slot(s); "
+                  f"{summary.leaderboard_rows} leaderboard row(s); {len(summary.series)} curve series; "
+                  f"{len(summary.studies)} study(ies)", highlight=False, soft_wrap=True)
+    for note in summary.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True, style="dim")
