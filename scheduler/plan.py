@@ -217,12 +217,16 @@ def _resolve_after(expanded: list, by_template: dict[str, list[str]], where: str
     for index, entry, spec in expanded:
         resolved: list[str] = []
         for raw_name, variables in spec.after:
-            if raw_name in by_template and raw_name not in names:
-                # The unexpanded name of a matrix job means all of its expansions.
+            label = f"{where}: job '{spec.name}' (jobs[{index}]), field after"
+            try:
+                filled = _fill(raw_name, variables, label)
+            except PlanError:
+                if raw_name not in by_template:
+                    raise
+                # A matrix job's name with a variable this job does not have: all of its expansions.
                 resolved.extend(by_template[raw_name])
                 continue
-            filled = _fill(raw_name, variables, f"{where}: job '{spec.name}' (jobs[{index}]), field after")
-            # The name of a `workers: k` entry means all k of its jobs.
+            # The name of a `workers: k` entry (or of a matrix entry without variables): all its jobs.
             resolved.extend(by_template[filled] if filled not in names and filled in by_template else [filled])
         if spec.name in resolved:
             raise PlanError(f"{where}: job '{spec.name}' (jobs[{index}]), field after: a job cannot wait for itself")
