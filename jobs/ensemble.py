@@ -65,6 +65,8 @@ class Params(BaseModel):
     temperature: float = Field(default=0.01, gt=0)  # sharpened: softmax(val_accuracy / temperature)
     optimizer: Literal["logloss", "greedy"] = "logloss"  # optimized: how weights are fitted on val logits
     greedy_rounds: int = Field(default=50, ge=1)  # optimizer greedy: members added (with replacement)
+    # optimizer greedy: what a round improves; "accuracy" never ends below the best member on val
+    greedy_metric: Literal["logloss", "accuracy"] = "logloss"
     cv_folds: int = Field(default=5, ge=0)  # optimized: folds for val_accuracy_cv (0: skip it)
     vote: Literal["probs", "logits"] = "probs"  # average probabilities (soft voting) or raw logits
     submission: Submission | None = Field(default_factory=Submission)  # null: write no submission CSV
@@ -191,7 +193,9 @@ def member_weights(params: Params, scores, val_logits, labels):
 
 
 def _fit_options(params: Params) -> dict:
-    return {"rounds": params.greedy_rounds} if params.optimizer == "greedy" else {}
+    if params.optimizer == "greedy":
+        return {"rounds": params.greedy_rounds, "metric": params.greedy_metric}
+    return {}
 
 
 def _test_inputs(names, records):

@@ -17,6 +17,7 @@ from .metrics import softmax
 
 VOTES = ("probs", "logits")
 OPTIMIZERS = ("logloss", "greedy")
+GREEDY_METRICS = ("logloss", "accuracy")
 # Clip probabilities before the log: a member that is sure and wrong must not give an infinite loss.
 _EPS = 1e-12
 
@@ -132,28 +133,45 @@ def fit_logloss(logits: Sequence[np.ndarray], labels, vote: str = "probs", *, st
     return min(candidates, key=lambda w: loss_and_grad(w)[0])
 
 
-def fit_greedy(logits: Sequence[np.ndarray], labels, vote: str = "probs", *, rounds: int = 50) -> np.ndarray:
-    """Greedy ensemble selection with replacement (Caruana et al., 2004), scored by log loss.
+def fit_greedy(logits: Sequence[np.ndarray], labels, vote: str = "probs", *, rounds: int = 50,
+               metric: str = "logloss") -> np.ndarray:
+    """Greedy ensemble selection with replacement (Caruana et al., 2004).
 
     Starts from the best single member, then each round adds (again, possibly) the member that
-    lowers the bag's validation log loss most; the weights are the counts of the best bag seen.
+    improves the bag's validation score most; the weights are the counts of the best bag seen.
+    `metric` "logloss" scores by log loss; "accuracy" by accuracy (log loss breaks ties), so the
+    result is never below the best member's validation accuracy.
     """
+    if metric not in GREEDY_METRICS:
+        raise ValueError(f"metric must be one of {GREEDY_METRICS}, got {metric!r}")
     stack = _stack(logits)
     labels = np.asarray(labels, dtype=np.int64)
     n_members = stack.shape[0]
     counts = np.zeros(n_members)
-    best_counts, best_loss = None, np.inf
+    best_counts, best_loss = None, None
     for _ in range(max(1, rounds)):
         trials = []
         for m in range(n_members):
             trial = counts.copy()
             trial[m] += 1
-            trials.append(log_loss(combine(stack, trial / trial.sum(), vote), labels))
-        pick = int(np.argmin(trials))  # ties: the earlier member
+            trials.append(_greedy_score(combine(stack, trial / trial.sum(), vote), labels, metric))
+        pick = min(range(n_members), key=lambda m: trials[m])  # ties: the earlier member
         counts[pick] += 1
-        if trials[pick] < best_loss - 1e-12:
+        if best_counts is None or _improves(trials[pick], best_loss):
             best_loss, best_counts = trials[pick], counts.copy()
     return best_counts / best_counts.sum()
+
+
+def _greedy_score(probs: np.ndarray, labels: np.ndarray, metric: str) -> tuple[float, ...]:
+    """Lower is better, compared as a tuple."""
+    loss = log_loss(probs, labels)
+    if metric == "accuracy":
+        return (-float((probs.argmax(-1) == labels).mean()), loss)
+    return (loss,)
+
+
+def _improves(score: tuple[float, ...], best: tuple[float, ...]) -> bool:
+    return score[0] < best[0] - 1e-12 or (abs(score[0] - best[0]) <= 1e-12 and score[1:] < best[1:])
 
 
 def fit_weights(optimizer: str, logits: Sequence[np.ndarray], labels, vote: str = "probs",

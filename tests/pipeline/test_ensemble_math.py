@@ -105,3 +105,18 @@ def test_as_logits_round_trips_probabilities():
     probs = E.combine(members, [0.5, 0.25, 0.25])
     np.testing.assert_allclose(softmax(E.as_logits(probs)), probs, atol=1e-9)
     assert E.log_loss(probs, labels) > 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_on_accuracy_never_ends_below_the_best_member(seed):
+    # Members of similar strength, where a log-loss fit can lose accuracy to the best member.
+    members, labels = synthetic(n=300, noise=(2.5, 2.6, 2.8), seed=seed)
+    best_member = max(accuracy(labels, m.argmax(-1)) for m in members)
+    weights = E.fit_greedy(members, labels, rounds=30, metric="accuracy")
+    assert accuracy(labels, E.combine(members, weights).argmax(-1)) >= best_member
+
+
+def test_greedy_rejects_an_unknown_metric():
+    members, labels = synthetic(n=50)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        E.fit_greedy(members, labels, metric="f1")
