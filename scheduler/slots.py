@@ -5,6 +5,7 @@ Reading GPUs uses NVML (nvidia-ml-py), never torch: the worker parent must not s
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .errors import SchedError
@@ -14,6 +15,7 @@ from .errors import SchedError
 class Slot:
     name: str  # "gpu0", "cpu0"
     gpu: int | None  # the physical GPU index (PCI bus order), None for a CPU slot
+    threads: int | None = None  # CPU threads a job on this slot may use (None: the library default)
 
     @property
     def gpus(self) -> int:
@@ -22,7 +24,13 @@ class Slot:
     def child_env(self, job_gpus: int) -> dict[str, str]:
         """Environment for a job on this slot: it sees only its own GPU, or none if it asked none."""
         visible = str(self.gpu) if (self.gpu is not None and job_gpus > 0) else ""
+        threads = {}
+        if self.threads and "OMP_NUM_THREADS" not in os.environ:
+            # CPU slots share the cores: without a cap every job starts a thread per core, and
+            # oversubscribed BLAS threads slow tiny models down by an order of magnitude.
+            threads = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         return {
+            **threads,
             # PCI bus order makes index N the same GPU that nvidia-smi and NVML call N.
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "CUDA_VISIBLE_DEVICES": visible,
@@ -54,7 +62,8 @@ def parse_slots(spec: str, cpu_slots: int = 1) -> list[Slot]:
     if cpu_slots < 1:
         raise SchedError("--cpu-slots must be at least 1")
     if spec == "none":
-        return [Slot(f"cpu{i}", None) for i in range(cpu_slots)]
+        threads = max(1, (os.cpu_count() or 1) // cpu_slots)
+        return [Slot(f"cpu{i}", None, threads) for i in range(cpu_slots)]
     if spec == "auto":
         count = nvml_gpu_count()
         return [Slot(f"gpu{i}", i) for i in range(count)] if count else parse_slots("none", cpu_slots)

@@ -252,3 +252,11 @@ def test_a_job_that_is_not_preemptible_keeps_its_slot(queue, tmp_path):
     started = queue.get(urgent).started_at
     assert started is None or started >= queue.get(steady).finished_at  # it waited its turn
     assert queue.get(steady).failure_kind is None
+
+
+def test_cpu_slots_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    slots = parse_slots("none", cpu_slots=2)
+    assert [s.child_env(0)["OMP_NUM_THREADS"] for s in slots] == ["4", "4"]
+    assert "OMP_NUM_THREADS" not in Slot("gpu0", 0).child_env(1)
