@@ -23,6 +23,7 @@ KIND_MODULES = {
     "finetune": "jobs.finetune",
     "predict": "jobs.predict",
     "augment": "jobs.augment",
+    "tune": "jobs.tune",
     "ensemble": "jobs.ensemble",
 }
 

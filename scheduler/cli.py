@@ -467,9 +467,11 @@ def _register_commands() -> None:
     """Commands that live in their own modules (scheduler/commands/)."""
     from .commands.report import report
     from .commands.results import results
+    from .commands.study import study
 
     cli.add_command(results)
     cli.add_command(report)
+    cli.add_command(study)
 
 
 _register_commands()

@@ -142,6 +142,8 @@ class WorkerLoop:
         return changed
 
     def _record_ending(self, child: Child, code: int) -> None:
+        # Why we stopped it comes first: a job that honours a timeout or cancel by raising
+        # Preempted (exit 75) has still timed out or been cancelled, not been preempted.
         job, reason = child.job, child.stop_reason
         if reason == "lease_lost":
             log.warning("%s: lease lost; another worker owns it now", job.call)
@@ -151,11 +153,11 @@ class WorkerLoop:
         elif reason == "cancel":
             self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
             log.info("%s cancelled", job.call)
+        elif reason == "timeout":
+            self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
         elif reason in ("shutdown", "preempt") or code == PREEMPTED_EXIT:
             self.queue.preempt(job.id, self.worker_id, message=_preempt_message(reason))
             log.info("%s preempted; queued again", job.call)
-        elif reason == "timeout":
-            self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
         elif code < 0:
             self._fail(job, KILLED, f"killed by signal {signal.Signals(-code).name}", code)
         else:

@@ -48,3 +48,31 @@ def test_durations(text, seconds):
 def test_empty_matrix_list_is_an_error():
     with pytest.raises(PlanError, match=r"field matrix.m: empty list"):
         build_plan({"jobs": [{"name": "a-{m}", "kind": "echo", "matrix": {"m": []}}]})
+
+
+def test_after_with_a_shared_matrix_variable_means_the_matching_job_only():
+    specs = build_plan({"jobs": [
+        {"name": "tapt-{model}", "kind": "echo", "matrix": {"model": ["a", "b"]}},
+        {"name": "ft-{model}", "kind": "echo", "matrix": {"model": ["a", "b"]}, "after": ["tapt-{model}"]},
+        {"name": "ensemble", "kind": "echo", "after": ["ft-{model}"]},
+    ]})
+    after = {s.name: s.after for s in specs}
+    assert after["ft-a"] == ["tapt-a"] and after["ft-b"] == ["tapt-b"]
+    assert after["ensemble"] == ["ft-a", "ft-b"]
+
+
+def test_the_campaign_queue_file_expands_to_the_five_model_plan():
+    from pathlib import Path
+
+    from scheduler.plan import load_plan
+
+    specs = {s.name: s for s in load_plan(Path(__file__).resolve().parents[1] / "queue.yaml")}
+    models = ["klue/roberta-base", "klue/bert-base", "kykim/bert-kor-base", "beomi/kcbert-base",
+              "monologg/koelectra-base-v3"]
+    for model in models:
+        assert specs[f"finetune-{model}"].after == [f"tapt-{model}"]
+        assert specs[f"finetune-{model}"].params["model"] == {"from": f"tapt-{model}"}
+    assert specs["ensemble"].after == [f"finetune-{m}" for m in models]
+    tune = [s for s in specs.values() if s.kind == "tune"]
+    assert len(tune) == 2 and all(s.preemptible and s.priority < 0 for s in tune)
+    assert max(s.priority for s in specs.values() if s.kind == "tapt") == max(s.priority for s in specs.values())

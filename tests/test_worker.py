@@ -260,3 +260,10 @@ def test_cpu_slots_share_the_cores(monkeypatch):
     slots = parse_slots("none", cpu_slots=2)
     assert [s.child_env(0)["OMP_NUM_THREADS"] for s in slots] == ["4", "4"]
     assert "OMP_NUM_THREADS" not in Slot("gpu0", 0).child_env(1)
+
+
+def test_a_job_that_honours_the_stop_request_still_times_out(queue, tmp_path):
+    # `sleep` sees should_stop() on SIGTERM and raises Preempted (exit 75): the timeout must win.
+    job_id = submit(queue, "slow", "sleep", timeout_s=1.0, max_attempts=1, params={"seconds": 60})
+    step_until(make_loop(queue, tmp_path), lambda: queue.get(job_id).status == "killed")
+    assert queue.get(job_id).message == "timed out after 1s"
