@@ -488,13 +488,9 @@ class _Tuner:
     def trial_dir(self, trial) -> Path:
         """A re-run trial continues in its original folder when that is this job's (its checkpoints
         are there); anything else trains in a fresh `trial-<number>`."""
-        from pipeline.tuning import drop_incomplete_checkpoints
-
         previous = trial.user_attrs.get(DIR_ATTR)
         if previous and Path(previous).is_dir() and Path(previous).resolve().parent == self.ctx.output_dir.resolve():
-            for path in drop_incomplete_checkpoints(previous):  # a kill may have cut one short
-                print(f"removed the unfinished checkpoint {path}", flush=True)
-            return Path(previous)
+            return Path(previous)  # the fine-tune drops a checkpoint a kill cut short, then resumes
         return self.ctx.output_dir / f"trial-{trial.number}"
 
     def objective(self, trial) -> float:

@@ -36,6 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from pipeline.batching import EncodedDataset, MLMPadCollator, PadCollator
 from pipeline.cache import TokenCache
+from pipeline.checkpoints import drop_incomplete_checkpoints
 from pipeline.callbacks import HooksCallback, SWACallback
 from pipeline.config import FinetuneConfig, TaptConfig
 from pipeline.data import LABEL_NAMES, rows_fingerprint
@@ -185,6 +186,8 @@ def _start_run_state(output_dir: str, cfg) -> dict:
 
 
 def _last_checkpoint(output_dir: str) -> str | None:
+    for path in drop_incomplete_checkpoints(output_dir):  # a kill mid-save leaves one unusable
+        log.warning("removed the unfinished checkpoint %s", path)
     ckpt_dir = os.path.join(output_dir, CHECKPOINTS)
     return get_last_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
 

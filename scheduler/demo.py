@@ -36,7 +36,7 @@ def run_demo(queue: JobQueue, runs_root: Path, console: Console) -> str:
     from .commands.results import results_table
     from .results import leaderboard
 
-    run = time.strftime("demo-%Y%m%d-%H%M%S")
+    run = time.strftime("demo-%m%d-%H%M%S")
     specs = load_plan(DEMO_FILE, demo_vars(run))
     queue.submit(specs)
     console.print(plan_table(specs, title=f"Demo campaign {run}"))

@@ -187,10 +187,20 @@ def test_kinds_lists_every_kind(run):
         assert kind in output
 
 
-def test_demo_runs_the_campaign_to_the_end(run, sqlite_url):
-    run("demo")
-    counts = JobQueue(sqlite_url).status_counts()
-    assert counts == {"succeeded": 6}
+@pytest.mark.slow
+def test_demo_runs_the_campaign_to_the_end(run, sqlite_url, tmp_path, monkeypatch):
+    from scheduler.results import leaderboard
+
+    monkeypatch.setenv("SCHED_CACHE_DIR", str(tmp_path / "token-cache"))
+    output = run("demo").output
+    queue = JobQueue(sqlite_url)
+    assert queue.status_counts() == {"succeeded": 7}
+    scores = {row["kind"] + (":retrain" if row["val_accuracy"] is None else ""): row["val_accuracy"]
+              for row in leaderboard(queue) if row["kind"] == "ensemble"}
+    members = [row["val_accuracy"] for row in leaderboard(queue, kind="finetune") if row["val_accuracy"]]
+    assert len(members) == 3
+    assert scores["ensemble"] >= max(members)  # weights fitted on val never fall below the best member
+    assert "Results" in output and "demo finished" in output
 
 
 def test_bad_database_url(tmp_path):

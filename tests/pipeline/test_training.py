@@ -226,3 +226,21 @@ def test_special_tokens_are_added_and_the_embeddings_resized(small_split, tiny_c
     assert token_id != tokenizer.unk_token_id
     assert tokenizer.tokenize("[MOVIE] 좋다")[0] == "[MOVIE]"  # kept whole, not split into pieces
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) > token_id
+
+
+def test_resume_skips_a_checkpoint_a_kill_left_half_written(small_split, tiny_cfg, tmp_path):
+    data = small_split.train.iloc[:320]
+
+    def crash_after_epoch_1(event, state):
+        if event == "epoch_end" and state["epoch"] >= 1:
+            raise RuntimeError("simulated crash")
+
+    cfg = tiny_cfg(epochs=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(cfg, data, small_split.val, None, tmp_path, Hooks(fault=crash_after_epoch_1))
+    half = tmp_path / "checkpoints" / "checkpoint-15"  # as if killed while saving: no trainer_state.json
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"truncated")
+    result = finetune(cfg, data, small_split.val, None, tmp_path)
+    assert result.resumed_from.endswith("checkpoint-10") and result.epochs_run == 2
+    assert not half.exists()
