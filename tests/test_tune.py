@@ -314,8 +314,8 @@ def test_two_workers_share_one_study_and_the_total_budget(queue, db_url, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_backfill_tune_yields_to_a_higher_priority_job_and_resumes_its_trial(sqlite_url, tmp_path):
-    queue = JobQueue(sqlite_url)
+def test_a_backfill_tune_yields_to_a_higher_priority_job_and_resumes_its_trial(db_url, tmp_path):
+    queue = JobQueue(db_url)
     train = reviews(tmp_path, 200)  # trials long enough (~1 s) for the stop request to land inside one
     tune = submit(queue, "tune-b", "tune", priority=-10, preemptible=True, params=tune_params(train, n_trials=2))
     loop = make_loop(queue, tmp_path)
@@ -328,7 +328,7 @@ def test_a_backfill_tune_yields_to_a_higher_priority_job_and_resumes_its_trial(s
     step_until(loop, lambda: queue.get(tune).status == "succeeded")
     assert queue.get(tune).attempts == 1  # the preemption did not spend an attempt
 
-    study, storage = load_study(sqlite_url, "tune-b")
+    study, storage = load_study(db_url, "tune-b")
     trials = study.get_trials(deepcopy=False)
     assert states(study) == {"COMPLETE": 2, "FAIL": 1}
     (stopped,) = [t for t in trials if t.state.name == "FAIL"]
