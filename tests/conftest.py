@@ -83,3 +83,11 @@ def queue(db_url):
     q = JobQueue(db_url)
     yield q
     q.dispose()
+
+
+@pytest.fixture
+def small_data(tmp_path):
+    """400 real training reviews (100 per class) and 60 test reviews, as CSV paths."""
+    from tests.helpers import review_sample, sample_test_csv
+
+    return review_sample(tmp_path, 100), sample_test_csv(tmp_path, 60)

@@ -383,16 +383,6 @@ jobs:
 """
 
 
-@pytest.fixture
-def small_data(tmp_path):
-    train = pd.read_csv(DATA / "reviews_train.csv").groupby("label").head(100).sample(frac=1, random_state=0)
-    test = pd.read_csv(DATA / "reviews_test.csv").head(60)
-    paths = tmp_path / "train.csv", tmp_path / "test.csv"
-    train.to_csv(paths[0], index=False)
-    test.to_csv(paths[1], index=False)
-    return paths
-
-
 @pytest.mark.slow
 def test_two_finetunes_and_an_ensemble_through_the_queue(small_data, tmp_path, monkeypatch):
     from scheduler.cli import cli

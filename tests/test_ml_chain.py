@@ -7,7 +7,6 @@ process exactly as on a GPU host.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +35,6 @@ jobs:
      params: {model: {from: tapt}, full_data: true, epochs_from: ft}}
   - {name: predict, kind: predict, after: [retrain], params: {model: {from: retrain}, csv: "{test}", max_length: 48}}
 """
-
-
-@pytest.fixture
-def small_data(tmp_path):
-    train = pd.read_csv(DATA / "reviews_train.csv").groupby("label").head(100).sample(frac=1, random_state=0)
-    test = pd.read_csv(DATA / "reviews_test.csv").head(60)
-    paths = tmp_path / "train.csv", tmp_path / "test.csv"
-    train.to_csv(paths[0], index=False)
-    test.to_csv(paths[1], index=False)
-    return paths
 
 
 @pytest.mark.slow

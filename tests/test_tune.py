@@ -23,6 +23,7 @@ from scheduler.jobqueue import JobQueue, JobSpec
 from scheduler.plan import build_plan
 from scheduler.slots import Slot
 from scheduler.worker import WorkerLoop, WorkerOptions
+from tests.helpers import review_sample, step_until, submit
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TRAINING = {"epochs": 3, "batch_size": 32, "max_length": 32, "precision": "fp32", "val_fraction": 0.2}
@@ -34,10 +35,7 @@ def _token_cache(tmp_path, monkeypatch):
 
 
 def reviews(tmp_path, per_label: int, name: str = "train.csv") -> Path:
-    frame = pd.read_csv(DATA / "reviews_train.csv").groupby("label").head(per_label).sample(frac=1, random_state=0)
-    path = tmp_path / name
-    frame.to_csv(path, index=False)
-    return path
+    return review_sample(tmp_path, per_label, name)
 
 
 def tune_params(train: Path, **overrides) -> dict:
@@ -68,20 +66,6 @@ def make_loop(queue, tmp_path, slots=None):
     # A generous stop grace: a stopped tune saves a checkpoint and its results before it exits.
     opts = WorkerOptions(runs_root=tmp_path / "runs", heartbeat_s=0.2, lease_s=60, stop_grace_s=60, poll_s=0.05)
     return WorkerLoop(queue, slots or [Slot("cpu0", None)], opts)
-
-
-def step_until(loop, done, timeout=240.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        loop.run_once()
-        if done():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def submit(queue, name, kind, **fields):
-    return queue.submit([JobSpec(name=name, kind=kind, params=fields.pop("params", {}), **fields)])[0]
 
 
 def in_flight_trial(out: Path, after: int = -1) -> Path | None:
@@ -254,7 +238,8 @@ def test_of_trials_asked_at_once_only_those_within_the_budget_run(tmp_path, sqli
 
     params = get_kind("tune").parse(tune_params(tmp_path / "unused.csv", n_trials=2))
     tuner = _Tuner(params, _context(tmp_path, "tune-r#1", MemoryReporter(), sqlite_url, group="tune-r"))
-    first, second = tuner.study.ask(), tuner.study.ask()  # two other workers took the budget of 2 ...
+    tuner.study.ask()  # two other workers took the budget of 2 ...
+    second = tuner.study.ask()
     assert not tuner.budget_reached(before=second.number) and tuner.budget_reached(before=second.number + 1)
     tuner.study.optimize(tuner.objective, n_trials=1, catch=(_Surplus,))  # ... a moment before this one asked
     third = tuner.study.trials[-1]

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.jobqueue import JobQueue, JobSpec
+from scheduler.jobqueue import JobQueue
 from scheduler.slots import Slot, parse_slots
 from scheduler.worker import WorkerLoop, WorkerOptions
+from tests.helpers import step_until, submit
 
 
 @pytest.fixture
@@ -27,22 +28,6 @@ def make_loop(queue, tmp_path, slots=None, **options):
     opts = dict(runs_root=tmp_path / "runs", heartbeat_s=0.2, lease_s=5, stop_grace_s=2, poll_s=0.05)
     opts.update(options)
     return WorkerLoop(queue, slots or [Slot("cpu0", None)], WorkerOptions(**opts))
-
-
-def step_until(loop, done, timeout=30.0):
-    """Drive single steps until `done()` holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        loop.run_once()
-        if done():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def submit(queue, name, kind, **fields):
-    params = fields.pop("params", {})
-    return queue.submit([JobSpec(name=name, kind=kind, params=params, **fields)])[0]
 
 
 def runner_pids() -> list[int]:

@@ -1,0 +1,44 @@
+"""Helpers shared by the test modules: driving a worker step by step, small real data sets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from scheduler.jobqueue import JobSpec
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def step_until(loop, done, timeout: float = 240.0) -> None:
+    """Drive single worker steps until `done()` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        loop.run_once()
+        if done():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def submit(queue, name: str, kind: str, **fields) -> int:
+    """Submit one job; `fields` are JobSpec fields (params=..., priority=...)."""
+    params = fields.pop("params", {})
+    return queue.submit([JobSpec(name=name, kind=kind, params=params, **fields)])[0]
+
+
+def review_sample(folder: Path, per_label: int, name: str = "train.csv") -> Path:
+    """`per_label` real reviews of each class from the shipped sample, shuffled, as a CSV."""
+    frame = pd.read_csv(DATA / "reviews_train.csv").groupby("label").head(per_label).sample(frac=1, random_state=0)
+    path = folder / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def sample_test_csv(folder: Path, rows: int = 60) -> Path:
+    """The first `rows` reviews of the shipped test file, as a CSV."""
+    path = folder / "test.csv"
+    pd.read_csv(DATA / "reviews_test.csv").head(rows).to_csv(path, index=False)
+    return path
