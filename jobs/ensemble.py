@@ -70,6 +70,9 @@ class Params(BaseModel):
     cv_folds: int = Field(default=5, ge=0)  # optimized: folds for val_accuracy_cv (0: skip it)
     vote: Literal["probs", "logits"] = "probs"  # average probabilities (soft voting) or raw logits
     submission: Submission | None = Field(default_factory=Submission)  # null: write no submission CSV
+    # member -> the job whose test logits stand in for it on the test set (its full-data retrain):
+    # weights and validation scores stay the validated member's
+    test_from: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("members")
     @classmethod
@@ -226,6 +229,30 @@ def _test_inputs(names, records):
     return logits, texts
 
 
+def _test_members(params: Params, names, records, ctx: JobContext):
+    """The jobs whose test logits the ensemble combines: each member, or what `test_from` names."""
+    unknown = sorted(set(params.test_from) - set(names))
+    if unknown:
+        raise EnsembleError(f"test_from names job(s) that are not members: {', '.join(unknown)} "
+                            f"(members: {', '.join(names)})")
+    test_names, test_records = [], []
+    for name, record in zip(names, records):
+        stand_in = params.test_from.get(name)
+        if stand_in is None:
+            test_names.append(name)
+            test_records.append(record)
+            continue
+        other = ctx.job(stand_in)
+        if other.status != "succeeded" or "test_logits" not in other.artifacts:
+            raise EnsembleError(f"test_from: '{stand_in}' (for member '{name}') is {other.status} and "
+                                f"{'has' if 'test_logits' in other.artifacts else 'saved no'} test_logits; "
+                                f"add it to the ensemble's `after`")
+        log.info("ensemble: test predictions of member %s come from %s", name, stand_in)
+        test_names.append(stand_in)
+        test_records.append(other)
+    return test_names, test_records
+
+
 def _members_test_csv(names, records) -> str | None:
     files = {}
     for name, record in zip(names, records):
@@ -356,7 +383,8 @@ def run(params: Params, ctx: JobContext) -> None:
         ctx.add_artifact(name, out / file)
     ctx.progress(2, 3, "validation scored")
 
-    test_logits, test_texts = _test_inputs(names, records)
+    test_names, test_records = _test_members(params, names, records, ctx)
+    test_logits, test_texts = _test_inputs(test_names, test_records)
     if test_logits is None:
         log.warning("ensemble: no member saved test_logits: no test predictions, no submission")
     else:
@@ -375,7 +403,7 @@ def run(params: Params, ctx: JobContext) -> None:
             elif sub.id_from == "index":
                 test_csv = None  # ids are row numbers: the file itself is not needed
             else:
-                test_csv = _members_test_csv(names, records)
+                test_csv = _members_test_csv(test_names, test_records)
             ctx.add_artifact("submission", write_submission(sub, test_csv, test_probs.argmax(-1), out))
 
     result = {**summary, "weighting": params.weighting, "vote": params.vote,

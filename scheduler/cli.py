@@ -102,7 +102,8 @@ def submit(ctx: click.Context, queue_file: Path, dry_run: bool, variables: tuple
     specs = load_plan(queue_file, dict(_parse_pairs(variables, "--var")))
     queue = _queue(ctx)
     ids = queue.submit(specs, dry_run=dry_run)
-    console.print(plan_table(specs, title="Plan (dry run, nothing submitted)" if dry_run else "Submitted"))
+    console.print(plan_table(specs, title="Plan (dry run, nothing submitted)" if dry_run else "Submitted",
+                             width=console.width))
     if not dry_run:
         console.print(f"submitted {len(ids)} job(s): ids {ids[0]}..{ids[-1]}")
 

@@ -39,7 +39,7 @@ def run_demo(queue: JobQueue, runs_root: Path, console: Console) -> str:
     run = time.strftime("demo-%m%d-%H%M%S")
     specs = load_plan(DEMO_FILE, demo_vars(run))
     queue.submit(specs)
-    console.print(plan_table(specs, title=f"Demo campaign {run}"))
+    console.print(plan_table(specs, title=f"Demo campaign {run}", width=console.width))
     started = time.monotonic()
     WorkerLoop(queue, parse_slots("none"), WorkerOptions(runs_root=runs_root, poll_s=0.2)).run(until_empty=True)
     console.print(status_view(status_snapshot(queue, all_jobs=False)))

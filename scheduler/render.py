@@ -131,18 +131,26 @@ def _failures_table(jobs: list[dict]) -> Table:
     return table
 
 
-def plan_table(specs: list[JobSpec], title: str = "Plan") -> Table:
+def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120) -> Table:
+    """The expanded plan; params are shown only when the terminal is wide enough for them."""
+    show_params = width >= 140
     table = Table(title=f"{title} ({len(specs)} jobs)", title_justify="left")
-    name_width = min(40, max((len(s.name) for s in specs), default=4))
     table.add_column("#")
-    table.add_column("name", min_width=name_width, overflow="fold")
-    for col in ("kind", "prio", "gpus", "after", "tries", "timeout"):
-        table.add_column(col, overflow="fold")
-    table.add_column("params", overflow="ellipsis", no_wrap=True, max_width=30)
+    table.add_column("name", ratio=3, overflow="fold")
+    for col in ("kind", "prio", "gpus"):
+        table.add_column(col)
+    table.add_column("after", ratio=2, overflow="fold")
+    table.add_column("tries")
+    table.add_column("timeout")
+    if show_params:
+        table.add_column("params", overflow="ellipsis", no_wrap=True, max_width=50)
     for i, spec in enumerate(specs, 1):
-        params = json.dumps(spec.params, ensure_ascii=False)
-        table.add_row(str(i), spec.name, spec.kind, str(spec.priority), str(spec.gpus), ", ".join(spec.after),
-                      str(spec.max_attempts), _duration(spec.timeout_s), params)
+        after = spec.after[0] + (f" +{len(spec.after) - 1} more" if len(spec.after) > 1 else "") if spec.after else ""
+        row = [str(i), spec.name, spec.kind, str(spec.priority), str(spec.gpus), after,
+               str(spec.max_attempts), _duration(spec.timeout_s)]
+        if show_params:
+            row.append(json.dumps(spec.params, ensure_ascii=False))
+        table.add_row(*row)
     return table
 
 

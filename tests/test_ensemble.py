@@ -412,3 +412,20 @@ def test_two_finetunes_and_an_ensemble_through_the_queue(small_data, tmp_path, m
     assert list(sub.columns) == ["review_id", "label"] and len(sub) == 60
     assert np.load(ens.artifacts["test_logits"]).shape == (60, 4)
     queue.dispose()
+
+
+def test_test_from_takes_test_logits_from_a_full_data_retrain(campaign):
+    campaign.member("ft-a", metrics={"val_accuracy": 0.8})
+    _, test_b = campaign.member("ft-b", metrics={"val_accuracy": 0.6})
+    _, retrain_a = campaign.member("retrain-a", params={"full_data": True},
+                                   artifacts=("test_logits", "test_predictions"))
+    campaign.run(members=["ft-a", "ft-b"], test_from={"ft-a": "retrain-a"})
+    weights = json.loads((campaign.out / "weights.json").read_text())
+    assert weights == pytest.approx({"ft-a": 0.8 / 1.4, "ft-b": 0.6 / 1.4})  # from the validated runs
+    expected = combine([retrain_a, test_b], [0.8 / 1.4, 0.6 / 1.4])
+    np.testing.assert_allclose(np.load(campaign.reporter.artifacts["test_probs"]), expected)
+    with pytest.raises(EnsembleError, match="test_from names job\\(s\\) that are not members: ft-z"):
+        campaign.run(members=["ft-a", "ft-b"], test_from={"ft-z": "retrain-a"})
+    campaign.member("retrain-b", status="failed", artifacts=())
+    with pytest.raises(EnsembleError, match="'retrain-b' \\(for member 'ft-b'\\) is failed"):
+        campaign.run(members=["ft-a", "ft-b"], test_from={"ft-b": "retrain-b"})

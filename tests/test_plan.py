@@ -76,3 +76,6 @@ def test_the_campaign_queue_file_expands_to_the_five_model_plan():
     tune = [s for s in specs.values() if s.kind == "tune"]
     assert len(tune) == 2 and all(s.preemptible and s.priority < 0 for s in tune)
     assert max(s.priority for s in specs.values() if s.kind == "tapt") == max(s.priority for s in specs.values())
+    final = specs["ensemble-final"]
+    assert set(final.after) == {f"finetune-{m}" for m in models} | {f"retrain-{m}" for m in models}
+    assert final.params["test_from"] == {f"finetune-{m}": f"retrain-{m}" for m in models}
