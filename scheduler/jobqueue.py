@@ -176,12 +176,24 @@ class JobQueue:
                 s.execute(insert(JobDependency).values(job_id=ids_by_name[spec.name], depends_on=dep_id))
 
     def _fail_if_upstream_already_failed(self, s: Session, job_id: int, now: datetime) -> None:
-        dep = aliased(Job)
-        failed = s.execute(select(dep.id, dep.name, dep.status).join(
-            JobDependency, JobDependency.depends_on == dep.id).where(
-            JobDependency.job_id == job_id, dep.status.in_(RETRYABLE))).first()
+        failed = self._failed_dependency(s, job_id, lock=True)
         if failed:
             self._mark_upstream_failed(s, failed.id, failed.name, failed.status, now, roots=[job_id])
+
+    @staticmethod
+    def _failed_dependency(s: Session, job_id: int, *, lock: bool = False):
+        """A dependency of `job_id` that ended without success (id, name, status), or None.
+
+        `lock` (PostgreSQL: FOR SHARE) makes a concurrent fail() of that dependency wait for this
+        transaction, so it then sees the new dependency row and marks the job itself.
+        """
+        dep = aliased(Job)
+        query = select(dep.id, dep.name, dep.status).join(JobDependency, JobDependency.depends_on == dep.id).where(
+            JobDependency.job_id == job_id)
+        if lock:
+            return next((row for row in s.execute(query.with_for_update(read=True, of=dep)).all()
+                         if row.status in RETRYABLE), None)
+        return s.execute(query.where(dep.status.in_(RETRYABLE))).first()
 
     # ---- claim --------------------------------------------------------------------------------
 
@@ -248,6 +260,8 @@ class JobQueue:
             raise ValueError(f"fail() takes kind failed or killed, not {kind!r}")
         with self.session() as s, s.begin():
             now = db_now(s)
+            if self._cancel_if_requested(s, job_id, worker_id, now, exit_code):
+                return CANCELLED
             row = s.execute(select(Job.attempts, Job.max_attempts, Job.name)
                             .where(Job.id == job_id)).first()
             if row is None:
@@ -265,19 +279,32 @@ class JobQueue:
     def preempt(self, job_id: int, worker_id: int, *, message: str = "preempted") -> bool:
         """running -> queued, without spending an attempt: the job was stopped from outside."""
         with self.session() as s, s.begin():
+            if self._cancel_if_requested(s, job_id, worker_id, db_now(s), None):
+                return True
             return self._finish(s, job_id, worker_id, status=QUEUED, failure_kind=PREEMPTED,
                                 message=message, attempts=Job.attempts - 1, worker_id=None)
 
     def finish_cancel(self, job_id: int, worker_id: int, *, exit_code: int | None = None) -> bool:
         """running (cancel requested) -> cancelled, once the worker has killed it."""
         with self.session() as s, s.begin():
-            now = db_now(s)
-            name = s.scalar(select(Job.name).where(Job.id == job_id))
-            done = self._finish(s, job_id, worker_id, status=CANCELLED, failure_kind=CANCELLED,
-                                message="cancelled while running", finished_at=now, exit_code=exit_code)
-            if done:
-                self._mark_upstream_failed(s, job_id, name, CANCELLED, now)
-            return done
+            return self._cancel_if_requested(s, job_id, worker_id, db_now(s), exit_code)
+
+    def _cancel_if_requested(self, s: Session, job_id: int, owner: int | None, now: datetime,
+                             exit_code: int | None) -> bool:
+        """running with a cancel requested -> cancelled, dependents upstream_failed.
+
+        Every ending of a running job checks this first: a job that crashed, was preempted or lost
+        its worker before the worker saw the cancel must not go back to the queue.
+        """
+        guard = [Job.id == job_id, Job.status == RUNNING, Job.cancel_requested.is_(True)]
+        if owner is not None:
+            guard.append(Job.worker_id == owner)
+        if not s.execute(update(Job).where(*guard).values(
+                status=CANCELLED, failure_kind=CANCELLED, message="cancelled while running",
+                finished_at=now, exit_code=exit_code, lease_until=None)).rowcount:
+            return False
+        self._mark_upstream_failed(s, job_id, s.scalar(select(Job.name).where(Job.id == job_id)), CANCELLED, now)
+        return True
 
     def _mark_upstream_failed(self, s: Session, failed_id: int, failed_name: str, failed_status: str,
                               now: datetime, roots: list[int] | None = None) -> list[int]:
@@ -308,36 +335,48 @@ class JobQueue:
         """
         with self.session() as s, s.begin():
             now = db_now(s)
-            row = self._get(s, job_id)
-            if row.status == QUEUED:
-                s.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED).values(
-                    status=CANCELLED, failure_kind=CANCELLED, message="cancelled", finished_at=now))
-                self._mark_upstream_failed(s, job_id, row.name, CANCELLED, now)
-                return CANCELLED
-            if row.status == RUNNING:
-                s.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING)
-                          .values(cancel_requested=True))
-                return RUNNING
+            # Two tries: a worker may claim the job between our read and our guarded update.
+            for _ in range(2):
+                row = self._get(s, job_id)
+                s.expire(row)  # re-read the status on the second try
+                if row.status == QUEUED:
+                    if s.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED).values(
+                            status=CANCELLED, failure_kind=CANCELLED, message="cancelled", finished_at=now)).rowcount:
+                        self._mark_upstream_failed(s, job_id, row.name, CANCELLED, now)
+                        return CANCELLED
+                elif row.status == RUNNING:
+                    if s.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING)
+                                 .values(cancel_requested=True)).rowcount:
+                        return RUNNING
+                else:
+                    break
             raise InvalidTransition(f"job {job_id} ('{row.name}') is {row.status}; only queued or "
                                     "running jobs can be cancelled")
 
     def retry(self, job_id: int) -> list[int]:
         """failed/killed/lost/cancelled/upstream_failed -> queued with fresh attempts.
 
-        Jobs downstream that were upstream_failed because of it are queued again too. Returns every
-        job id put back in the queue.
+        Jobs downstream that were upstream_failed because of it are queued again too, unless
+        another of their dependencies also ended without success. Returns every job id put back.
         """
         with self.session() as s, s.begin():
             row = self._get(s, job_id)
             if row.status not in RETRYABLE:
                 raise InvalidTransition(f"job {job_id} ('{row.name}') is {row.status}; only "
                                         f"{', '.join(RETRYABLE)} jobs can be retried")
+            blocker = self._failed_dependency(s, job_id)
+            if blocker:
+                raise InvalidTransition(f"job {job_id} ('{row.name}') waits for '{blocker.name}', which "
+                                        f"is {blocker.status}; retry that one (its dependents follow)")
+            if not s.execute(update(Job).where(Job.id == job_id, Job.status == row.status)
+                             .values(**self._fresh_values())).rowcount:
+                raise InvalidTransition(f"job {job_id} ('{row.name}') changed state meanwhile; try again")
             requeued = [job_id]
-            s.execute(update(Job).where(Job.id == job_id, Job.status == row.status).values(
-                **self._fresh_values()))
             todo = deque(self._dependents(s, [job_id]))
             while todo:
                 dep_id = todo.popleft()
+                if self._failed_dependency(s, dep_id):
+                    continue  # still blocked by another failure: stays upstream_failed
                 if s.execute(update(Job).where(Job.id == dep_id, Job.status == UPSTREAM_FAILED)
                              .values(**self._fresh_values())).rowcount:
                     requeued.append(dep_id)
@@ -372,6 +411,8 @@ class JobQueue:
                 Job.status == RUNNING, Job.lease_until < now)).all()
             requeued, lost = [], []
             for job in stale:
+                if self._cancel_if_requested(s, job.id, None, now, None):
+                    continue  # its cancel was pending: cancelled, not run again
                 guard = and_(Job.id == job.id, Job.status == RUNNING, Job.lease_until < now)
                 message = "its worker stopped renewing the lease (worker killed or host lost)"
                 if job.attempts < job.max_attempts:

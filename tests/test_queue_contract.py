@@ -266,3 +266,33 @@ def test_many_processes_run_every_job_exactly_once(db_url):
         rows = s.execute(select(Job.status, Job.attempts)).all()
     assert {(st, att) for st, att in rows} == {("succeeded", 1)}
     queue.dispose()
+
+
+def test_retry_leaves_jobs_blocked_by_another_failure_and_refuses_a_blocked_root(queue, worker):
+    queue.submit([spec("a"), spec("b"), spec("d", after=["a", "b"])])
+    for _ in range(2):
+        job = queue.claim(worker, "cpu0", 0)
+        queue.fail(job.id, worker, message="x")
+    assert queue.retry(queue.resolve("b")) == [queue.resolve("b")]  # d still waits for failed a
+    assert status_of(queue, "d") == "upstream_failed"
+    with pytest.raises(InvalidTransition, match="waits for 'a', which is failed"):
+        queue.retry(queue.resolve("d"))
+    assert sorted(queue.retry(queue.resolve("a"))) == sorted(queue.resolve(n) for n in ("a", "d"))
+
+
+def test_a_pending_cancel_wins_over_a_retry_a_preemption_or_a_lost_lease(queue, worker):
+    queue.submit([spec("crashes", max_attempts=3), spec("preempted"), spec("stale", max_attempts=3),
+                  spec("child", after=["crashes"])])
+    crashes = queue.claim(worker, "cpu0", 0)
+    preempted = queue.claim(worker, "cpu0", 0)
+    stale = queue.claim(worker, "cpu0", 0, lease_s=0.1)
+    for job in (crashes, preempted, stale):
+        assert queue.cancel(job.id) == "running"
+    assert queue.fail(crashes.id, worker, message="boom") == "cancelled"  # not back to the queue
+    assert queue.preempt(preempted.id, worker)
+    time.sleep(0.3)
+    queue.requeue_stale()
+    for name in ("crashes", "preempted", "stale"):
+        assert status_of(queue, name) == "cancelled"
+    assert status_of(queue, "child") == "upstream_failed"
+    assert queue.claim(worker, "cpu0", 0) is None
