@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from .jobqueue import DEFAULT_LEASE_S, KILLED, QUEUED, ClaimedJob, JobQueue
 from .runner import ERROR_FILE, PREEMPTED_EXIT
 from .slots import Slot, gpu_readings
@@ -83,16 +85,29 @@ class WorkerLoop:
         self.start()
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         reaper = start_reaper(self.queue, self.options.reaper_s)
+        failures = 0
         try:
             while True:
-                busy = self.run_once()
                 if self.stopping and not self.children:
                     break
-                if until_empty and not self.children and not busy and self._nothing_left():
-                    break
+                try:
+                    busy = self.run_once()
+                    if until_empty and not self.children and not busy and self._nothing_left():
+                        break
+                    failures = 0
+                except SQLAlchemyError as exc:
+                    # The database is unreachable or locked for a while: keep the jobs running
+                    # and try again; leases decide what happens if the outage outlasts them.
+                    failures += 1
+                    delay = min(30.0, self.options.poll_s * 2 ** failures)
+                    log.warning("database error (%s); retrying in %.1fs", str(exc).splitlines()[0], delay)
+                    time.sleep(delay)
+                    continue
                 if not busy:
                     time.sleep(self.options.poll_s)
         finally:
+            for child in self.children.values():  # only after an unexpected error: leave nothing behind
+                self._kill_group(child, signal.SIGKILL)
             reaper.shutdown(wait=False)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -136,8 +151,11 @@ class WorkerLoop:
             code = child.proc.poll()
             if code is None:
                 continue
-            del self.children[slot_name]
+            # Whatever the job left running in its process group (a server, `cmd &`) would hold
+            # the slot's GPU after the slot is given to the next job.
+            self._kill_group(child, signal.SIGKILL)
             self._record_ending(child, code)
+            del self.children[slot_name]  # only once recorded: a database error retries the step
             changed = True
         return changed
 
@@ -261,7 +279,12 @@ class WorkerLoop:
             if job is None:
                 break  # nothing runnable now; the other free slots would find nothing either
             self.claimed += 1
-            self.children[slot.name] = Child(job, self._spawn(job, slot), now, now)
+            try:
+                proc = self._spawn(job, slot)
+            except OSError as exc:  # runs folder not writable, disk full, ...
+                self._fail(job, "failed", f"could not start the job: {exc}", None)
+                continue
+            self.children[slot.name] = Child(job, proc, now, now)
             log.info("%s started on %s (attempt %d of %d)", job.call, slot.name, job.attempts,
                      job.max_attempts)
             started = True

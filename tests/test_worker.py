@@ -252,3 +252,42 @@ def test_a_job_that_honours_the_stop_request_still_times_out(queue, tmp_path):
     job_id = submit(queue, "slow", "sleep", timeout_s=1.0, max_attempts=1, params={"seconds": 60})
     step_until(make_loop(queue, tmp_path), lambda: queue.get(job_id).status == "killed")
     assert queue.get(job_id).message == "timed out after 1s"
+
+
+def test_programs_a_finished_job_left_behind_are_stopped(queue, tmp_path):
+    marker = tmp_path / "bg.pid"
+    code = f"import subprocess, sys; p = subprocess.Popen(['sleep', '120']); open({str(marker)!r}, 'w').write(str(p.pid))"
+    job_id = submit(queue, "leaves-a-server", "shell", params={"argv": [sys.executable, "-c", code]})
+    step_until(make_loop(queue, tmp_path), lambda: queue.get(job_id).status == "succeeded")
+    leftover = int(marker.read_text())
+    time.sleep(0.3)
+    state = Path(f"/proc/{leftover}/stat")
+    assert not state.exists() or state.read_text().split()[2] == "Z"  # gone (or a reaped-soon zombie)
+
+
+def test_a_job_that_cannot_start_fails_with_the_reason(queue, tmp_path):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the runs folder should be")
+    job_id = submit(queue, "homeless", "echo")
+    loop = make_loop(queue, tmp_path, runs_root=blocker)
+    loop.run_once()
+    row = queue.get(job_id)
+    assert row.status == "failed" and row.message.startswith("could not start the job")
+    assert not loop.children
+
+
+def test_a_database_error_in_a_step_is_retried_not_fatal(queue, tmp_path, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    job_id = submit(queue, "survivor", "echo")
+    real_claim, calls = queue.claim, []
+
+    def flaky_claim(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("claim", {}, Exception("database is locked"))
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", flaky_claim)
+    make_loop(queue, tmp_path, poll_s=0.01).run(until_empty=True)
+    assert queue.get(job_id).status == "succeeded" and len(calls) >= 2
