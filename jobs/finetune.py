@@ -6,6 +6,7 @@
       params: {model: {from: "tapt-{model}"}, epochs: 5, focal_gamma: 2.0, label_smoothing: 0.1, swa_epochs: 2}
     - name: retrain-best
       kind: finetune
+      after: [finetune-klue/roberta-base]
       params: {model: klue/roberta-base, full_data: true, epochs_from: finetune-klue/roberta-base}
     - name: final
       kind: finetune
@@ -78,6 +79,9 @@ def _epochs(params, ctx: JobContext) -> int:
     if not params.epochs_from:
         return params.epochs
     record = ctx.job(params.epochs_from)
+    if record.status != "succeeded":
+        raise ValueError(f"epochs_from: job '{params.epochs_from}' is {record.status}; "
+                         f"add `after: [{params.epochs_from}]`")
     best = record.metrics.get("best_epoch")
     if best is None:
         raise ValueError(f"epochs_from: job '{params.epochs_from}' logged no best_epoch "

@@ -110,14 +110,13 @@ def build_plan(raw: Any, where: str = "<queue>", extra_vars: dict[str, Any] | No
     except ValidationError as exc:
         raise PlanError(f"{where}: {_describe_validation(exc, raw)}") from None
     variables = {**queue_file.vars, **(extra_vars or {})}
-    expanded, by_template = [], {}
+    expanded, by_template = [], {}  # template or group name -> [(job name, its matrix values)]
     for index, entry in enumerate(queue_file.jobs):
-        specs = _expand(entry, index, queue_file.defaults, variables, where)
-        by_template.setdefault(entry.name, []).extend(s.name for s in specs)
-        for spec in specs:
+        for spec, combo in _expand(entry, index, queue_file.defaults, variables, where):
+            by_template.setdefault(entry.name, []).append((spec.name, combo))
             if spec.group_name:
-                by_template.setdefault(spec.group_name, []).append(spec.name)
-        expanded.extend((index, entry, s) for s in specs)
+                by_template.setdefault(spec.group_name, []).append((spec.name, combo))
+            expanded.append((index, entry, spec))
     _resolve_after(expanded, by_template, where)
     specs = [s for _, _, s in expanded]
     _check_unique(specs, where)
@@ -140,16 +139,19 @@ def _describe_validation(exc: ValidationError, raw: dict) -> str:
     return "; ".join(messages)
 
 
-def _expand(entry: JobEntry, index: int, defaults: Defaults, variables: dict, where: str) -> list[JobSpec]:
+def _expand(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
+            where: str) -> list[tuple[JobSpec, dict]]:
+    """The entry's jobs, each with the matrix values it was made from."""
     matrix = entry.matrix or {}
     for key, values in matrix.items():
         if not values:
             raise PlanError(f"{where}: job '{entry.name}' (jobs[{index}]), field matrix.{key}: empty list")
     combos = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())] or [{}]
-    specs = [_make_spec(entry, index, defaults, {**variables, **combo}, where) for combo in combos]
+    specs = [(_make_spec(entry, index, defaults, {**variables, **combo}, where), combo) for combo in combos]
     if entry.workers == 1:
         return specs
-    return [_worker_copy(spec, i, entry.workers) for spec in specs for i in range(1, entry.workers + 1)]
+    return [(_worker_copy(spec, i, entry.workers), combo) for spec, combo in specs
+            for i in range(1, entry.workers + 1)]
 
 
 def _worker_copy(spec: JobSpec, number: int, workers: int) -> JobSpec:
@@ -163,6 +165,8 @@ def _worker_copy(spec: JobSpec, number: int, workers: int) -> JobSpec:
 def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict, where: str) -> JobSpec:
     label = f"{where}: job '{entry.name}' (jobs[{index}])"
     name = _fill(entry.name, variables, f"{label}, field name")
+    if not isinstance(name, str):
+        raise PlanError(f"{label}, field name: resolves to {name!r}; a name must be text")
     label = f"{where}: job '{name}' (jobs[{index}])"
     merged = {k: getattr(entry, k) if getattr(entry, k) is not None else
               (getattr(defaults, k) if getattr(defaults, k) is not None else v)
@@ -212,7 +216,7 @@ def _lookup(name: str, variables: dict, label: str) -> Any:
     return variables[name]
 
 
-def _resolve_after(expanded: list, by_template: dict[str, list[str]], where: str) -> None:
+def _resolve_after(expanded: list, by_template: dict[str, list[tuple[str, dict]]], where: str) -> None:
     names = {spec.name for _, _, spec in expanded}
     for index, entry, spec in expanded:
         resolved: list[str] = []
@@ -223,11 +227,18 @@ def _resolve_after(expanded: list, by_template: dict[str, list[str]], where: str
             except PlanError:
                 if raw_name not in by_template:
                     raise
-                # A matrix job's name with a variable this job does not have: all of its expansions.
-                resolved.extend(by_template[raw_name])
+                # A matrix job's name with variables this job does not have: every expansion that
+                # agrees with the variables it does have (`ens-{seed}` waits for `ft-{model}-{seed}`
+                # of its own seed, for every model).
+                resolved.extend(name for name, combo in by_template[raw_name]
+                                if all(variables.get(k, v) == v for k, v in combo.items()))
                 continue
+            if not isinstance(filled, str):
+                raise PlanError(f"{label}: '{raw_name}' resolves to {filled!r}; after takes job names "
+                                "(write each name, or a list of them)")
             # The name of a `workers: k` entry (or of a matrix entry without variables): all its jobs.
-            resolved.extend(by_template[filled] if filled not in names and filled in by_template else [filled])
+            resolved.extend([n for n, _ in by_template[filled]] if filled not in names and filled in by_template
+                            else [filled])
         if spec.name in resolved:
             raise PlanError(f"{where}: job '{spec.name}' (jobs[{index}]), field after: a job cannot wait for itself")
         spec.after = list(dict.fromkeys(resolved))

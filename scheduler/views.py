@@ -34,7 +34,7 @@ def job_dict(job: Job, now: datetime | None = None) -> dict:
         progress = {"done": job.progress_done, "total": job.progress_total,
                     "message": job.progress_message}
     elapsed = None
-    if job.started_at:
+    if job.started_at and job.status != "queued":  # a queued job's start is its previous attempt's
         elapsed = ((job.finished_at or now or job.started_at) - job.started_at).total_seconds()
     return {
         "id": job.id, "name": job.name, "kind": job.kind, "status": job.status,

@@ -166,8 +166,11 @@ class WorkerLoop:
         if reason == "lease_lost":
             log.warning("%s: lease lost; another worker owns it now", job.call)
         elif code == 0:
-            self.queue.succeed(job.id, self.worker_id)
-            log.info("%s succeeded", job.call)
+            if self.queue.succeed(job.id, self.worker_id):
+                log.info("%s succeeded", job.call)
+            else:
+                log.warning("%s finished, but the job is no longer this worker's (cancelled or requeued "
+                            "meanwhile); its result is not recorded", job.call)
         elif reason == "cancel":
             self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
             log.info("%s cancelled", job.call)

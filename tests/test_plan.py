@@ -79,3 +79,19 @@ def test_the_campaign_queue_file_expands_to_the_five_model_plan():
     final = specs["ensemble-final"]
     assert set(final.after) == {f"finetune-{m}" for m in models} | {f"retrain-{m}" for m in models}
     assert final.params["test_from"] == {f"finetune-{m}": f"retrain-{m}" for m in models}
+
+
+def test_after_with_some_of_the_variables_keeps_the_ones_the_job_has():
+    specs = build_plan({"jobs": [
+        {"name": "ft-{model}-{seed}", "kind": "echo", "matrix": {"model": ["a", "b"], "seed": [1, 2]}},
+        {"name": "ens-{seed}", "kind": "echo", "matrix": {"seed": [1, 2]}, "after": ["ft-{model}-{seed}"]},
+    ]})
+    after = {s.name: s.after for s in specs}
+    assert after["ens-1"] == ["ft-a-1", "ft-b-1"] and after["ens-2"] == ["ft-a-2", "ft-b-2"]
+
+
+@pytest.mark.parametrize("field", ["after", "name"])
+def test_a_list_variable_where_a_job_name_belongs_is_a_clear_error(field):
+    job = {"name": "x", "kind": "echo", field: "{deps}"}
+    with pytest.raises(PlanError, match=f"field {field}.*resolves to \\['p', 'q'\\]"):
+        build_plan({"vars": {"deps": ["p", "q"]}, "jobs": [{"name": "p", "kind": "echo"}, job]})
