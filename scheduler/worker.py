@@ -117,13 +117,16 @@ class WorkerLoop:
     def _nothing_left(self) -> bool:
         """After a step that claimed nothing: True when no job can start here any more.
 
-        With no job running anywhere, nothing can unblock a queued job (its dependencies or GPU
-        needs will not change), so the queue is empty for us. A job running elsewhere may still
-        succeed, fail into a retry, or have its lease expire and be queued again, so we wait.
+        With no job running anywhere and none runnable now, nothing can unblock a queued job (its
+        dependencies or GPU needs will not change), so the queue is empty for us. A job running
+        elsewhere may still succeed, fail into a retry, or have its lease expire, so we wait. The
+        runnable check closes the gap where another worker finished a job after our claim.
         """
         if self.queue.is_drained() or self._max_jobs_reached():
             return True
-        return not self.queue.status_counts().get("running")
+        if self.queue.status_counts().get("running"):
+            return False
+        return self.queue.top_waiting_priority(max(slot.gpus for slot in self.slots)) is None
 
     def _max_jobs_reached(self) -> bool:
         return self.options.max_jobs is not None and self.claimed >= self.options.max_jobs

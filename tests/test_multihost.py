@@ -22,10 +22,10 @@ def test_two_hosts_drain_a_campaign_each_job_once(pg_server, tmp_path):
         marker = shared / "starts.txt"
         shared.mkdir()
         plan = {"vars": {"m": str(marker)},
-                "defaults": {"params": {"sleep": {"seconds": 0.3, "marker": "{m}"}}, "max_attempts": 2},
+                "defaults": {"params": {"sleep": {"seconds": 0.5, "marker": "{m}"}}, "max_attempts": 2},
                 "jobs": [{"name": "prepare", "kind": "sleep", "priority": 10},
                          {"name": "train-{i}", "kind": "sleep", "after": ["prepare"],
-                          "matrix": {"i": list(range(8))}},
+                          "matrix": {"i": list(range(12))}},
                          {"name": "summary", "kind": "sleep", "priority": -1, "after": ["train-{i}"]}]}
         queue = JobQueue(url)
         queue.submit(build_plan(plan))
@@ -38,7 +38,7 @@ def test_two_hosts_drain_a_campaign_each_job_once(pg_server, tmp_path):
             rows = s.execute(select(Job.name, Job.status, Job.attempts, Job.worker_id, Job.output_dir)).all()
         assert {r.status for r in rows} == {"succeeded"} and {r.attempts for r in rows} == {1}
         starts = Counter(marker.read_text().split())
-        assert set(starts.values()) == {1} and len(starts) == 10  # every job ran exactly once
+        assert set(starts.values()) == {1} and len(starts) == 14  # every job ran exactly once
         assert len({r.worker_id for r in rows}) == 2  # both hosts took work
         for r in rows:  # each job's files are in the run folder of the host that ran it
             assert os.path.isdir(r.output_dir) and "/shared/host-" in r.output_dir

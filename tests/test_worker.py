@@ -291,3 +291,13 @@ def test_a_database_error_in_a_step_is_retried_not_fatal(queue, tmp_path, monkey
     monkeypatch.setattr(queue, "claim", flaky_claim)
     make_loop(queue, tmp_path, poll_s=0.01).run(until_empty=True)
     assert queue.get(job_id).status == "succeeded" and len(calls) >= 2
+
+
+def test_until_empty_does_not_stop_while_a_job_is_runnable(queue, tmp_path):
+    # Another worker may finish a dependency between this worker's claim and its emptiness check.
+    loop = make_loop(queue, tmp_path)
+    loop.start()
+    job_id = submit(queue, "just-unblocked", "echo")
+    assert not loop._nothing_left()
+    queue.cancel(job_id)
+    assert loop._nothing_left()
