@@ -42,3 +42,20 @@ def sample_test_csv(folder: Path, rows: int = 60) -> Path:
     path = folder / "test.csv"
     pd.read_csv(DATA / "reviews_test.csv").head(rows).to_csv(path, index=False)
     return path
+
+
+def run_campaign(queue_text: str, folder: Path) -> str:
+    """Submit a queue file's text with `sched submit` and drain it with one CPU worker; the URL."""
+    from click.testing import CliRunner
+
+    from scheduler.cli import cli
+
+    url = f"sqlite:///{folder / 'experiments.db'}"
+    queue_file = folder / "campaign.yaml"
+    queue_file.write_text(queue_text)
+    runner = CliRunner()
+    for args in (["submit", str(queue_file)],
+                 ["worker", "--gpus", "none", "--until-empty", "--runs", str(folder / "runs")]):
+        result = runner.invoke(cli, ["--db", url, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return url

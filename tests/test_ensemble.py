@@ -385,19 +385,11 @@ jobs:
 
 @pytest.mark.slow
 def test_two_finetunes_and_an_ensemble_through_the_queue(small_data, tmp_path, monkeypatch):
-    from scheduler.cli import cli
+    from tests.helpers import run_campaign
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SCHED_CACHE_DIR", str(tmp_path / "token-cache"))
-    url = f"sqlite:///{tmp_path / 'experiments.db'}"
-    queue_file = tmp_path / "ensemble.yaml"
-    queue_file.write_text(textwrap.dedent(ENSEMBLE_QUEUE % {"train": small_data[0], "test": small_data[1]}))
-    runner = CliRunner()
-    for args in (["submit", str(queue_file)],
-                 ["worker", "--gpus", "none", "--until-empty", "--runs", str(tmp_path / "runs")]):
-        result = runner.invoke(cli, ["--db", url, *args], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-
+    url = run_campaign(textwrap.dedent(ENSEMBLE_QUEUE % {"train": small_data[0], "test": small_data[1]}), tmp_path)
     queue = JobQueue(url)
     rows = json.loads(invoke_results(queue, "--json").output)
     assert {r["job"]: r["status"] for r in rows} == dict.fromkeys(["ft-a", "ft-b", "ens"], "succeeded"), rows
