@@ -34,10 +34,6 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get("SCHED_DB") or DEFAULT_URL
 
 
-def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
-
-
 def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):

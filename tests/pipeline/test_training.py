@@ -96,12 +96,14 @@ def test_finetune_beats_majority_baseline(small_split, test_reviews, tiny_cfg, t
     assert saved["val_accuracy"] == result.val_accuracy and 1 <= result.best_epoch <= 8
 
 
+def crash_after_epoch_1(event, state):
+    """A fault hook: the run dies once its first epoch's checkpoint is on disk."""
+    if event == "epoch_end" and state["epoch"] >= 1:
+        raise RuntimeError("simulated crash")
+
+
 def test_interrupted_finetune_resumes_without_repeating_epochs(small_split, tiny_cfg, tmp_path):
     data = small_split.train.iloc[:320]  # 10 steps per epoch at batch 32
-
-    def crash_after_epoch_1(event, state):
-        if event == "epoch_end" and state["epoch"] >= 1:
-            raise RuntimeError("simulated crash")
 
     cfg = tiny_cfg(epochs=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -230,10 +232,6 @@ def test_special_tokens_are_added_and_the_embeddings_resized(small_split, tiny_c
 
 def test_resume_skips_a_checkpoint_a_kill_left_half_written(small_split, tiny_cfg, tmp_path):
     data = small_split.train.iloc[:320]
-
-    def crash_after_epoch_1(event, state):
-        if event == "epoch_end" and state["epoch"] >= 1:
-            raise RuntimeError("simulated crash")
 
     cfg = tiny_cfg(epochs=2)
     with pytest.raises(RuntimeError, match="simulated crash"):
