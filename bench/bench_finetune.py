@@ -53,8 +53,14 @@ def parse_args() -> argparse.Namespace:
 def run_plain(model_path: str, train, val, args, out_dir: str) -> float:
     """The plain recipe; returns training samples/s."""
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

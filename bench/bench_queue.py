@@ -22,17 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert  # noqa: E402
 
-from scheduler.db import db_now  # noqa: E402
 from scheduler.jobqueue import JobQueue  # noqa: E402
-from scheduler.models import Job  # noqa: E402
+from scheduler.store.engine import db_now  # noqa: E402
+from scheduler.store.schema import jobs  # noqa: E402
 
 
 def fill(queue: JobQueue, count: int, prefix: str) -> None:
     """Insert `count` queued no-op jobs fast (one executemany per 10,000)."""
-    with queue.session() as s, s.begin():
+    with queue.write() as s:
         now = db_now(s)
         for start in range(0, count, 10_000):
-            s.execute(insert(Job), [dict(name=f"{prefix}-{i}", kind="echo", params={}, priority=i % 10,
+            s.execute(insert(jobs), [dict(name=f"{prefix}-{i}", kind="echo", params={}, priority=i % 10,
                                          gpus=0, tags=[], status="queued", attempts=0, max_attempts=1,
                                          created_at=now)
                                     for i in range(start, min(count, start + 10_000))])

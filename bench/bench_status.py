@@ -20,12 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
 
-from scheduler.db import db_now  # noqa: E402
 from scheduler.jobqueue import JobQueue  # noqa: E402
-from scheduler.models import Job, Metric  # noqa: E402
 from scheduler.render import status_view  # noqa: E402
+from scheduler.store.engine import db_now  # noqa: E402
+from scheduler.store.schema import jobs, metrics  # noqa: E402
 from scheduler.views import status_snapshot  # noqa: E402
 
 STATES = ["succeeded"] * 6 + ["queued"] * 2 + ["failed", "cancelled"]
@@ -33,7 +33,7 @@ STATES = ["succeeded"] * 6 + ["queued"] * 2 + ["failed", "cancelled"]
 
 def fill(queue: JobQueue, count: int) -> None:
     worker = queue.register_worker("bench", 0, ["gpu0", "gpu1"])
-    with queue.session() as s, s.begin():
+    with queue.write() as s:
         now = db_now(s)
         for start in range(0, count, 10_000):
             rows = []
@@ -45,9 +45,9 @@ def fill(queue: JobQueue, count: int) -> None:
                                  created_at=began, started_at=None if state == "queued" else began,
                                  finished_at=None if state == "queued" else began + timedelta(seconds=4),
                                  slot=None if state == "queued" else "gpu0", worker_id=worker))
-            s.execute(insert(Job), rows)
-        ids = s.query(Job.id).filter(Job.status == "succeeded").all()
-        s.execute(insert(Metric), [dict(job_id=i, key="val_accuracy", value=0.5, time=now) for (i,) in ids])
+            s.execute(insert(jobs), rows)
+        ids = s.execute(select(jobs.c.id).where(jobs.c.status == "succeeded")).all()
+        s.execute(insert(metrics), [dict(job_id=i, key="val_accuracy", value=0.5, time=now) for (i,) in ids])
 
 
 def time_status(url: str, repeats: int) -> list[float]:

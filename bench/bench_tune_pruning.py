@@ -3,7 +3,7 @@
     python bench/bench_tune_pruning.py [--rows 1500] [--trials 10] [--epochs 3] [--sampler random]
                                        [--seed 7] [--workdir /tmp/sched-bench-tune]
 
-Runs the real `tune` job (jobs/tune.py, in this process, with a SQLite study) twice on the first
+Runs the real `tune` job (jobs/tune/, in this process, with a SQLite study) twice on the first
 `--rows` rows of the shipped sample with the tiny model: once with `pruner: median` and once with
 `pruner: none`, with the same sampler and seed. With the random sampler (the default) both studies
 propose the same params trial for trial (each trial draws from seed + its number), so the
@@ -58,10 +58,13 @@ def build_model(args, root: Path) -> str:
 
 def run_study(args, pruner: str, workdir: Path, model: str) -> tuple[list, float]:
     """Run one tune job; returns (trials sorted by number, seconds)."""
+    from functools import partial
+
     import optuna
 
     from jobs import tune
     from jobs.context import JobContext, MemoryReporter
+    from scheduler.store.studies import open_storage
 
     params = tune.Params.model_validate({
         "n_trials": args.trials, "sampler": args.sampler, "seed": args.seed, "startup_trials": 4,
@@ -74,7 +77,7 @@ def run_study(args, pruner: str, workdir: Path, model: str) -> tuple[list, float
     })
     url = f"sqlite:///{workdir / 'study.db'}"
     ctx = JobContext(job_id=1, name=f"bench-{pruner}", output_dir=workdir / "run", device="cpu",
-                     reporter=MemoryReporter(), db_url=url)
+                     reporter=MemoryReporter(), db_url=url, studies=partial(open_storage, url))
     start = time.perf_counter()
     tune.run(params, ctx)
     seconds = time.perf_counter() - start

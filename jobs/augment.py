@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .common import DEFAULT_TRAIN, data_path
 from .context import JobContext, Preempted
+from .registry import Kind
 
 OUTPUT_NAME = "augmented.csv"
 # Stats of augment_csv logged as metrics (plus one dropped_<reason> per drop reason).
@@ -96,3 +97,6 @@ def run(params: Params, ctx: JobContext) -> None:
         raise NothingKept(f"no augmented rows kept out of {stats['candidates']}: "
                           + ", ".join(f"{k} {v}" for k, v in dropped.items()))
     ctx.add_artifact("augmented_csv", out_csv)
+
+
+KIND = Kind("augment", Params, run, summary="back-translation: extra training rows for a fine-tune")

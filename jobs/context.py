@@ -68,7 +68,10 @@ class JobContext:
     attempt: int = 1
     stop_requested: Callable[[], bool] = lambda: False
     group: str | None = None  # shared by the jobs of one `workers: k` entry (e.g. one Optuna study)
-    db_url: str | None = None  # the queue's database, for libraries that keep tables there (Optuna)
+    db_url: str | None = None  # the queue's database URL (it may hold a password: do not print it)
+    # Opens Optuna's storage on the queue's database: studies(heartbeat_s=, grace_s=,
+    # stale_trial_callback=) -> RDBStorage. The scheduler supplies it; None outside a queue.
+    studies: Callable[..., Any] | None = None
     _last_progress: float = field(default=0.0, repr=False)
 
     def __post_init__(self):

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .common import DEFAULT_TEST, data_path
 from .context import JobContext
+from .registry import Display, Kind
 
 log = logging.getLogger(__name__)
 
@@ -416,3 +417,12 @@ def run(params: Params, ctx: JobContext) -> None:
     print(f"ensemble of {len(names)} ({params.weighting}, vote {params.vote}): val_accuracy "
           f"{summary['val_accuracy']:.4f} (best member {summary['best_member_val_accuracy']:.4f}); weights "
           + ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)), flush=True)
+
+
+KIND = Kind(
+    "ensemble", Params, run,
+    summary="soft-vote finished models, weighted by their logged validation scores",
+    display=Display(model=True, model_param=None,
+                    scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1", "val_accuracy_cv": "val_accuracy_cv"},
+                    params={"weighting": "weighting", "vote": "vote"}, colour="#ef8636"),
+)

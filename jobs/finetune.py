@@ -26,9 +26,20 @@ from pydantic import Field
 
 from pipeline.config import FinetuneConfig
 
-from .common import DEFAULT_TEST, DEFAULT_TRAIN, FromJob, ModelRef, artifact_of, data_path, hooks_for, \
-    params_from_config, resolve_model, training_config
+from .common import (
+    DEFAULT_TEST,
+    DEFAULT_TRAIN,
+    FromJob,
+    ModelRef,
+    artifact_of,
+    data_path,
+    hooks_for,
+    params_from_config,
+    resolve_model,
+    training_config,
+)
 from .context import JobContext, Preempted
+from .registry import Column, Curve, Display, Kind
 
 Params = params_from_config("FinetuneParams", FinetuneConfig, {
     # hub name, local folder, "tiny", or {from: job} (e.g. a TAPT job's checkpoint)
@@ -47,7 +58,8 @@ Params = params_from_config("FinetuneParams", FinetuneConfig, {
 })
 
 
-def _load_data(params):
+def load_data(params):
+    """(the campaign's split of the train CSV, the test texts or None) for these params."""
     import pandas as pd
 
     from pipeline.data import load_labeled_csv, stratified_split
@@ -65,7 +77,8 @@ def _load_data(params):
     return split, test
 
 
-def _extra_rows(params, ctx: JobContext):
+def extra_rows(params, ctx: JobContext):
+    """The extra training rows (`extra_train`: a CSV, or an augment job's output), or None."""
     from pipeline.data import load_labeled_csv
 
     if params.extra_train is None:
@@ -124,9 +137,9 @@ def run(params, ctx: JobContext) -> None:
     from pipeline.training import finetune
 
     params = _apply_params_from(params, ctx)
-    split, test = _load_data(params)
+    split, test = load_data(params)
     train, val = split.train, split.val
-    extra = _extra_rows(params, ctx)
+    extra = extra_rows(params, ctx)
     if extra is not None:
         # Only training rows are augmented: validation stays the campaign's shared split.
         train = pd.concat([train, extra[~extra["text"].isin(set(val["text"]))]], ignore_index=True)
@@ -159,3 +172,19 @@ def _report(ctx: JobContext, result, fingerprint: str, epochs: int) -> None:
     split_file.write_text(fingerprint + "\n")
     ctx.add_artifact("val_split", split_file)
     ctx.add_artifact("result", ctx.output_dir / "train" / "result.json")
+
+
+# What the scheduler shows of a fine-tune: a model on the leaderboard, its curves in the report.
+DISPLAY = Display(
+    model=True,
+    scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
+    details={"epochs": Column("epochs_run", param="epochs"), "best_epoch": Column("best_epoch")},
+    params={"lr": "lr", "batch_size": "bs", "max_length": "len", "focal_gamma": "focal",
+            "label_smoothing": "smooth", "swa_epochs": "swa", "seed": "seed"},
+    # (pipeline/callbacks.py logs with step = the Trainer's global step; evaluation runs per epoch)
+    curves=(Curve("accuracy", "val", "score"), Curve("f1", "val", "score"), Curve("loss", "val"),
+            Curve("loss", "train")),
+    colour="#3b75af",
+)
+KIND = Kind("finetune", Params, run, summary="fine-tune a classifier (focal loss, SWA, early stopping, resume)",
+            display=DISPLAY)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .common import ModelRef, data_path, resolve_model
 from .context import JobContext
+from .registry import Kind
 
 
 class Params(BaseModel):
@@ -49,3 +50,6 @@ def run(params: Params, ctx: JobContext) -> None:
     ctx.add_artifact("predictions", ctx.output_dir / "predictions.csv")
     for label, count in zip(*np.unique(classes, return_counts=True)):
         ctx.log_metric("predicted_share", count / len(classes), step=int(label))
+
+
+KIND = Kind("predict", Params, run, summary="logits and predicted classes of a saved classifier on a CSV")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .context import JobContext
 from .proc import die_with_parent
+from .registry import Kind
 
 
 class Params(BaseModel):
@@ -39,3 +40,6 @@ def run(params: Params, ctx: JobContext) -> None:
         raise CommandFailed(f"program not found: {params.argv[0]}") from None
     if result.returncode != 0:
         raise CommandFailed(f"{params.argv[0]} exited with code {result.returncode}")
+
+
+KIND = Kind("shell", Params, run, summary="run a program (no shell) on the slot's GPU or CPU")

@@ -14,9 +14,18 @@ from pydantic import Field
 
 from pipeline.config import TaptConfig
 
-from .common import DEFAULT_TEST, DEFAULT_TRAIN, ModelRef, data_path, hooks_for, params_from_config, \
-    resolve_model, training_config
+from .common import (
+    DEFAULT_TEST,
+    DEFAULT_TRAIN,
+    ModelRef,
+    data_path,
+    hooks_for,
+    params_from_config,
+    resolve_model,
+    training_config,
+)
 from .context import JobContext, Preempted
+from .registry import Curve, Display, Kind
 
 Params = params_from_config("TaptParams", TaptConfig, {
     # hub name, local folder, "tiny", or {from: job} to continue another job's model
@@ -48,3 +57,10 @@ def run(params, ctx: JobContext) -> None:
         ctx.log_metric("initial_mlm_loss", result.initial_mlm_loss)
     ctx.add_artifact("model", result.model_dir)
     ctx.add_artifact("result", ctx.output_dir / "train" / "result.json")
+
+
+KIND = Kind(
+    "tapt", Params, run,
+    summary="continued masked-LM pretraining (TAPT) on the task's own texts",
+    display=Display(curves=(Curve("mlm_loss", "val"), Curve("mlm_loss", "train")), colour="#6a9f58"),
+)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from pipeline.data import load_labeled_csv, normalize_text, stratified_split
 from pipeline.hooks import StopRequested
+from pipeline.util import atomic_output
 
 # Why an augmented row was dropped, in the order the checks run (a row counts under the first that applies).
 DROP_REASONS = ("empty", "identical", "too_short", "too_long", "duplicate")
@@ -335,10 +336,8 @@ def augment_csv(
     if source_column is not None:
         rows[source_column] = kept["source_review"].to_numpy()
     out_csv = os.fspath(out_csv)
-    os.makedirs(os.path.dirname(os.path.abspath(out_csv)), exist_ok=True)
-    tmp = f"{out_csv}.tmp-{os.getpid()}"
-    rows.to_csv(tmp, index=False)
-    os.replace(tmp, out_csv)
+    with atomic_output(out_csv) as tmp:
+        rows.to_csv(tmp, index=False)
 
     stats = {
         "rows": len(frame),

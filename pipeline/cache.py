@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .util import atomic_output
 
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "sched", "tokens")
 CACHE_ENV = "SCHED_CACHE_DIR"
@@ -148,15 +149,8 @@ def _save(path: str, enc: Encoded) -> None:
     arrays["ids"], arrays["ids_rows"] = _flatten(enc.input_ids)
     if enc.offsets is not None:
         arrays["offsets"], arrays["offsets_rows"] = _flatten(enc.offsets)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _load(path: str, key: str) -> Encoded:

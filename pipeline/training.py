@@ -36,8 +36,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from pipeline.batching import EncodedDataset, MLMPadCollator, PadCollator
 from pipeline.cache import TokenCache
-from pipeline.checkpoints import drop_incomplete_checkpoints
 from pipeline.callbacks import HooksCallback, SWACallback
+from pipeline.checkpoints import drop_incomplete_checkpoints
 from pipeline.config import FinetuneConfig, TaptConfig
 from pipeline.data import LABEL_NAMES, rows_fingerprint
 from pipeline.hooks import NULL_HOOKS, Hooks, StopRequested
@@ -157,10 +157,9 @@ def _read_json(path: str) -> dict | None:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    from .util import atomic_write
+
+    atomic_write(path, json.dumps(payload, indent=2, ensure_ascii=False))
 
 
 def _start_run_state(output_dir: str, cfg) -> dict:

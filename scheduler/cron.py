@@ -20,17 +20,16 @@ from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .errors import NotFound, SchedError
 from .jobqueue import JobQueue
-from .models import CronFire
+from .store import queries as q
+from .store.schema import CRON_TABLE
 
 log = logging.getLogger("sched.cron")
 
 CRON_STORE = "crons"
-CRON_TABLE = "sched_apscheduler_jobs"
 MISFIRE_GRACE_S = 3600
 
 
@@ -45,11 +44,6 @@ def parse_cron(expression: str) -> CronTrigger:
 
 def make_jobstore(queue: JobQueue) -> SQLAlchemyJobStore:
     return SQLAlchemyJobStore(engine=queue.engine, tablename=CRON_TABLE)
-
-
-def make_jobstore_table():
-    """The job store's table definition (APScheduler owns its columns)."""
-    return SQLAlchemyJobStore(url="sqlite://", tablename=CRON_TABLE).jobs_t
 
 
 def _paused_scheduler(queue: JobQueue) -> BackgroundScheduler:
@@ -80,13 +74,12 @@ def add_cron(queue: JobQueue, expression: str, queue_file: str | Path, name: str
 
 def list_crons(queue: JobQueue) -> list[dict]:
     store = make_jobstore(queue)
-    store.start(None, CRON_STORE)  # creates the table on first use
+    store.start(None, CRON_STORE)
     crons = []
-    with queue.read_session() as s:
+    with queue.read() as conn:
         for job in store.get_all_jobs():
             name, path, expression = job.args
-            last = s.execute(select(CronFire).where(CronFire.cron_name == name)
-                             .order_by(CronFire.fire_time.desc()).limit(1)).scalar()
+            last = q.last_cron_fire(conn, name)
             crons.append({"name": name, "expression": expression, "file": path,
                           "next_run": job.next_run_time.isoformat(timespec="seconds") if job.next_run_time else None,
                           "last_fire": last.fire_time.isoformat(timespec="seconds") if last else None,
@@ -150,8 +143,8 @@ def fire(name: str, queue_file: str, expression: str, queue: JobQueue | None = N
     fire_time = last_fire_time(expression, now) or now.replace(second=0, microsecond=0)
     stored_time = fire_time.astimezone(timezone.utc).replace(tzinfo=None)
     try:
-        with queue.session() as s, s.begin():
-            s.execute(insert(CronFire).values(cron_name=name, fire_time=stored_time, worker=socket.gethostname()))
+        with queue.write() as conn:
+            q.claim_cron_fire(conn, name, stored_time, socket.gethostname())
     except IntegrityError:
         return False  # another worker claimed this firing
     submitted, error = None, None
@@ -161,7 +154,6 @@ def fire(name: str, queue_file: str, expression: str, queue: JobQueue | None = N
     except Exception as exc:  # noqa: BLE001 - recorded for `sched cron list`; the worker carries on
         error = str(exc)
         log.error("cron %s: %s", name, error)
-    with queue.session() as s, s.begin():
-        s.execute(update(CronFire).where(CronFire.cron_name == name, CronFire.fire_time == stored_time)
-                  .values(jobs_submitted=submitted, error=error))
+    with queue.write() as conn:
+        q.record_cron_result(conn, name, stored_time, submitted, error)
     return True

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from .errors import SchedError
 from .jobqueue import JobQueue
 from .plan import load_plan
@@ -31,10 +29,11 @@ def demo_vars(run: str) -> dict:
     return {"run": run, "train": str(train), "test": str(test)}
 
 
-def run_demo(queue: JobQueue, runs_root: Path, console: Console) -> str:
+def run_demo(queue: JobQueue, runs_root: Path, console) -> str:
     """Submit and run the demo campaign; returns its run prefix."""
-    from .commands.results import results_table
+    from .render import results_table
     from .results import leaderboard
+    from .store.engine import shown_url
 
     run = time.strftime("demo-%m%d-%H%M%S")
     specs = load_plan(DEMO_FILE, demo_vars(run))
@@ -43,8 +42,8 @@ def run_demo(queue: JobQueue, runs_root: Path, console: Console) -> str:
     started = time.monotonic()
     WorkerLoop(queue, parse_slots("none"), WorkerOptions(runs_root=runs_root, poll_s=0.2)).run(until_empty=True)
     console.print(status_view(status_snapshot(queue, all_jobs=False)))
-    console.print(results_table(leaderboard(queue, tag=run), "val_accuracy"))
+    console.print(results_table(leaderboard(queue, tag=run), None))
     console.print(f"demo finished in {time.monotonic() - started:.0f}s; queue: "
-                  f"{queue.engine.url.render_as_string(hide_password=True)}. Next: sched status, "
-                  f"sched results --tag {run}, sched study {run}-tune, sched report")
+                  f"{shown_url(queue.engine.url)}. Next: sched status, "
+                  f"sched results --tag {run}, sched study {run}-tune, sched report", markup=False)
     return run

@@ -25,23 +25,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jobs import ParamsError, UnknownKind, get_kind
+from pipeline.util import parse_duration
 
 from .errors import PlanError
 from .jobqueue import JobSpec
 
 _VAR = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
-
-
-def parse_duration(value: Any) -> float | None:
-    """Seconds from 90, "90s", "30m", "2h" or "1h30m"; None stays None."""
-    if value is None or isinstance(value, (int, float)):
-        return None if value is None else float(value)
-    match = _DURATION.match(str(value))
-    if not match or not any(match.groups()):
-        raise ValueError(f"'{value}' is not a duration (use seconds, or e.g. 90s, 30m, 2h, 1h30m)")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
 
 
 class _Common(BaseModel):

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select, update
-
-from .db import db_now
 from .errors import NotFound
 from .jobqueue import JobQueue
-from .models import Artifact, Job, Metric
+from .store import queries as q
+from .store.engine import db_now
 
 
 @dataclass
@@ -38,21 +36,17 @@ class Records:
 
     def log_metric(self, job_id: int, key: str, value: float, step: int | None = None,
                    split: str | None = None) -> None:
-        with self.queue.session() as s, s.begin():
-            s.execute(insert(Metric).values(job_id=job_id, key=key, value=float(value), step=step,
-                                            split=split, time=db_now(s)))
+        with self.queue.write() as conn:
+            q.insert_metric(conn, job_id, key, float(value), step, split, db_now(conn))
 
     def add_artifact(self, job_id: int, name: str, path: str) -> None:
         """Record a file the job produced; a second call with the same name replaces the path."""
-        with self.queue.session() as s, s.begin():
-            if not s.execute(update(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)
-                             .values(path=str(path))).rowcount:
-                s.execute(insert(Artifact).values(job_id=job_id, name=name, path=str(path)))
+        with self.queue.write() as conn:
+            q.put_artifact(conn, job_id, name, str(path))
 
     def set_progress(self, job_id: int, done: float, total: float | None, message: str | None) -> None:
-        with self.queue.session() as s, s.begin():
-            s.execute(update(Job).where(Job.id == job_id).values(
-                progress_done=done, progress_total=total, progress_message=message))
+        with self.queue.write() as conn:
+            q.set_progress(conn, job_id, done, total, message)
 
     def job(self, ref: str | int) -> JobRecord:
         """Another job's record by name or id, with its metrics and artifacts."""
@@ -60,12 +54,10 @@ class Records:
             job_id = self.queue.resolve(ref)
         except NotFound:
             raise NotFound(f"no job named '{ref}' in the queue") from None
-        with self.queue.read_session() as s:
-            row = s.get(Job, job_id)
-            metrics = s.execute(select(Metric.key, Metric.value, Metric.step, Metric.split)
-                                .where(Metric.job_id == job_id).order_by(Metric.id)).all()
-            artifacts = s.execute(select(Artifact.name, Artifact.path)
-                                  .where(Artifact.job_id == job_id)).all()
+        with self.queue.read() as conn:
+            row = q.job_row(conn, job_id)
+            metrics = q.job_metrics(conn, job_id)
+            artifacts = q.job_artifacts(conn, job_id)
         return JobRecord(
             id=row.id, name=row.name, kind=row.kind, status=row.status, params=row.params,
             tags=row.tags or [], output_dir=row.output_dir,
@@ -77,11 +69,6 @@ class Records:
     def jobs_where(self, *, kind: str | None = None, tag: str | None = None,
                    status: str | None = None) -> list[str]:
         """Names of jobs matching all the given filters, oldest first."""
-        query = select(Job.name, Job.tags).order_by(Job.id)
-        if kind:
-            query = query.where(Job.kind == kind)
-        if status:
-            query = query.where(Job.status == status)
-        with self.queue.read_session() as s:
-            rows = s.execute(query).all()
+        with self.queue.read() as conn:
+            rows = q.job_names_where(conn, kind=kind, status=status)
         return [name for name, tags in rows if tag is None or tag in (tags or [])]

@@ -9,6 +9,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .fmt import duration, number, score
 from .jobqueue import JobSpec
 
 STATE_STYLE = {
@@ -19,15 +20,6 @@ STATE_STYLE = {
 
 def _state(status: str) -> Text:
     return Text(status, style=STATE_STYLE.get(status, ""))
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
 def _progress(job: dict):
@@ -79,7 +71,7 @@ def _workers_table(workers: list[dict]) -> Table:
             first = i == 0
             table.add_row(f"{w['id']} ({w['state']})" if first else "", w["host"] if first else "", slot["slot"],
                           slot["job"] or Text("idle", style="dim"), gpu,
-                          f"{_duration(w['heartbeat_age_s'])} ago" if first else "")
+                          f"{duration(w['heartbeat_age_s'])} ago" if first else "")
     if not workers:
         table.add_row("-", "no worker running (start one: sched worker)", "", "", "", "")
     return table
@@ -93,7 +85,7 @@ def _running_table(jobs: list[dict]) -> Table:
         metric = j.get("latest_metric")
         shown = f"{metric['key']}={metric['value']:.4g}" if metric else ""
         table.add_row(str(j["id"]), j["name"], j["kind"], j["slot"] or "", f"{j['attempts']}/{j['max_attempts']}",
-                      _duration(j["elapsed_s"]), _progress(j), _duration(j.get("eta_s")), shown)
+                      duration(j["elapsed_s"]), _progress(j), duration(j.get("eta_s")), shown)
     return table
 
 
@@ -112,12 +104,12 @@ def _queue_table(jobs: list[dict], total: int) -> Table:
 
 def _recent_table(jobs: list[dict]) -> Table:
     table = Table(title="Recently finished", title_justify="left")
-    for col in ("id", "name", "kind", "status", "duration", "val acc"):
+    for col in ("id", "name", "kind", "status", "duration", "score"):
         table.add_column(col)
     for j in jobs:
-        acc = j.get("val_accuracy")
-        table.add_row(str(j["id"]), j["name"], j["kind"], _state(j["status"]), _duration(j["elapsed_s"]),
-                      "" if acc is None else f"{acc:.4f}")
+        shown = j.get("score")
+        table.add_row(str(j["id"]), j["name"], j["kind"], _state(j["status"]), duration(j["elapsed_s"]),
+                      "" if shown is None else f"{shown['key']} {score(shown['value'])}")
     return table
 
 
@@ -147,7 +139,7 @@ def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120) -
     for i, spec in enumerate(specs, 1):
         after = spec.after[0] + (f" +{len(spec.after) - 1} more" if len(spec.after) > 1 else "") if spec.after else ""
         row = [str(i), spec.name, spec.kind, str(spec.priority), str(spec.gpus), after,
-               str(spec.max_attempts), _duration(spec.timeout_s)]
+               str(spec.max_attempts), duration(spec.timeout_s)]
         if show_params:
             row.append(json.dumps(spec.params, ensure_ascii=False))
         table.add_row(*row)
@@ -163,7 +155,8 @@ def job_view(detail: dict) -> Group:
         if value not in (None, [], ""):
             info.add_row(Text(key, style="bold"), _state(value) if key == "status" else Text(str(value)))
     if detail["after"]:
-        info.add_row(Text("after", style="bold"), Text(", ".join(f"{d['name']} ({d['status']})" for d in detail["after"])))
+        after = ", ".join(f"{d['name']} ({d['status']})" for d in detail["after"])
+        info.add_row(Text("after", style="bold"), Text(after))
     info.add_row(Text("params", style="bold"), Text(json.dumps(detail["params"], ensure_ascii=False, indent=1)))
     parts = [info]
     if detail["metrics"]:
@@ -181,3 +174,40 @@ def job_view(detail: dict) -> Group:
             table.add_row(name, path)
         parts.append(table)
     return Group(*parts)
+
+
+def results_table(rows: list[dict], sort: str | None) -> Table:
+    """The leaderboard at a glance: the first two scores and the first detail column, the key params
+    that differ between rows (the differences explain the ranking; the shared ones go in the
+    caption). --json and --csv have every column."""
+    from .kinds import leaderboard_layout
+    from .results import headline_column, param_summary, shown_scores
+
+    layout = leaderboard_layout()
+    scores = shown_scores(rows)
+    details = [c for c in layout.details if any(r[c] is not None for r in rows)][:1]
+    params = param_summary(rows)
+    caption = params.caption()
+    table = Table(title=f"Results ({len(rows)} jobs, by {sort or headline_column(rows)})", title_justify="left",
+                  caption=f"same for every job that has it: {caption}" if caption else None,
+                  caption_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("job", overflow="fold")
+    table.add_column("kind")
+    table.add_column("model", overflow="fold", max_width=28)
+    for column in scores:  # scores never shrink into an ellipsis
+        table.add_column(column.replace("_", " "), justify="right", no_wrap=True, min_width=6)
+    for column in details:
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("params", overflow="fold")
+    table.add_column("status")
+    for i, r in enumerate(rows, 1):
+        table.add_row(str(i), Text(r["job"]), Text(r["kind"]), Text(r["model"] or ""),
+                      *(score(r[c]) for c in scores), *(number(r[c]) for c in details),
+                      duration(r["duration_s"]), Text(params.row(r)), _state(r["status"]))
+    if not rows:
+        kinds = " or ".join(layout.model_kinds) or "model"
+        table.add_row("", Text(f"no models yet (submit {kinds} jobs)", style="dim"),
+                      *[""] * (len(table.columns) - 2))
+    return table

@@ -1,100 +1,119 @@
 """The leaderboard behind `sched results`: every model and ensemble with its validation scores.
 
-A row per job of a model kind (`finetune`, `ensemble`) and per any other job that logged
-`val_accuracy` or `val_f1` (a tuning trial, a custom shell job). Built from two queries whatever the
-number of jobs (the last value of a few metric keys per job, then the jobs themselves), never one
+A row per job of a model kind (kinds that say `Display(model=True)`) and per any other job that
+logged one of the leaderboard's score metrics (a tuning trial, a custom shell job). The columns
+are what the kinds declare (`scheduler.kinds`). Built from two queries whatever the number of jobs
+(the last value of the leaderboard's metric keys per job, then the jobs themselves), never one
 query per job. Rows are plain dicts, shared by the rich table, `--json` and `--csv`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import func, or_, select
-
-from .db import db_now
 from .errors import SchedError
+from .fmt import number
 from .jobqueue import JobQueue
-from .models import Job, Metric
+from .kinds import LeaderboardLayout, kind_display, leaderboard_layout
+from .store import queries as q
+from .store.engine import db_now
 
-MODEL_KINDS = ("finetune", "ensemble")
-# Final metrics a model job logs once (the last value counts if it logged one twice).
-METRIC_COLUMNS = {"val_accuracy": "val_accuracy", "val_f1": "val_f1", "epochs_run": "epochs",
-                  "best_epoch": "best_epoch", "val_accuracy_cv": "val_accuracy_cv"}
-SCORE_KEYS = ("val_accuracy", "val_f1")
-# Params worth a column: what people change between runs of a campaign.
-KEY_PARAMS = ("lr", "batch_size", "max_length", "focal_gamma", "label_smoothing", "swa_epochs", "seed",
-              "weighting", "vote")
-COLUMNS = ("job", "id", "kind", "model", "status", "val_accuracy", "val_f1", "val_accuracy_cv", "epochs",
-           "best_epoch", "duration_s", *KEY_PARAMS, "tags")
-TEXT_COLUMNS = {"job", "kind", "model", "status", "weighting", "vote", "tags"}
+
+def columns() -> tuple[str, ...]:
+    return leaderboard_layout().columns
 
 
 def leaderboard(queue: JobQueue, tag: str | None = None, kind: str | None = None,
-                sort: str = "val_accuracy", descending: bool | None = None,
+                sort: str | None = None, descending: bool | None = None,
                 status: str | None = None, limit: int | None = None) -> list[dict]:
     """Rows of the leaderboard, best first.
 
-    `sort` is any column in COLUMNS; numbers sort high to low and names A to Z unless `descending`
-    says otherwise; rows without a value sort last either way. `kind` lists every job of that kind
-    (scored or not); `tag` keeps jobs carrying that tag.
+    `sort` is any column (default: the first score column these rows have); numbers sort high to low and text A to
+    Z unless `descending` says otherwise; rows without a value sort last either way. `kind` lists
+    every job of that kind (scored or not); `tag` keeps jobs carrying that tag.
     """
-    if sort not in COLUMNS:
-        raise SchedError(f"cannot sort by '{sort}'; columns: {', '.join(COLUMNS)}")
-    with queue.read_session() as s:
-        now = db_now(s)
-        metrics = _last_metrics(s, kind)
-        query = select(Job.id, Job.name, Job.kind, Job.status, Job.params, Job.tags, Job.started_at,
-                       Job.finished_at).order_by(Job.id)
-        if kind:
-            query = query.where(Job.kind == kind)
-        else:
-            scored = select(Metric.job_id).where(Metric.key.in_(SCORE_KEYS))
-            query = query.where(or_(Job.kind.in_(MODEL_KINDS), Job.id.in_(scored)))
-        if status:
-            query = query.where(Job.status == status)
-        jobs = s.execute(query).all()
-    rows = [_row(job, metrics.get(job.id, {}), now) for job in jobs
+    layout = leaderboard_layout()
+    if sort is not None and sort not in layout.columns:
+        raise SchedError(f"cannot sort by '{sort}'; columns: {', '.join(layout.columns)}")
+    with queue.read() as conn:
+        now = db_now(conn)
+        metrics = q.last_values_of_keys(conn, layout.metric_keys, kind)
+        jobs = q.leaderboard_jobs(conn, model_kinds=layout.model_kinds, score_keys=layout.scores.values(),
+                                  kind=kind, status=status)
+    rows = [_row(layout, job, metrics.get(job.id, {}), now) for job in jobs
             if tag is None or tag in (job.tags or [])]
-    descending = sort not in TEXT_COLUMNS if descending is None else descending
+    sort = sort or headline_column(rows)
     present = [r for r in rows if r[sort] is not None]
-    present.sort(key=lambda r: (_sort_value(r[sort]), -r["id"] if descending else r["id"]),
-                 reverse=descending)
+    if descending is None:
+        descending = not any(isinstance(r[sort], str | list) for r in present)
+    present.sort(key=lambda r: (_sort_value(r[sort]), -r["id"] if descending else r["id"]), reverse=descending)
     ordered = present + [r for r in rows if r[sort] is None]
     return ordered[:limit] if limit else ordered
 
 
-def _last_metrics(s, kind: str | None) -> dict[int, dict[str, float]]:
-    """{job id: {metric key: last value}} for the leaderboard's metric keys, in one query."""
-    last = select(func.max(Metric.id).label("id")).where(Metric.key.in_(METRIC_COLUMNS))
-    if kind:
-        last = last.join(Job, Job.id == Metric.job_id).where(Job.kind == kind)
-    last = last.group_by(Metric.job_id, Metric.key).subquery()
-    out: dict[int, dict[str, float]] = {}
-    for job_id, key, value in s.execute(select(Metric.job_id, Metric.key, Metric.value)
-                                        .join(last, Metric.id == last.c.id)):
-        out.setdefault(job_id, {})[key] = value
-    return out
-
-
-def _row(job, metrics: dict[str, float], now: datetime) -> dict:
-    params = _effective_params(job.kind, job.params or {})
+def _row(layout: LeaderboardLayout, job, metrics: dict[str, float], now: datetime) -> dict:
+    display = kind_display(job.kind)
+    params = effective_params(job.kind, job.params or {})
     duration = None
     if job.started_at is not None:
         duration = ((job.finished_at or now) - job.started_at).total_seconds()
-    row = {"job": job.name, "id": job.id, "kind": job.kind, "model": _model(params.get("model")),
-           "status": job.status}
-    row.update({column: metrics.get(key) for key, column in METRIC_COLUMNS.items()})
-    if row["epochs"] is None and isinstance(params.get("epochs"), int | float) and job.kind != "ensemble":
-        row["epochs"] = params["epochs"]  # not run yet (or logged nothing): the configured number
+    model_param = display.model_param if display is not None else "model"
+    row = {"job": job.name, "id": job.id, "kind": job.kind, "status": job.status,
+           "model": model_name(params.get(model_param)) if model_param else None}
+    row.update({column: metrics.get(key) for column, key in layout.scores.items()})
+    own = display.details if display is not None else {}
+    for column, spec in layout.details.items():
+        value = metrics.get(spec.metric)
+        fallback = own.get(column)
+        if value is None and fallback is not None and fallback.param:
+            configured = params.get(fallback.param)
+            value = configured if isinstance(configured, int | float) else None  # not run yet: as configured
+        row[column] = value
     row["duration_s"] = duration
-    row.update({key: _scalar(params.get(key)) for key in KEY_PARAMS})
+    row.update({key: _scalar(params.get(key)) for key in layout.params})
     row["tags"] = list(job.tags or [])
-    return {column: row[column] for column in COLUMNS}
+    return {column: row[column] for column in layout.columns}
 
 
-def _model(model) -> str | None:
+@dataclass
+class ParamSummary:
+    """The key params of a set of rows: those that differ between them (a column worth reading,
+    since the differences explain the ranking) and those every row shares (said once)."""
+
+    varying: list[str]
+    same: dict[str, str]
+    labels: dict[str, str]
+
+    def row(self, row: dict) -> str:
+        return " ".join(f"{self.labels[k]}={number(row[k])}" for k in self.varying if row[k] is not None)
+
+    def caption(self) -> str:
+        return " ".join(f"{self.labels[k]}={v}" for k, v in self.same.items())
+
+
+def param_summary(rows: list[dict]) -> ParamSummary:
+    labels = leaderboard_layout().params
+    values = {k: {number(r[k]) for r in rows if r.get(k) is not None} for k in labels}
+    return ParamSummary(varying=[k for k in labels if len(values[k]) > 1],
+                        same={k: next(iter(values[k])) for k in labels if len(values[k]) == 1}, labels=labels)
+
+
+def headline_column(rows: list[dict]) -> str:
+    """The first score column any of these rows has a value in (the leaderboard's first, if none)."""
+    layout = leaderboard_layout()
+    return next((c for c in layout.scores if any(r.get(c) is not None for r in rows)), layout.default_sort)
+
+
+def shown_scores(rows: list[dict], most: int = 2) -> list[str]:
+    """The score columns worth showing for these rows: those with a value, at most `most`."""
+    layout = leaderboard_layout()
+    return [c for c in layout.scores if any(r.get(c) is not None for r in rows)][:most] or [layout.default_sort]
+
+
+def model_name(model) -> str | None:
+    """A model param as shown: a hub name or folder as is, `{from: job}` as `from:job`."""
     if isinstance(model, dict):
         source = model.get("from")
         return f"from:{source}" if source else str(model)
@@ -105,7 +124,7 @@ def _scalar(value):
     return value if value is None or isinstance(value, int | float | str | bool) else str(value)
 
 
-def _effective_params(kind: str, params: dict) -> dict:
+def effective_params(kind: str, params: dict) -> dict:
     """The job's params with its kind's defaults filled in (lr of a finetune that left it out);
     the stored params as they are if the kind is unknown here or they no longer parse."""
     model = _params_model(kind)
@@ -119,12 +138,10 @@ def _effective_params(kind: str, params: dict) -> dict:
 
 @lru_cache(maxsize=None)
 def _params_model(kind: str):
-    from jobs import get_kind
+    from jobs.registry import known_kind
 
-    try:
-        return get_kind(kind).params_model
-    except Exception:  # noqa: BLE001 - unknown kind, or its module fails to import here
-        return None
+    found = known_kind(kind)
+    return None if found is None else found.params_model
 
 
 def _sort_value(value):

@@ -47,20 +47,24 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGUSR1, stop.set)
 
+    from functools import partial
+
     from jobs import get_kind
     from jobs.context import JobContext, Preempted
 
     from .jobqueue import JobQueue
     from .records import Records
+    from .store.studies import open_storage
 
-    queue = JobQueue(os.environ["SCHED_DB"])
+    db_url = os.environ["SCHED_DB"]
+    queue = JobQueue(db_url)
     row = queue.get(job_id)
     output_dir = Path(row.output_dir)
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
     ctx = JobContext(job_id=row.id, name=row.name, output_dir=output_dir,
                      device=os.environ.get("SCHED_DEVICE", "cpu"), reporter=Records(queue),
                      attempt=row.attempts, stop_requested=stop, group=row.group_name,
-                     db_url=os.environ["SCHED_DB"])
+                     db_url=db_url, studies=partial(open_storage, db_url))
     try:
         kind = get_kind(row.kind)
         kind.run(kind.parse(row.params), ctx)

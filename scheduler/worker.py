@@ -19,9 +19,10 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from .jobqueue import DEFAULT_LEASE_S, KILLED, QUEUED, ClaimedJob, JobQueue
+from .jobqueue import DEFAULT_LEASE_S, ClaimedJob, JobQueue
 from .runner import ERROR_FILE, PREEMPTED_EXIT
 from .slots import Slot, gpu_readings
+from .store.states import FAILED, KILLED, QUEUED, RUNNING, WorkerState
 
 log = logging.getLogger("sched.worker")
 
@@ -111,7 +112,7 @@ class WorkerLoop:
             reaper.shutdown(wait=False)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.queue.worker_heartbeat(self.worker_id, state="stopped")
+            self.queue.worker_heartbeat(self.worker_id, state=WorkerState.STOPPED.value)
             log.info("worker %s stopped after %d job(s)", self.worker_id, self.claimed)
 
     def _nothing_left(self) -> bool:
@@ -124,7 +125,7 @@ class WorkerLoop:
         """
         if self.queue.is_drained() or self._max_jobs_reached():
             return True
-        if self.queue.status_counts().get("running"):
+        if self.queue.status_counts().get(RUNNING):
             return False
         return self.queue.top_waiting_priority(max(slot.gpus for slot in self.slots)) is None
 
@@ -185,7 +186,7 @@ class WorkerLoop:
         elif code < 0:
             self._fail(job, KILLED, f"killed by signal {signal.Signals(-code).name}", code)
         else:
-            self._fail(job, "failed", _error_message(job, code), code)
+            self._fail(job, FAILED, _error_message(job, code), code)
 
     def _fail(self, job: ClaimedJob, kind: str, message: str, code: int) -> None:
         status = self.queue.fail(job.id, self.worker_id, kind=kind, message=message, exit_code=code)
@@ -288,7 +289,7 @@ class WorkerLoop:
             try:
                 proc = self._spawn(job, slot)
             except OSError as exc:  # runs folder not writable, disk full, ...
-                self._fail(job, "failed", f"could not start the job: {exc}", None)
+                self._fail(job, FAILED, f"could not start the job: {exc}", None)
                 continue
             self.children[slot.name] = Child(job, proc, now, now)
             log.info("%s started on %s (attempt %d of %d)", job.call, slot.name, job.attempts,

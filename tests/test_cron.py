@@ -17,7 +17,7 @@ from sqlalchemy import select
 from scheduler.cli import cli
 from scheduler.cron import CRON_STORE, _paused_scheduler, fire, last_fire_time, list_crons
 from scheduler.jobqueue import JobQueue
-from scheduler.models import CronFire
+from scheduler.store.schema import cron_fires
 
 NIGHTLY = 'jobs:\n  - {name: "nightly-{fire_time}", kind: echo, params: {message: "from {cron}"}}\n'
 
@@ -111,8 +111,8 @@ def test_cron_fires_once_with_two_workers_running(db_url, nightly, tmp_path):
             w.send_signal(signal.SIGTERM)
         for w in workers:
             w.wait(timeout=30)
-    with queue.read_session() as s:
-        fires = s.execute(select(CronFire)).scalars().all()
+    with queue.read() as conn:
+        fires = conn.execute(select(cron_fires)).all()
     assert len(fires) == 1 and fires[0].jobs_submitted == 1
     assert queue.status_counts() == {"succeeded": 1}
     assert list_crons(queue)[0]["last_result"] == "1 job(s) submitted"

@@ -22,10 +22,10 @@ from jobs.context import JobContext, MemoryReporter
 from jobs.ensemble import EnsembleError
 from pipeline.ensemble import combine
 from pipeline.metrics import accuracy
-from scheduler.commands.results import results
+from scheduler.cli.results import results
 from scheduler.jobqueue import JobQueue, JobSpec
 from scheduler.records import JobRecord, Records
-from scheduler.results import COLUMNS, leaderboard
+from scheduler.results import columns, leaderboard
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 N_VAL, N_TEST, CLASSES = 80, 12, 4
@@ -289,7 +289,7 @@ def test_results_json_lists_models_and_ensembles_best_first(board):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [r["job"] for r in rows] == ["ens", "ft-b", "ft-a", "ft-c", "ft-later"]  # no echo; unscored last
-    assert all(set(COLUMNS) == set(r) for r in rows)
+    assert all(set(columns()) == set(r) for r in rows)
     a = next(r for r in rows if r["job"] == "ft-a")
     assert (a["kind"], a["model"], a["val_accuracy"], a["val_f1"], a["epochs"], a["best_epoch"]) == \
         ("finetune", "klue/bert-base", 0.81, 0.70, 3, 2)
@@ -323,7 +323,7 @@ def test_results_table_and_csv_export(board, tmp_path):
     assert "ft-a" in result.output and "0.8500" in result.output and "0.7000" in result.output
     assert "wrote 5 row(s)" in result.output
     frame = pd.read_csv(path)
-    assert list(frame.columns) == list(COLUMNS)
+    assert list(frame.columns) == list(columns())
     assert frame["job"].tolist() == ["ens", "ft-b", "ft-a", "ft-c", "ft-later"]
     assert frame.loc[frame.job == "ft-b", "tags"].item() == "r1,r2"
     assert frame.loc[frame.job == "ft-a", "val_accuracy"].item() == pytest.approx(0.81)

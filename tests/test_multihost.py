@@ -10,8 +10,8 @@ from collections import Counter
 from sqlalchemy import select
 
 from scheduler.jobqueue import JobQueue
-from scheduler.models import Job
 from scheduler.plan import build_plan
+from scheduler.store.schema import jobs
 from tests.conftest import drop_pg_database, fresh_pg_database
 
 
@@ -34,8 +34,9 @@ def test_two_hosts_drain_a_campaign_each_job_once(pg_server, tmp_path):
                                    "--until-empty", "--runs", str(shared / host)], env=env, cwd=tmp_path)
                  for host in ("host-a", "host-b")]
         assert [h.wait(timeout=120) for h in hosts] == [0, 0]
-        with queue.read_session() as s:
-            rows = s.execute(select(Job.name, Job.status, Job.attempts, Job.worker_id, Job.output_dir)).all()
+        with queue.read() as conn:
+            rows = conn.execute(select(jobs.c.name, jobs.c.status, jobs.c.attempts, jobs.c.worker_id,
+                                       jobs.c.output_dir)).all()
         assert {r.status for r in rows} == {"succeeded"} and {r.attempts for r in rows} == {1}
         starts = Counter(marker.read_text().split())
         assert set(starts.values()) == {1} and len(starts) == 14  # every job ran exactly once

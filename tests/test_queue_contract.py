@@ -7,12 +7,12 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
-from scheduler.db import SchemaVersionError
 from scheduler.errors import InvalidTransition, PlanError
 from scheduler.jobqueue import JobQueue, JobSpec
-from scheduler.models import Job, Meta
+from scheduler.store.migrate import SchemaVersionError
+from scheduler.store.schema import jobs, meta
 
 
 def spec(name, priority=0, after=(), gpus=0, max_attempts=1, kind="echo"):
@@ -208,8 +208,9 @@ def test_new_job_after_a_failed_job_is_upstream_failed_at_once(queue, worker):
 def test_other_schema_version_is_refused_untouched(db_url):
     queue = JobQueue(db_url)
     queue.submit([spec("keep-me")])
-    with queue.session() as s, s.begin():
-        s.execute(update(Meta).where(Meta.key == "schema_version").values(value="999"))
+    with queue.write() as conn:
+        conn.execute(update(meta).where(meta.c.key == "schema_version").values(value="999"))
+        conn.execute(text("DROP TABLE sched_alembic_version"))  # as sched 0.1 would see it
     queue.dispose()
     with pytest.raises(SchemaVersionError, match="schema version 999"):
         JobQueue(db_url)
@@ -217,7 +218,7 @@ def test_other_schema_version_is_refused_untouched(db_url):
 
     engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        assert conn.execute(select(Job.name)).scalars().all() == ["keep-me"]
+        assert conn.execute(select(jobs.c.name)).scalars().all() == ["keep-me"]
     engine.dispose()
 
 
@@ -262,8 +263,8 @@ def test_many_processes_run_every_job_exactly_once(db_url):
     assert len(runs) == DRAIN_JOBS
     assert max(runs.values()) == 1
     assert sum(1 for ran, _ in results if ran) >= 2  # the work really was shared
-    with queue.read_session() as s:
-        rows = s.execute(select(Job.status, Job.attempts)).all()
+    with queue.read() as conn:
+        rows = conn.execute(select(jobs.c.status, jobs.c.attempts)).all()
     assert {(st, att) for st, att in rows} == {("succeeded", 1)}
     queue.dispose()
 

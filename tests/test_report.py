@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event, update
 
-from scheduler.db import db_now
 from scheduler.jobqueue import JobQueue, JobSpec
-from scheduler.models import Job
 from scheduler.records import Records
 from scheduler.report import curves_data, gather, study_data, timeline_data, write_report
+from scheduler.store.engine import db_now
+from scheduler.store.schema import jobs
 
 EPOCH_STEPS = 50  # steps per epoch in the fake fine-tunes
 
@@ -36,13 +36,13 @@ def _run(queue: JobQueue, worker: int, slot: str, spec: JobSpec, ending: str, mi
         queue.succeed(job.id, worker)
     elif ending == "fail":
         queue.fail(job.id, worker, message="CUDA out of memory")
-    with queue.session() as s, s.begin():
-        now = db_now(s)
+    with queue.write() as conn:
+        now = db_now(conn)
         start, end = minutes
         values = {"started_at": now - timedelta(minutes=start)}
         if end is not None:
             values["finished_at"] = now - timedelta(minutes=end)
-        s.execute(update(Job).where(Job.id == job.id).values(**values))
+        conn.execute(update(jobs).where(jobs.c.id == job.id).values(**values))
     return job.id
 
 
@@ -275,7 +275,7 @@ def test_running_job_ends_at_now(queue):
 
 def test_cli_writes_the_file_and_prints_its_path(sqlite_url, tmp_path, monkeypatch):
     from scheduler.cli import cli
-    from scheduler.commands.report import report
+    from scheduler.cli.report import report
 
     monkeypatch.setitem(cli.commands, "report", report)  # the lead registers it in cli.py
     monkeypatch.chdir(tmp_path)
@@ -295,7 +295,7 @@ def test_cli_writes_the_file_and_prints_its_path(sqlite_url, tmp_path, monkeypat
 
 def test_cli_reports_an_unwritable_path_in_one_line(sqlite_url, tmp_path, monkeypatch):
     from scheduler.cli import cli
-    from scheduler.commands.report import report
+    from scheduler.cli.report import report
 
     monkeypatch.setitem(cli.commands, "report", report)
     (tmp_path / "file").write_text("x")

@@ -12,9 +12,9 @@ from sqlalchemy import update
 
 from scheduler.cli import cli
 from scheduler.jobqueue import JobSpec
-from scheduler.models import Job
 from scheduler.records import Records
 from scheduler.render import status_view
+from scheduler.store.schema import jobs
 from scheduler.views import status_snapshot
 
 
@@ -38,15 +38,17 @@ def busy_queue(queue):
             records.log_metric(job.id, "val_accuracy", 0.6125)
             queue.succeed(job.id, worker)
             finished = queue.get(job.id).finished_at
-            with queue.session() as s, s.begin():  # it ran for the last 30 minutes
-                s.execute(update(Job).where(Job.id == job.id).values(started_at=finished - timedelta(minutes=30)))
+            with queue.write() as conn:  # it ran for the last 30 minutes
+                conn.execute(update(jobs).where(jobs.c.id == job.id)
+                             .values(started_at=finished - timedelta(minutes=30)))
         elif ending == "fail":
             queue.fail(job.id, worker, message="ValueError: label 7 out of range\nmore lines")
         elif ending == "kill":
             queue.fail(job.id, worker, kind="killed", message="timed out after 60s")
         else:
-            with queue.session() as s, s.begin():
-                s.execute(update(Job).where(Job.id == job.id).values(lease_until=Job.started_at - timedelta(hours=1)))
+            with queue.write() as conn:
+                conn.execute(update(jobs).where(jobs.c.id == job.id)
+                             .values(lease_until=jobs.c.started_at - timedelta(hours=1)))
             queue.requeue_stale()
     train = queue.claim(worker, "gpu1", 1)
     records.set_progress(train.id, 30, 120, "epoch 0.75")
@@ -70,7 +72,7 @@ def test_snapshot_has_every_part(busy_queue):
     assert why == {"after-train": "waiting for train", "wants-gpu": "next free slot"}
     assert [j["name"] for j in snap["queue"]] == ["after-train", "wants-gpu"]  # claim order
     recent = {j["name"]: j for j in snap["recent"]}
-    assert recent["done"]["val_accuracy"] == pytest.approx(0.6125)
+    assert recent["done"]["score"] == {"key": "val_accuracy", "value": pytest.approx(0.6125)}
     assert {j["name"] for j in snap["failures"]} == {"bad", "killed-one", "lost-one", "after-bad", "cancel-me"}
     assert snap["busy"]["kind"] == "gpu" and snap["busy"]["slots"] == 2
     # 30 of 120 slot-minutes in the last hour (the other jobs ran for milliseconds)

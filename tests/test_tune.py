@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,7 +49,7 @@ def tune_params(train: Path, **overrides) -> dict:
 def load_study(url: str, name: str):
     import optuna
 
-    from jobs.tune import open_storage
+    from scheduler.store.studies import open_storage
 
     storage = open_storage(url)
     return optuna.load_study(study_name=name, storage=storage), storage
@@ -118,19 +118,22 @@ def test_a_good_space_is_accepted_and_normalised():
 # ---------------------------------------------------------------- in-process: pruning, params_from, heartbeat
 
 def _context(tmp_path, name, reporter, url, group=None):
+    from functools import partial
+
     from jobs.context import JobContext
+    from scheduler.store.studies import open_storage
 
     return JobContext(job_id=1, name=name, output_dir=tmp_path / "runs" / name, device="cpu", reporter=reporter,
-                      db_url=url, group=group)
+                      db_url=url, group=group, studies=partial(open_storage, url))
 
 
 @pytest.mark.slow
 def test_pruning_stops_a_bad_trial_and_params_from_feeds_the_best_params_downstream(tmp_path, sqlite_url):
+    import optuna
+
     from jobs import get_kind
     from jobs.context import MemoryReporter
-    from jobs.tune import open_storage
-
-    import optuna
+    from scheduler.store.studies import open_storage
 
     train = reviews(tmp_path, 300)  # enough rows that a good lr learns by epoch 2
     name = "tune-p#1"  # one job of a `workers: k` group: params_from names the group
@@ -194,7 +197,8 @@ def test_a_trial_with_a_stale_heartbeat_runs_again_and_a_resumed_job_keeps_its_d
 
     from jobs import get_kind
     from jobs.context import MemoryReporter
-    from jobs.tune import FIRST_START_ATTR, JOB_ATTR, open_storage
+    from jobs.tune import FIRST_START_ATTR, JOB_ATTR
+    from scheduler.store.studies import open_storage
 
     train = reviews(tmp_path, 60)
     # Another job's worker died in trial 0: RUNNING, last heartbeat long ago.
@@ -234,7 +238,7 @@ def test_a_trial_with_a_stale_heartbeat_runs_again_and_a_resumed_job_keeps_its_d
 def test_of_trials_asked_at_once_only_those_within_the_budget_run(tmp_path, sqlite_url):
     from jobs import get_kind
     from jobs.context import MemoryReporter
-    from jobs.tune import SURPLUS_ATTR, _Surplus, _Tuner
+    from jobs.tune.tuner import SURPLUS_ATTR, _Surplus, _Tuner
 
     params = get_kind("tune").parse(tune_params(tmp_path / "unused.csv", n_trials=2))
     tuner = _Tuner(params, _context(tmp_path, "tune-r#1", MemoryReporter(), sqlite_url, group="tune-r"))
@@ -334,11 +338,11 @@ def test_sched_study_shows_best_trial_counts_and_importances(sqlite_url):
     import optuna
     from click.testing import CliRunner
 
-    from jobs.tune import open_storage
-    from scheduler.commands.study import study as study_command
+    from scheduler.cli.study import study as study_command
+    from scheduler.store.studies import open_storage
 
     queue = JobQueue(sqlite_url)
-    queue.submit([JobSpec(name=f"tune-s#{i}", kind="echo", group_name="tune-s") for i in (1, 2)])
+    queue.submit([JobSpec(name=f"tune-s#{i}", kind="tune", group_name="tune-s") for i in (1, 2)])
     queue.dispose()
     storage = open_storage(sqlite_url)
     study = optuna.create_study(storage=storage, study_name="tune-s", direction="maximize",
@@ -366,6 +370,6 @@ def test_sched_study_shows_best_trial_counts_and_importances(sqlite_url):
 
 
 def test_sched_study_imports_neither_torch_nor_transformers():
-    code = ("import sys; from scheduler.commands.study import study, study_summary; "
+    code = ("import sys; from scheduler.cli.study import study, study_summary; "
             "assert not {'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -11,6 +11,7 @@ import math
 import click
 
 from ..errors import NotFound, SchedError
+from .app import console
 
 
 @click.command()
@@ -22,8 +23,9 @@ from ..errors import NotFound, SchedError
 def study(ctx: click.Context, name: str, top: int, as_json: bool) -> None:
     """Show a tuning study: best trial, trials by state, parameter importances.
 
-    NAME is a study name, or a tune job's name (its study: the `study` param, else its
-    `workers: k` group, else its own name). For charts, run optuna-dashboard on the same URL.
+    NAME is a study name, or the name of a job that works on one (a tune job's study: its `study`
+    param, else its `workers: k` group, else its own name). For charts, run optuna-dashboard on
+    the same URL.
 
     \b
     Example:
@@ -31,10 +33,9 @@ def study(ctx: click.Context, name: str, top: int, as_json: bool) -> None:
       sched study tune-roberta#2 --top 10 --json | jq '.best'
       optuna-dashboard sqlite:///experiments.db
     """
-    from ..cli import console
-    from ..db import make_engine
+    from ..store.engine import make_engine
 
-    engine = make_engine(ctx.obj["db"])  # normalises the URL (psycopg 3 for postgresql://)
+    engine = make_engine(ctx.find_root().obj["db"])  # normalises the URL (psycopg 3 for postgresql://)
     try:
         summary = study_summary(engine, name, top)
     finally:
@@ -46,18 +47,20 @@ def study(ctx: click.Context, name: str, top: int, as_json: bool) -> None:
 
 
 def _study_name(engine, name: str, names: list[str]) -> str:
-    """NAME itself when a study has it, else the study of the tune job called NAME."""
-    from sqlalchemy import inspect, select
+    """NAME itself when a study has it, else the study of the job called NAME (its kind's rule)."""
+    from sqlalchemy import inspect
 
-    from ..models import Job
+    from ..kinds import study_of
+    from ..store import queries as q
+    from ..store.schema import jobs
 
     if name in names:
         return name
-    if inspect(engine).has_table(Job.__tablename__):
+    if inspect(engine).has_table(jobs.name):
         with engine.connect() as conn:
-            row = conn.execute(select(Job.params, Job.group_name).where(Job.name == name)).first()
+            row = q.job_identity(conn, name)
         if row is not None:
-            candidate = (row.params or {}).get("study") or row.group_name or name
+            candidate = study_of(row.kind, row.params, row.name, row.group_name)
             if candidate in names:
                 return candidate
     known = ", ".join(sorted(names)) or "none"
@@ -67,13 +70,13 @@ def _study_name(engine, name: str, names: list[str]) -> str:
 def study_summary(engine, name: str, top: int = 5) -> dict:
     """Everything `sched study` shows, as plain data."""
     import optuna
-    from sqlalchemy import inspect
 
-    if not inspect(engine).has_table("studies"):
+    from ..store.studies import close_storage, optuna_tables_present, read_storage
+
+    if not optuna_tables_present(engine):
         raise NotFound("no Optuna study in this database yet (no tune job has run)")
-    url = engine.url.render_as_string(hide_password=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+    storage = read_storage(engine.url.render_as_string(hide_password=False))
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
         loaded = optuna.load_study(study_name=_study_name(engine, name, names), storage=storage)
@@ -99,8 +102,7 @@ def study_summary(engine, name: str, top: int = 5) -> dict:
             "user_attrs": dict(loaded.user_attrs),
         }
     finally:
-        storage.remove_session()
-        storage.engine.dispose()
+        close_storage(storage)
 
 
 def _importances(loaded, n_complete: int) -> tuple[dict | None, str | None]:

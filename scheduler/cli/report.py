@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .app import console, open_queue
+
 
 @click.command()
 @click.option("--out", "-o", "out", default="report.html", show_default=True, metavar="PATH",
@@ -23,14 +25,14 @@ def report(ctx: click.Context, out: Path, tag: str | None) -> None:
       sched report
       sched report --tag round2 --out reports/round2.html
     """
-    from ..cli import _queue, console
     from ..report import write_report
 
-    summary = write_report(_queue(ctx), out, tag=tag)
+    summary = write_report(open_queue(ctx), out, tag=tag)
     lanes = len({row["lane"] for row in summary.timeline_rows})
-    console.print(f"wrote {summary.path.resolve()}", highlight=False, soft_wrap=True)
+    say = dict(highlight=False, soft_wrap=True, markup=False)
+    console.print(f"wrote {summary.path.resolve()}", **say)
     console.print(f"{summary.jobs} job(s); timeline {len(summary.timeline_rows)} job(s) on {lanes} slot(s); "
                   f"{summary.leaderboard_rows} leaderboard row(s); {len(summary.series)} curve series; "
-                  f"{len(summary.studies)} study(ies)", highlight=False, soft_wrap=True)
+                  f"{len(summary.studies)} study(ies)", **say)
     for note in summary.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True, style="dim")
+        console.print(f"note: {note}", style="dim", **say)

@@ -1,0 +1,51 @@
+"""`tune`: an Optuna search over fine-tune settings; the study lives in the queue's own database.
+
+    - name: tune-roberta
+      kind: tune
+      workers: 2                 # tune-roberta#1 and #2 share one study (e.g. one per GPU)
+      priority: -10
+      preemptible: true          # backfill: yields its slot to higher-priority jobs, resumes later
+      params:
+        n_trials: 30             # the study's total of finished (complete + pruned) trials
+        until: 8h                # and/or a deadline: ISO time, or a duration from the study's first start
+        metric: val_f1
+        space:
+          lr: {type: float, low: 1e-5, high: 1e-3, log: true}
+          batch_size: {type: categorical, choices: [16, 32]}
+          epochs: {type: int, low: 1, high: 3}
+        finetune: {model: klue/roberta-base, max_length: 128}   # fixed settings of every trial
+    - name: final
+      kind: finetune
+      after: [tune-roberta]
+      params: {model: klue/roberta-base, params_from: tune-roberta}
+
+Every trial is a `finetune` on the campaign's shared split (same validation rows for all trials),
+trained in `trial-<number>/` of the job's folder; each epoch's validation metric is reported to the
+trial, so the pruner can stop a poor one early. Trials that are finished and not the best lose their
+checkpoints and model files. The study (default name: the `workers: k` group, else the job name) is
+created with `load_if_exists`, so a job that runs again continues it: finished trials are kept and
+`n_trials` counts the whole study, across runs and across the k jobs of a group.
+
+Crashes and stops:
+- a trial whose process died is failed and queued to run again with the same params (at most
+  `max_retry` times): by the job itself when it runs again (it owns the trials it started), and by
+  Optuna's heartbeat for the trials of any other job (stale after `grace_s`). A re-run trial resumes
+  from its last epoch checkpoint when its folder is this job's.
+- `ctx.should_stop()` (shutdown, or preemption of a `preemptible` job) inside a trial: the fine-tune
+  saves a checkpoint, the trial is queued again with the same params, and the job ends as preempted;
+  when it runs again it continues that trial from the checkpoint. Between trials: it just stops.
+
+Logs `trial_value` (step = trial number), `param_<name>` per trial, `trial_pruned_epoch`, `best_value`,
+`best_trial`, and at the end `n_complete`/`n_pruned`/`n_failed`; artifacts `trials.csv`,
+`best_params` (JSON: the best trial's params; see `params_from` of finetune), `best_model`, `val_split`.
+"""
+
+from ..registry import Display, Kind
+from .params import Params, SpaceParam, parse_until, study_name
+from .tuner import FIRST_START_ATTR, JOB_ATTR, SURPLUS_ATTR, TINY_ATTR, RetryTrial, run
+
+KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settings, resumable, shared by k jobs",
+            display=Display(study=study_name))
+
+__all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
+           "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]

@@ -1,0 +1,59 @@
+"""`sched worker` and `sched demo`: run jobs on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import SchedError
+from .app import console, open_queue, setup_logging
+
+
+@click.command()
+@click.option("--gpus", default="auto", show_default=True,
+              help="GPU indices like 0,1 (one slot each), auto (NVML), or none (CPU slots).")
+@click.option("--cpu-slots", default=1, show_default=True, help="Slots when there is no GPU.")
+@click.option("--until-empty", is_flag=True, help="Exit once no job is left to run.")
+@click.option("--max-jobs", type=click.IntRange(1), default=None, help="Exit after this many jobs.")
+@click.option("--runs", default="runs", show_default=True, envvar="SCHED_RUNS",
+              type=click.Path(file_okay=False, path_type=Path), help="Folder for job run folders.")
+@click.option("--lease", default=60.0, show_default=True, help="Seconds a job's lease lasts without a heartbeat.")
+@click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
+@click.option("--grace", default=10.0, show_default=True, help="Seconds a stopping job gets before SIGKILL.")
+@click.pass_context
+def worker(ctx, gpus, cpu_slots, until_empty, max_jobs, runs, lease, heartbeat, grace) -> None:
+    """Run jobs from the queue: one slot per GPU, one child process per job.
+
+    SIGTERM or Ctrl-C stops claiming, asks running jobs to stop and queues them again.
+
+    \b
+    Example:
+      sched worker --gpus 0,1
+      sched worker --gpus none --until-empty
+    """
+    from ..slots import parse_slots
+    from ..worker import WorkerLoop, WorkerOptions
+
+    if heartbeat >= lease:
+        raise SchedError(f"--heartbeat ({heartbeat}s) must be shorter than --lease ({lease}s)")
+    setup_logging(ctx.find_root().obj["verbose"])
+    options = WorkerOptions(runs_root=runs, lease_s=lease, heartbeat_s=heartbeat, stop_grace_s=grace,
+                            max_jobs=max_jobs, reaper_s=max(1.0, lease / 4))
+    WorkerLoop(open_queue(ctx), parse_slots(gpus, cpu_slots), options).run(until_empty=until_empty)
+
+
+@click.command()
+@click.option("--runs", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def demo(ctx: click.Context, runs: Path) -> None:
+    """Run the demo campaign on this machine (CPU) and show the result.
+
+    \b
+    Example:
+      sched demo && sched status
+    """
+    from ..demo import run_demo
+
+    setup_logging(ctx.find_root().obj["verbose"])
+    run_demo(open_queue(ctx), runs, console)

@@ -1,0 +1,206 @@
+"""The report's page: one HTML file with every chart a base64 data URI, inline CSS only, and a JSON
+block (`<script type="application/json" id="report-data">`) for scripts and tests. Every string
+from the database is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+
+from ..fmt import duration, number, score
+from ..kinds import leaderboard_layout
+from ..results import param_summary
+from .charts import STATUS_COLOURS, leaderboard_chart_rows
+from .gather import CURVE_JOB_LIMIT, TIMELINE_LIMIT
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#222;
+background:#fafafa}
+main{max-width:1160px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:22px;margin:8px 0 4px}
+h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:14px;margin:14px 0 6px}.meta{color:#666;font-size:13px}
+.note{color:#777;font-size:13px;font-style:italic}
+nav a{margin-right:14px;font-size:14px;color:#3b75af;text-decoration:none}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
+.card{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:8px 12px;min-width:110px}
+.card b{display:block;font-size:20px}.card span{font-size:12px;color:#666}
+.chip{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
+img{max-width:100%;height:auto;background:#fff;border:1px solid #e6e6e6;border-radius:4px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:12px}
+table{border-collapse:collapse;font-size:12.5px;background:#fff;width:100%}
+th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f0f0f0;position:sticky;top:0}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.scroll{max-height:520px;overflow:auto;border:1px solid #e2e2e2}
+"""
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if png is None:
+        return ""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _json_for_html(data) -> str:
+    # Inside <script> a literal "</script>" (or "<!--") in a job name would end the block early.
+    return (json.dumps(data, ensure_ascii=False, default=str)
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def _share(value) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def machine_data(data: dict) -> dict:
+    """The JSON block embedded in the page: what is in it, without the pictures."""
+    timeline = data["timeline"]
+    return {
+        "generated_at": data["summary"]["now"], "tag": data["summary"]["tag"],
+        "counts": data["summary"]["counts"], "busy": data["summary"]["busy"],
+        "span": timeline["span"], "lanes": [lane["lane"] for lane in timeline["lanes"]],
+        "timeline": [{k: r[k] for k in ("id", "job", "kind", "status", "lane", "host", "slot", "start", "end",
+                                        "running")} for r in timeline["rows"]],
+        "series": [sr["name"] for job in data["curves"]["jobs"] for sr in job["series"]],
+        "studies": [st["name"] for st in data["studies"]["studies"]],
+        "leaderboard": [{"job": r["job"], "kind": r["kind"], "model": r["model"],
+                         **{column: r[column] for column in leaderboard_layout().scores}}
+                        for r in data["leaderboard"]],
+    }
+
+
+def render_html(data: dict, charts: dict) -> str:
+    """The whole page. `charts`: {"timeline", "leaderboard", "overview": PNG bytes or None,
+    "curves": {job name: PNG}, "studies": {study name: PNG}}."""
+    e = html.escape
+    summary, timeline, rows = data["summary"], data["timeline"], data["leaderboard"]
+    curves, studies = data["curves"], data["studies"]
+    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>sched report{e(' · ' + summary['tag']) if summary['tag'] else ''}</title>",
+           f"<style>{CSS}</style></head><body><main>"]
+
+    # -- header
+    out.append(f"<h1>sched report{e(' · tag ' + summary['tag']) if summary['tag'] else ''}</h1>")
+    out.append(f'<p class="meta">generated {e(summary["now"] or "")} UTC · database <code>'
+               f'{e(summary["database"])}</code></p>')
+    out.append('<nav><a href="#timeline">GPU timeline</a><a href="#leaderboard">Leaderboard</a>'
+               '<a href="#curves">Training curves</a><a href="#studies">Tuning studies</a></nav>')
+    if summary["jobs"] == 0:
+        out.append('<p class="note">No jobs in this queue' + (f" with tag {e(summary['tag'])}" if summary["tag"]
+                   else "") + " yet: submit some (sched submit queue.yaml) and run a worker; "
+                   "this report then shows their timeline, scores, curves and studies.</p>")
+    cards = [f'<div class="card"><b>{summary["jobs"]}</b><span>jobs</span></div>']
+    for state, n in summary["counts"].items():
+        if n:
+            cards.append(f'<div class="card"><b>{n}</b><span><i class="chip" style="background:'
+                         f'{STATUS_COLOURS.get(state, "#777")}"></i>{e(state)}</span></div>')
+    span = timeline["span"]
+    if span:
+        cards.append(f'<div class="card"><b>{e(duration(span["seconds"]))}</b><span>from {e(span["start"])}'
+                     f"<br>to {e(span['end'])}</span></div>")
+        cards.append(f'<div class="card"><b>{_share(span["busy_share"])}</b><span>slots busy over that span'
+                     f'<br>({len(timeline["lanes"])} slot(s) used)</span></div>')
+    busy = summary["busy"]
+    cards.append(f'<div class="card"><b>{_share(busy.get("last_hour"))} / {_share(busy.get("last_day"))}</b>'
+                 f'<span>{e(busy["kind"].upper())} busy, last hour / day<br>({busy["slots"]} slot(s), '
+                 f'{summary["workers"]} live worker(s))</span></div>')
+    out.append(f'<div class="cards">{"".join(cards)}</div>')
+
+    # -- timeline
+    out.append('<h2 id="timeline">GPU timeline</h2>')
+    if timeline["rows"]:
+        out.append(f'<p class="meta">{len(timeline["rows"])} job(s) on {len(timeline["lanes"])} slot(s); '
+                   "each bar is a job's last attempt, coloured by state; grey is idle; hatched bars are "
+                   "still running (to the dashed line, now).</p>")
+        out.append(_img(charts.get("timeline"), "timeline of jobs per worker slot"))
+        if timeline["truncated"]:
+            out.append(f'<p class="note">only the {TIMELINE_LIMIT} most recent jobs are drawn</p>')
+    else:
+        out.append('<p class="note">No job has run yet.</p>')
+
+    # -- leaderboard
+    out.append('<h2 id="leaderboard">Leaderboard</h2>')
+    if rows:
+        chart_rows = leaderboard_chart_rows(rows, data["score"])
+        if chart_rows:
+            out.append(_img(charts.get("leaderboard"), f"{data['score']} per model"))
+            if len(chart_rows) < sum(r[data["score"]] is not None for r in rows):
+                out.append(f'<p class="note">chart: the best {len(chart_rows)}; the table has every row</p>')
+        out.append(_leaderboard_table(rows))
+    else:
+        layout = leaderboard_layout()
+        out.append(f'<p class="note">No models yet ({e(", ".join(layout.model_kinds))} jobs, or jobs that log '
+                   f'{e(" or ".join(layout.scores.values()))}).</p>')
+
+    # -- curves
+    out.append('<h2 id="curves">Training curves</h2>')
+    if curves["jobs"]:
+        out.append(_img(charts.get("overview"), "headline score per epoch, every training job"))
+        out.append('<div class="grid">')
+        for job in curves["jobs"]:
+            out.append(f"<div>{_img(charts['curves'].get(job['job']), 'training curves of ' + job['job'])}</div>")
+        out.append("</div>")
+        if curves["truncated"]:
+            out.append(f'<p class="note">only the {CURVE_JOB_LIMIT} most recent training jobs are drawn</p>')
+    else:
+        out.append('<p class="note">No training curves yet (training jobs log them per evaluation and '
+                   "logging step).</p>")
+
+    # -- studies
+    out.append('<h2 id="studies">Tuning studies</h2>')
+    if studies["studies"]:
+        out.append('<div class="grid">')
+        for st in studies["studies"]:
+            out.append(f"<div><h3>{e(st['name'])}</h3>{_study_caption(st)}"
+                       f"{_img(charts['studies'].get(st['name']), 'trials of study ' + st['name'])}</div>")
+        out.append("</div>")
+    if studies["note"] or not studies["studies"]:
+        out.append(f'<p class="note">{e(studies["note"] or "No tuning studies.")}</p>')
+
+    out.append(f'<script type="application/json" id="report-data">{_json_for_html(machine_data(data))}</script>')
+    out.append("</main></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _study_caption(st: dict) -> str:
+    e = html.escape
+    states = ", ".join(f"{n} {s}" for s, n in sorted(st["states"].items()))
+    parts = [f"{len(st['trials'])} trial(s): {states}" if st["trials"] else "no trials yet",
+             " / ".join(st["directions"])]
+    if len(st["directions"]) > 1:
+        parts.append("first objective plotted")
+    if st["jobs"]:
+        parts.append("jobs " + ", ".join(st["jobs"][:5]) + (" …" if len(st["jobs"]) > 5 else ""))
+    text = f'<p class="meta">{e(" · ".join(parts))}'
+    if st["best"]:
+        params = ", ".join(f"{k}={number(v)}" for k, v in st["best"]["params"].items())
+        text += f"<br>best: trial {st['best']['number']}, value {st['best']['value']:.6g}" + (
+            f" ({e(params)})" if params else "")
+    return text + "</p>"
+
+
+def _leaderboard_table(rows: list[dict]) -> str:
+    e = html.escape
+    layout = leaderboard_layout()
+    shown_scores = [c for c in layout.scores if any(r[c] is not None for r in rows)] or [layout.default_sort]
+    details = [c for c in layout.details if any(r[c] is not None for r in rows)]
+    head = ("<tr><th>#</th><th>job</th><th>kind</th><th>model</th>"
+            + "".join(f"<th>{e(c.replace('_', ' '))}</th>" for c in shown_scores)
+            + "".join(f"<th>{e(c.replace('_', ' '))}</th>" for c in details)
+            + "<th>time</th><th>params</th><th>status</th></tr>")
+    params = param_summary(rows)
+    body = []
+    for i, r in enumerate(rows, 1):
+        colour = STATUS_COLOURS.get(r["status"], "#777")
+        body.append(
+            f'<tr><td class="n">{i}</td><td>{e(r["job"])}</td><td>{e(r["kind"])}</td>'
+            f'<td>{e(r["model"] or "")}</td>'
+            + "".join(f'<td class="n">{score(r[c])}</td>' for c in shown_scores)
+            + "".join(f'<td class="n">{e(number(r[c]))}</td>' for c in details)
+            + f'<td class="n">{e(duration(r["duration_s"]))}</td>'
+            f'<td>{e(params.row(r))}</td>'
+            f'<td><i class="chip" style="background:{colour}"></i>{e(r["status"])}</td></tr>')
+    return f'<div class="scroll"><table>{head}{"".join(body)}</table></div>'

@@ -1,0 +1,511 @@
+"""Every statement sched runs against its own tables, in one place, grouped by who needs it.
+
+One style: SQLAlchemy Core on a `Connection` the caller holds (the caller owns the transaction, so
+a state change and its consequences commit together). States come from `states` only. Callers:
+`jobqueue` (the only writer of job state), `records` (metrics, artifacts, progress), `views`
+(status, show), `results`, `report.gather`, `cron`, `studies`.
+
+The hot path (claim, heartbeat, succeed) uses statements built once with bind parameters:
+building a SQLAlchemy expression costs more Python time than SQLite takes to run it (profiled:
+about 60% of a claim+succeed went to building `jobs.c.x == y` trees); SQLAlchemy's compiled cache
+then makes each run cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.engine import CursorResult
+
+from .schema import artifacts, cron_fires, deps, jobs, meta, metrics, workers
+from .states import (
+    CANCELLED,
+    LOST,
+    PREEMPTED,
+    QUEUED,
+    RETRYABLE,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL_FAILURES,
+    UPSTREAM_FAILED,
+    WorkerState,
+)
+
+# ---- the hot path: prebuilt statements -----------------------------------------------------
+
+_dep_job = jobs.alias("dep_job")
+# A queued job is blocked while any of its dependencies has not succeeded.
+_blocked = exists().where(deps.c.job_id == jobs.c.id, deps.c.depends_on == _dep_job.c.id,
+                          _dep_job.c.status != SUCCEEDED)
+_drained = exists().where(meta.c.key == "drained", meta.c.value == "1")
+_RUNNABLE = (jobs.c.status == QUEUED, jobs.c.gpus <= bindparam("slot_gpus"), ~_blocked, ~_drained)
+
+CLAIM_CANDIDATE = (
+    select(jobs.c.id, jobs.c.name)
+    .where(*_RUNNABLE)
+    .order_by(jobs.c.priority.desc(), jobs.c.id)
+    .limit(1)
+    # PostgreSQL: other claimers skip this row instead of waiting for it. SQLite renders nothing
+    # here; BEGIN IMMEDIATE already serialises writers there.
+    .with_for_update(skip_locked=True, of=jobs)
+)
+
+# What a claim would take next, without taking it: decides whether to preempt a backfill job.
+TOP_WAITING = select(jobs.c.priority).where(*_RUNNABLE).order_by(jobs.c.priority.desc(), jobs.c.id).limit(1)
+
+CLAIMED_COLUMNS = (jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.params, jobs.c.gpus, jobs.c.attempts,
+                   jobs.c.max_attempts, jobs.c.timeout_s, jobs.c.output_dir, jobs.c.log_path,
+                   jobs.c.priority, jobs.c.preemptible)
+
+# The guard `status == queued` makes the claim safe without row locks (SQLite): a second claimer
+# of the same row changes 0 rows and reports no win.
+CLAIM = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"), jobs.c.status == QUEUED)
+    .values(status=RUNNING, worker_id=bindparam("b_worker"), slot=bindparam("b_slot"),
+            attempts=jobs.c.attempts + 1, lease_until=bindparam("b_lease"),
+            started_at=bindparam("b_now"), finished_at=None, exit_code=None, cancel_requested=False,
+            progress_done=None, progress_total=None, progress_message=None,
+            output_dir=bindparam("b_output_dir"), log_path=bindparam("b_log_path"))
+    .returning(*CLAIMED_COLUMNS)
+)
+
+_owned_running = and_(jobs.c.id == bindparam("b_id"), jobs.c.worker_id == bindparam("b_worker"),
+                      jobs.c.status == RUNNING)
+
+HEARTBEAT = (update(jobs).where(_owned_running).values(lease_until=bindparam("b_lease"))
+             .returning(jobs.c.cancel_requested))
+
+SUCCEED = update(jobs).where(_owned_running).values(
+    status=SUCCEEDED, finished_at=bindparam("b_now"), exit_code=bindparam("b_exit"),
+    failure_kind=None, message=None, lease_until=None)
+
+
+def claim_candidate(conn: Connection, slot_gpus: int) -> Row | None:
+    return conn.execute(CLAIM_CANDIDATE, {"slot_gpus": slot_gpus}).first()
+
+
+def claim(conn: Connection, **values) -> Row | None:
+    """running under the claimer, or None when another claimer won (keys: see CLAIM's b_ params)."""
+    return conn.execute(CLAIM, values).first()
+
+
+def top_waiting_priority(conn: Connection, slot_gpus: int) -> int | None:
+    return conn.execute(TOP_WAITING, {"slot_gpus": slot_gpus}).scalar()
+
+
+def renew_lease(conn: Connection, job_id: int, worker_id: int, lease_until: datetime) -> bool | None:
+    """The job's cancel flag after renewing its lease; None when it is no longer this worker's."""
+    return conn.execute(HEARTBEAT, {"b_id": job_id, "b_worker": worker_id, "b_lease": lease_until}).scalar()
+
+
+def succeed(conn: Connection, job_id: int, worker_id: int, now: datetime, exit_code: int) -> bool:
+    return _changed(conn.execute(SUCCEED, {"b_id": job_id, "b_worker": worker_id, "b_now": now,
+                                           "b_exit": exit_code}))
+
+
+def _changed(result: CursorResult) -> bool:
+    return result.rowcount == 1
+
+
+# ---- submitting ----------------------------------------------------------------------------
+
+
+def names_taken(conn: Connection, names: list[str]) -> list[Row]:
+    """(name, id, status) of the jobs already called one of `names`."""
+    return conn.execute(select(jobs.c.name, jobs.c.id, jobs.c.status).where(jobs.c.name.in_(names))).all()
+
+
+def insert_job(conn: Connection, **values) -> int:
+    return conn.execute(insert(jobs).values(**values)).inserted_primary_key[0]
+
+
+def job_ids_by_name(conn: Connection, names: Iterable[str]) -> dict[str, int]:
+    names = list(names)
+    if not names:
+        return {}
+    return dict(conn.execute(select(jobs.c.name, jobs.c.id).where(jobs.c.name.in_(names))).all())
+
+
+def insert_dependency(conn: Connection, job_id: int, depends_on: int) -> None:
+    conn.execute(insert(deps).values(job_id=job_id, depends_on=depends_on))
+
+
+def failed_dependency(conn: Connection, job_id: int, *, lock: bool = False) -> Row | None:
+    """A dependency of `job_id` that ended without success (id, name, status), or None.
+
+    `lock` (PostgreSQL: FOR SHARE) makes a concurrent fail() of that dependency wait for this
+    transaction, so it then sees the new dependency row and marks the job itself.
+    """
+    dep = jobs.alias("dep")
+    query = (select(dep.c.id, dep.c.name, dep.c.status).join(deps, deps.c.depends_on == dep.c.id)
+             .where(deps.c.job_id == job_id))
+    if lock:
+        rows = conn.execute(query.with_for_update(read=True, of=dep)).all()
+        return next((row for row in rows if row.status in RETRYABLE), None)
+    return conn.execute(query.where(dep.c.status.in_(RETRYABLE))).first()
+
+
+def dependents(conn: Connection, job_ids: list[int]) -> list[int]:
+    return list(conn.execute(select(deps.c.job_id).where(deps.c.depends_on.in_(job_ids))).scalars())
+
+
+def mark_upstream_failed(conn: Connection, job_id: int, reason: str, now: datetime) -> bool:
+    """queued -> upstream_failed."""
+    return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == QUEUED).values(
+        status=UPSTREAM_FAILED, failure_kind=UPSTREAM_FAILED, message=reason, finished_at=now)))
+
+
+# ---- endings and user actions --------------------------------------------------------------
+
+
+def finish_owned(conn: Connection, job_id: int, owner: int, **values) -> bool:
+    """Apply `values` to a job only if it is still running under `owner` (its lease ends)."""
+    return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == owner,
+                                                    jobs.c.status == RUNNING)
+                                 .values(lease_until=None, **values)))
+
+
+def requeue_preempted(conn: Connection, job_id: int, owner: int, message: str) -> bool:
+    """running -> queued without spending the attempt it used (it was stopped from outside)."""
+    return finish_owned(conn, job_id, owner, status=QUEUED, failure_kind=PREEMPTED, message=message,
+                        attempts=jobs.c.attempts - 1, worker_id=None)
+
+
+def cancel_if_requested(conn: Connection, job_id: int, owner: int | None, now: datetime,
+                        exit_code: int | None) -> bool:
+    """running with a cancel requested -> cancelled (`owner`: only if that worker runs it)."""
+    guard = [jobs.c.id == job_id, jobs.c.status == RUNNING, jobs.c.cancel_requested.is_(True)]
+    if owner is not None:
+        guard.append(jobs.c.worker_id == owner)
+    return _changed(conn.execute(update(jobs).where(*guard).values(
+        status=CANCELLED, failure_kind=CANCELLED, message="cancelled while running",
+        finished_at=now, exit_code=exit_code, lease_until=None)))
+
+
+def attempts_of(conn: Connection, job_id: int) -> Row | None:
+    """(attempts, max_attempts, name)."""
+    return conn.execute(select(jobs.c.attempts, jobs.c.max_attempts, jobs.c.name)
+                        .where(jobs.c.id == job_id)).first()
+
+
+def cancel_queued(conn: Connection, job_id: int, now: datetime) -> bool:
+    """queued -> cancelled."""
+    return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == QUEUED).values(
+        status=CANCELLED, failure_kind=CANCELLED, message="cancelled", finished_at=now)))
+
+
+def request_cancel(conn: Connection, job_id: int) -> bool:
+    """running: ask its worker to kill it."""
+    return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == RUNNING)
+                                 .values(cancel_requested=True)))
+
+
+FRESH = dict(status=QUEUED, attempts=0, failure_kind=None, message=None, finished_at=None, exit_code=None,
+             worker_id=None, slot=None, lease_until=None, cancel_requested=False)
+
+
+def requeue_fresh(conn: Connection, job_id: int, from_status: str) -> bool:
+    """`from_status` -> queued with fresh attempts (retry)."""
+    return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == from_status)
+                                 .values(**FRESH)))
+
+
+def set_priority(conn: Connection, job_id: int, priority: int) -> bool:
+    """Only a job that has not finished may change its priority."""
+    return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_((QUEUED, RUNNING)))
+                                 .values(priority=priority)))
+
+
+def stale_jobs(conn: Connection, now: datetime) -> list[Row]:
+    """Running jobs whose lease expired: (id, name, attempts, max_attempts)."""
+    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.attempts, jobs.c.max_attempts).where(
+        jobs.c.status == RUNNING, jobs.c.lease_until < now)).all()
+
+
+def end_stale(conn: Connection, job_id: int, now: datetime, *, requeue: bool, message: str) -> bool:
+    """A running job with an expired lease -> queued (`requeue`) or lost."""
+    guard = and_(jobs.c.id == job_id, jobs.c.status == RUNNING, jobs.c.lease_until < now)
+    values = (dict(status=QUEUED, failure_kind=LOST, message=message, worker_id=None, lease_until=None)
+              if requeue else
+              dict(status=LOST, failure_kind=LOST, message=message, lease_until=None, finished_at=now))
+    return _changed(conn.execute(update(jobs).where(guard).values(**values)))
+
+
+# ---- meta and workers ----------------------------------------------------------------------
+
+
+def get_meta(conn: Connection, key: str) -> str | None:
+    return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+
+
+def set_meta(conn: Connection, key: str, value: str) -> None:
+    if not conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount:
+        conn.execute(insert(meta).values(key=key, value=value))
+
+
+def insert_worker(conn: Connection, host: str, pid: int, slots: list[str], now: datetime) -> int:
+    return conn.execute(insert(workers).values(host=host, pid=pid, slots=slots, started_at=now, heartbeat=now,
+                                               state=WorkerState.RUNNING.value)).inserted_primary_key[0]
+
+
+def update_worker(conn: Connection, worker_id: int, **values) -> None:
+    conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
+
+
+def live_workers(conn: Connection, heard_since: datetime) -> list[Row]:
+    """Workers not stopped that heartbeat since `heard_since` (others were killed silently)."""
+    return conn.execute(select(workers).where(workers.c.state != WorkerState.STOPPED.value,
+                                              workers.c.heartbeat > heard_since)
+                        .order_by(workers.c.id)).all()
+
+
+# ---- lookups -------------------------------------------------------------------------------
+
+
+def job_row(conn: Connection, job_id: int) -> Row | None:
+    """Every column of one job."""
+    return conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+
+
+def job_id_named(conn: Connection, name: str) -> int | None:
+    return conn.execute(select(jobs.c.id).where(jobs.c.name == name)).scalar()
+
+
+def job_name(conn: Connection, job_id: int) -> str | None:
+    return conn.execute(select(jobs.c.name).where(jobs.c.id == job_id)).scalar()
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    return dict(conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
+
+
+def job_names_where(conn: Connection, *, kind: str | None = None, status: str | None = None) -> list[Row]:
+    """(name, tags) of jobs of that kind and state, oldest first (tags are filtered by the caller:
+    a JSON list, portable across backends)."""
+    query = select(jobs.c.name, jobs.c.tags).order_by(jobs.c.id)
+    if kind:
+        query = query.where(jobs.c.kind == kind)
+    if status:
+        query = query.where(jobs.c.status == status)
+    return conn.execute(query).all()
+
+
+def statuses_and_tags(conn: Connection) -> list[Row]:
+    """(status, tags) of every job: counts per state for one tag."""
+    return conn.execute(select(jobs.c.status, jobs.c.tags)).all()
+
+
+# ---- records: metrics, artifacts, progress -------------------------------------------------
+
+
+def insert_metric(conn: Connection, job_id: int, key: str, value: float, step: int | None,
+                  split: str | None, now: datetime) -> None:
+    conn.execute(insert(metrics).values(job_id=job_id, key=key, value=value, step=step, split=split, time=now))
+
+
+def put_artifact(conn: Connection, job_id: int, name: str, path: str) -> None:
+    """Record a file a job produced; the same name again replaces the path."""
+    if not conn.execute(update(artifacts).where(artifacts.c.job_id == job_id, artifacts.c.name == name)
+                        .values(path=path)).rowcount:
+        conn.execute(insert(artifacts).values(job_id=job_id, name=name, path=path))
+
+
+def set_progress(conn: Connection, job_id: int, done: float, total: float | None, message: str | None) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+        progress_done=done, progress_total=total, progress_message=message))
+
+
+def job_metrics(conn: Connection, job_id: int) -> list[Row]:
+    """(key, value, step, split) of every metric of a job, in the order logged."""
+    return conn.execute(select(metrics.c.key, metrics.c.value, metrics.c.step, metrics.c.split)
+                        .where(metrics.c.job_id == job_id).order_by(metrics.c.id)).all()
+
+
+def job_artifacts(conn: Connection, job_id: int) -> list[Row]:
+    """(name, path) of a job's artifacts, in the order recorded."""
+    return conn.execute(select(artifacts.c.name, artifacts.c.path).where(artifacts.c.job_id == job_id)
+                        .order_by(artifacts.c.id)).all()
+
+
+def job_dependencies(conn: Connection, job_id: int) -> list[Row]:
+    """(name, status) of the jobs `job_id` waits for."""
+    dep = jobs.alias("dep")
+    return conn.execute(select(dep.c.name, dep.c.status).join(deps, deps.c.depends_on == dep.c.id)
+                        .where(deps.c.job_id == job_id)).all()
+
+
+def last_metric_values(conn: Connection, job_ids: list[int], keys: Iterable[str]) -> dict[int, dict[str, float]]:
+    """{job id: {key: its last value}} for these keys (one query)."""
+    keys = list(keys)
+    if not job_ids or not keys:
+        return {}
+    last = (select(func.max(metrics.c.id)).where(metrics.c.job_id.in_(job_ids), metrics.c.key.in_(keys))
+            .group_by(metrics.c.job_id, metrics.c.key))
+    out: dict[int, dict[str, float]] = {}
+    for job_id, key, value in conn.execute(select(metrics.c.job_id, metrics.c.key, metrics.c.value)
+                                           .where(metrics.c.id.in_(last))):
+        out.setdefault(job_id, {})[key] = value
+    return out
+
+
+def latest_metric(conn: Connection, job_ids: list[int]) -> dict[int, Row]:
+    """The last metric (key, value, step, split) each job logged (one query)."""
+    if not job_ids:
+        return {}
+    last = select(func.max(metrics.c.id)).where(metrics.c.job_id.in_(job_ids)).group_by(metrics.c.job_id)
+    rows = conn.execute(select(metrics.c.job_id, metrics.c.key, metrics.c.value, metrics.c.step, metrics.c.split)
+                        .where(metrics.c.id.in_(last))).all()
+    return {row.job_id: row for row in rows}
+
+
+# ---- status --------------------------------------------------------------------------------
+
+
+def running_jobs(conn: Connection) -> list[Row]:
+    return conn.execute(select(jobs).where(jobs.c.status == RUNNING).order_by(jobs.c.started_at)).all()
+
+
+def queued_jobs(conn: Connection, limit: int) -> list[Row]:
+    """The first `limit` queued jobs in claim order."""
+    return conn.execute(select(jobs).where(jobs.c.status == QUEUED)
+                        .order_by(jobs.c.priority.desc(), jobs.c.id).limit(limit)).all()
+
+
+def pending_dependencies(conn: Connection, job_ids: list[int]) -> dict[int, list[str]]:
+    """{job id: names of its dependencies that have not succeeded}."""
+    if not job_ids:
+        return {}
+    dep = jobs.alias("dep")
+    rows = conn.execute(select(deps.c.job_id, dep.c.name).join(dep, dep.c.id == deps.c.depends_on)
+                        .where(deps.c.job_id.in_(job_ids), dep.c.status != SUCCEEDED)).all()
+    pending: dict[int, list[str]] = {}
+    for job_id, name in rows:
+        pending.setdefault(job_id, []).append(name)
+    return pending
+
+
+def recent_endings(conn: Connection, limit: int, *, failures_only: bool = False) -> list[Row]:
+    query = select(jobs).where(jobs.c.finished_at.is_not(None))
+    if failures_only:
+        query = query.where(jobs.c.status.in_(TERMINAL_FAILURES))
+    return conn.execute(query.order_by(jobs.c.finished_at.desc()).limit(limit)).all()
+
+
+def busy_spans(conn: Connection, since: datetime) -> list[Row]:
+    """(started_at, finished_at, slot) of every job that ended after `since`."""
+    return conn.execute(select(jobs.c.started_at, jobs.c.finished_at, jobs.c.slot).where(
+        jobs.c.finished_at > since, jobs.c.started_at.is_not(None))).all()
+
+
+def newest_jobs(conn: Connection, limit: int) -> list[Row]:
+    """The `limit` most recently submitted jobs, oldest of them first."""
+    return conn.execute(select(jobs).order_by(jobs.c.id.desc()).limit(limit)).all()[::-1]
+
+
+def is_drained(conn: Connection) -> bool:
+    return get_meta(conn, "drained") == "1"
+
+
+# ---- results (the leaderboard) -------------------------------------------------------------
+
+
+def last_values_of_keys(conn: Connection, keys: Iterable[str], kind: str | None = None) -> dict[int, dict[str, float]]:
+    """{job id: {key: last value}} of these metric keys over every job (of `kind`), one query."""
+    keys = list(keys)
+    last = select(func.max(metrics.c.id).label("id")).where(metrics.c.key.in_(keys))
+    if kind:
+        last = last.join(jobs, jobs.c.id == metrics.c.job_id).where(jobs.c.kind == kind)
+    last = last.group_by(metrics.c.job_id, metrics.c.key).subquery()
+    out: dict[int, dict[str, float]] = {}
+    for job_id, key, value in conn.execute(select(metrics.c.job_id, metrics.c.key, metrics.c.value)
+                                           .join(last, metrics.c.id == last.c.id)):
+        out.setdefault(job_id, {})[key] = value
+    return out
+
+
+def leaderboard_jobs(conn: Connection, *, model_kinds: Iterable[str], score_keys: Iterable[str],
+                     kind: str | None = None, status: str | None = None) -> list[Row]:
+    """Jobs of `kind` (all of them), else of a model kind or with a score logged; by id."""
+    query = select(jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.status, jobs.c.params, jobs.c.tags,
+                   jobs.c.started_at, jobs.c.finished_at).order_by(jobs.c.id)
+    if kind:
+        query = query.where(jobs.c.kind == kind)
+    else:
+        scored = select(metrics.c.job_id).where(metrics.c.key.in_(list(score_keys)))
+        query = query.where(or_(jobs.c.kind.in_(list(model_kinds)), jobs.c.id.in_(scored)))
+    if status:
+        query = query.where(jobs.c.status == status)
+    return conn.execute(query).all()
+
+
+# ---- report --------------------------------------------------------------------------------
+
+
+def timeline_rows(conn: Connection, limit: int) -> list[Row]:
+    """The `limit` most recently started jobs that ran (running, or finished by a worker), newest first."""
+    ran = or_(jobs.c.status == RUNNING, and_(jobs.c.finished_at.is_not(None), jobs.c.worker_id.is_not(None)))
+    return conn.execute(
+        select(jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.status, jobs.c.slot, jobs.c.worker_id,
+               jobs.c.started_at, jobs.c.finished_at, jobs.c.tags, workers.c.host)
+        .outerjoin(workers, workers.c.id == jobs.c.worker_id)
+        .where(jobs.c.started_at.is_not(None), ran)
+        .order_by(jobs.c.started_at.desc(), jobs.c.id.desc()).limit(limit)).all()
+
+
+def started_jobs_of_kinds(conn: Connection, kinds: Iterable[str], limit: int | None) -> list[Row]:
+    """(id, tags) of started jobs of these kinds, newest first."""
+    query = (select(jobs.c.id, jobs.c.tags).where(jobs.c.kind.in_(list(kinds)), jobs.c.started_at.is_not(None))
+             .order_by(jobs.c.id.desc()))
+    return conn.execute(query if limit is None else query.limit(limit)).all()
+
+
+def jobs_by_ids(conn: Connection, job_ids: list[int]) -> list[Row]:
+    """(id, name, kind, status, params) of these jobs, by id."""
+    if not job_ids:
+        return []
+    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.status, jobs.c.params)
+                        .where(jobs.c.id.in_(job_ids)).order_by(jobs.c.id)).all()
+
+
+def stepped_metrics(conn: Connection, job_ids: list[int], keys: Iterable[str]) -> list[Row]:
+    """(job_id, key, split, step, value) of metrics logged with a step: training curves."""
+    if not job_ids:
+        return []
+    return conn.execute(select(metrics.c.job_id, metrics.c.key, metrics.c.split, metrics.c.step, metrics.c.value)
+                        .where(metrics.c.job_id.in_(job_ids), metrics.c.key.in_(list(keys)),
+                               metrics.c.step.is_not(None))
+                        .order_by(metrics.c.id)).all()
+
+
+def jobs_of_kinds(conn: Connection, kinds: Iterable[str]) -> list[Row]:
+    """(name, kind, group_name, params, tags) of every job of these kinds, by id."""
+    return conn.execute(select(jobs.c.name, jobs.c.kind, jobs.c.group_name, jobs.c.params, jobs.c.tags)
+                        .where(jobs.c.kind.in_(list(kinds))).order_by(jobs.c.id)).all()
+
+
+def job_identity(conn: Connection, name: str) -> Row | None:
+    """(name, kind, group_name, params) of the job called `name`."""
+    return conn.execute(select(jobs.c.name, jobs.c.kind, jobs.c.group_name, jobs.c.params)
+                        .where(jobs.c.name == name)).first()
+
+
+# ---- cron firings --------------------------------------------------------------------------
+
+
+def claim_cron_fire(conn: Connection, name: str, fire_time: datetime, worker: str) -> None:
+    """Raises IntegrityError when another worker claimed this firing first."""
+    conn.execute(insert(cron_fires).values(cron_name=name, fire_time=fire_time, worker=worker))
+
+
+def record_cron_result(conn: Connection, name: str, fire_time: datetime, submitted: int | None,
+                       error: str | None) -> None:
+    conn.execute(update(cron_fires).where(cron_fires.c.cron_name == name, cron_fires.c.fire_time == fire_time)
+                 .values(jobs_submitted=submitted, error=error))
+
+
+def last_cron_fire(conn: Connection, name: str) -> Row | None:
+    return conn.execute(select(cron_fires).where(cron_fires.c.cron_name == name)
+                        .order_by(cron_fires.c.fire_time.desc()).limit(1)).first()

@@ -1,0 +1,140 @@
+"""The queue's tables (SQLAlchemy Core). The migrations in `migrations/versions` build exactly
+these; a test compares the two on SQLite and PostgreSQL, so a column added here without a
+migration (or the other way round) fails the suite.
+
+Tables: jobs and their dependencies, metrics, artifacts, workers, a key/value meta table (the
+drain flag, and the legacy schema number that stops sched 0.1 from opening a newer database),
+claimed cron firings, and APScheduler's own job store table (its columns are APScheduler's).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Unicode,
+    UniqueConstraint,
+)
+
+from .states import QUEUED, WorkerState
+
+metadata = MetaData()
+
+jobs = Table(
+    "sched_jobs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    # Jobs expanded from one queue.yaml entry with `workers: k` share a group (e.g. one Optuna study).
+    Column("group_name", String(200), nullable=True),
+    Column("kind", String(64), nullable=False),
+    Column("params", JSON, nullable=False, default=dict),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("status", String(20), nullable=False, default=QUEUED),
+    Column("gpus", Integer, nullable=False, default=0),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=1),
+    Column("timeout_s", Float, nullable=True),
+    # May be asked to stop (and is queued again) when a higher-priority job waits for its slot.
+    Column("preemptible", Boolean, nullable=False, default=False),
+    Column("worker_id", Integer, nullable=True),
+    Column("slot", String(32), nullable=True),
+    Column("lease_until", DateTime, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("started_at", DateTime, nullable=True),
+    Column("finished_at", DateTime, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("failure_kind", String(20), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("log_path", Text, nullable=True),
+    Column("output_dir", Text, nullable=True),
+    Column("progress_done", Float, nullable=True),
+    Column("progress_total", Float, nullable=True),
+    Column("progress_message", Text, nullable=True),
+)
+# The claim query walks this index in claim order (priority high to low, then FIFO) and stops at
+# the first runnable row, so a claim stays fast with 100,000 queued jobs.
+Index("ix_sched_jobs_claim", jobs.c.status, jobs.c.priority.desc(), jobs.c.id)
+# `sched status` lists recent endings and sums GPU time over the last day from this index.
+Index("ix_sched_jobs_finished", jobs.c.finished_at)
+
+# `job_id` may run only once `depends_on` has succeeded.
+deps = Table(
+    "sched_job_deps", metadata,
+    Column("job_id", Integer, ForeignKey("sched_jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("depends_on", Integer, ForeignKey("sched_jobs.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_sched_job_deps_depends_on", "depends_on"),
+)
+
+metrics = Table(
+    "sched_metrics", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("sched_jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("key", String(128), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("step", Integer, nullable=True),
+    Column("split", String(32), nullable=True),
+    Column("time", DateTime, nullable=False),
+)
+
+artifacts = Table(
+    "sched_artifacts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("sched_jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("path", Text, nullable=False),
+    UniqueConstraint("job_id", "name", name="uq_sched_artifacts_job_name"),
+)
+
+workers = Table(
+    "sched_workers", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("slots", JSON, nullable=False, default=list),
+    Column("state", String(20), nullable=False, default=WorkerState.RUNNING.value),
+    Column("started_at", DateTime, nullable=False),
+    Column("heartbeat", DateTime, nullable=False),
+    # NVML readings of the worker's GPUs at its last heartbeat: [{gpu, util, mem_used, mem_total}]
+    Column("gpu_stats", JSON, nullable=True),
+)
+
+# Key/value settings of the whole queue: the drain flag; `schema_version` for sched 0.1 (see migrate.py).
+meta = Table(
+    "sched_meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+# One firing of a scheduled submission, claimed by the worker that submits it (see cron.py).
+cron_fires = Table(
+    "sched_cron_fires", metadata,
+    Column("cron_name", String(200), primary_key=True),
+    Column("fire_time", DateTime, primary_key=True),
+    Column("worker", String(255), nullable=True),
+    Column("jobs_submitted", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+# APScheduler's SQLAlchemyJobStore table, as APScheduler 3 defines it (the store reads and writes it).
+CRON_TABLE = "sched_apscheduler_jobs"
+cron_store = Table(
+    CRON_TABLE, metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)
+
+SCHED_TABLES = frozenset(metadata.tables)
