@@ -102,7 +102,7 @@ class Kind:
 def _message(err: dict) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key"
-    return err["msg"]
+    return err["msg"].removeprefix("Value error, ")
 
 
 # ---- built-in kinds ----------------------------------------------------------------------------

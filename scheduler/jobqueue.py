@@ -8,7 +8,7 @@ the change did not happen. The states and their transitions are drawn in `schedu
 from __future__ import annotations
 
 import re
-from collections import deque
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -125,8 +125,12 @@ class JobQueue:
         `dry_run` checks everything a real submit checks (names free, dependencies known) and
         then rolls back.
         """
+        from .limits import check_spec
+
+        for spec in specs:
+            check_spec(spec, f"job '{spec.name}'")
         names = [spec.name for spec in specs]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(name for name, count in Counter(names).items() if count > 1)
         if dupes:
             raise PlanError(f"duplicate job name(s) in the batch: {', '.join(dupes)}")
         ids_by_name: dict[str, int] = {}
@@ -334,6 +338,9 @@ class JobQueue:
 
     def reprioritize(self, job_id: int, priority: int) -> None:
         """Change a job's priority; only a job that has not finished may change."""
+        from .limits import check_priority
+
+        check_priority(priority, f"job {job_id}")
         with self.write() as conn:
             row = self._get(conn, job_id)
             if not q.set_priority(conn, job_id, priority):
@@ -342,17 +349,17 @@ class JobQueue:
 
     # ---- leases, drain, workers ---------------------------------------------------------------
 
-    def requeue_stale(self) -> tuple[list[int], list[int]]:
+    def requeue_stale(self, *, exclude_worker: int | None = None) -> tuple[list[int], list[int]]:
         """running with an expired lease -> queued while attempts remain, else lost.
 
         Returns (requeued ids, lost ids). Judged by the database's clock, so hosts with skewed
-        clocks agree.
+        clocks agree. `exclude_worker`: a live worker's own reaper never takes its worker's jobs.
         """
         message = "its worker stopped renewing the lease (worker killed or host lost)"
         with self.write() as conn:
             now = db_now(conn)
             requeued, lost = [], []
-            for job in q.stale_jobs(conn, now):
+            for job in q.stale_jobs(conn, now, exclude_worker=exclude_worker):
                 if self._cancel_if_requested(conn, job.id, None, now, None):
                     continue  # its cancel was pending: cancelled, not run again
                 if job.attempts < job.max_attempts:
@@ -415,6 +422,11 @@ class JobQueue:
         job_id = self.resolve(ref)
         with self.read() as conn:
             return self._get(conn, job_id)
+
+    def child_error(self, job_id: int) -> str | None:
+        """The one-line failure reason the job's runner reported for its current attempt."""
+        with self.read() as conn:
+            return q.job_error(conn, job_id)
 
     def status_counts(self) -> dict[str, int]:
         with self.read() as conn:

@@ -1,4 +1,10 @@
-"""Rich rendering of snapshots and plans. Pure functions from dicts to renderables."""
+"""Rich rendering of snapshots and plans. Pure functions from dicts to renderables.
+
+Everything from the database or a queue file (names, messages, hosts, params, paths) is data, not
+markup: cells go through `plain` (a `Text`, so `[/]` or `[red]` in a name is shown as typed) with
+control characters made visible (`fmt.visible`), so no name can crash `sched status`, disguise
+itself, or drive the terminal.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,27 @@ import json
 
 from rich.console import Group
 from rich.progress_bar import ProgressBar
-from rich.table import Table
+from rich.table import Table as _RichTable
 from rich.text import Text
 
-from .fmt import duration, number, score
+from .fmt import duration, number, score, visible
 from .jobqueue import JobSpec
+
+
+def plain(value, style: str = "") -> Text:
+    """A value shown as it is: never read as markup, control characters made visible."""
+    return Text(visible("" if value is None else value), style=style)
+
+
+class Table(_RichTable):
+    """A rich Table whose text cells and titles are plain text (see the module's docstring)."""
+
+    def __init__(self, *args, title=None, caption=None, **kwargs):
+        super().__init__(*args, title=None if title is None else plain(title),
+                         caption=None if caption is None else plain(caption), **kwargs)
+
+    def add_row(self, *cells, **kwargs):
+        super().add_row(*(plain(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 STATE_STYLE = {
     "queued": "cyan", "running": "bold yellow", "succeeded": "green", "failed": "bold red",
@@ -19,17 +41,17 @@ STATE_STYLE = {
 
 
 def _state(status: str) -> Text:
-    return Text(status, style=STATE_STYLE.get(status, ""))
+    return plain(status, style=STATE_STYLE.get(status, ""))
 
 
 def _progress(job: dict):
     p = job.get("progress")
     if not p or not p.get("total"):
-        return Text(p["message"] or "" if p else "")
+        return plain(p["message"] or "" if p else "")
     bar = ProgressBar(total=p["total"], completed=p["done"], width=20)
     label = f" {p['done']:g}/{p['total']:g}" + (f" {p['message']}" if p.get("message") else "")
     table = Table.grid()
-    table.add_row(bar, Text(label))
+    table.add_row(bar, plain(label))
     return table
 
 
@@ -153,11 +175,11 @@ def job_view(detail: dict) -> Group:
                 "slot", "output_dir", "log_path"):
         value = detail.get(key)
         if value not in (None, [], ""):
-            info.add_row(Text(key, style="bold"), _state(value) if key == "status" else Text(str(value)))
+            info.add_row(Text(key, style="bold"), _state(value) if key == "status" else plain(value))
     if detail["after"]:
         after = ", ".join(f"{d['name']} ({d['status']})" for d in detail["after"])
-        info.add_row(Text("after", style="bold"), Text(after))
-    info.add_row(Text("params", style="bold"), Text(json.dumps(detail["params"], ensure_ascii=False, indent=1)))
+        info.add_row(Text("after", style="bold"), plain(after))
+    info.add_row(Text("params", style="bold"), plain(json.dumps(detail["params"], ensure_ascii=False, indent=1)))
     parts = [info]
     if detail["metrics"]:
         table = Table(title="Metrics", title_justify="left")
@@ -203,9 +225,9 @@ def results_table(rows: list[dict], sort: str | None) -> Table:
     table.add_column("params", overflow="fold")
     table.add_column("status")
     for i, r in enumerate(rows, 1):
-        table.add_row(str(i), Text(r["job"]), Text(r["kind"]), Text(r["model"] or ""),
+        table.add_row(str(i), r["job"], r["kind"], r["model"] or "",
                       *(score(r[c]) for c in scores), *(number(r[c]) for c in details),
-                      duration(r["duration_s"]), Text(params.row(r)), _state(r["status"]))
+                      duration(r["duration_s"]), params.row(r), _state(r["status"]))
     if not rows:
         kinds = " or ".join(layout.model_kinds) or "model"
         table.add_row("", Text(f"no models yet (submit {kinds} jobs)", style="dim"),

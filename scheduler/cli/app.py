@@ -77,15 +77,28 @@ class SchedGroup(click.Group):
                 raise
             if ctx.obj and ctx.obj.get("verbose"):
                 traceback.print_exc()
-            message = str(exc).splitlines()[0] if _is_database_error(exc) else str(exc)
+            message = _database_message(exc, ctx) if _is_database_error(exc) else str(exc)
             err_console.print(f"[bold red]error:[/] {_plain(message)}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
 
+def _database_message(exc: BaseException, ctx: click.Context) -> str:
+    """The driver's one line, naming the database (\"database disk image is malformed\" alone
+    does not say which file)."""
+    from ..store.engine import shown_url
+
+    url = (ctx.obj or {}).get("db")
+    line = str(exc).splitlines()[0]
+    return f"database {shown_url(url)}: {line}" if url else line
+
+
 def _plain(text: str) -> str:
+    """A message (it may quote a job name) as rich prints it literally, control characters visible."""
     from rich.markup import escape
 
-    return escape(text)
+    from ..fmt import visible
+
+    return escape(visible(text))
 
 
 def open_queue(ctx: click.Context):
@@ -100,22 +113,35 @@ def open_queue(ctx: click.Context):
 
 def parse_pairs(pairs: tuple[str, ...], flag: str) -> list[tuple[str, object]]:
     """KEY=VALUE options, VALUE read as YAML: 3 -> int, 2e-5 -> float, true -> bool, [a, b] -> list."""
-    import yaml
+    from ..plan import parse_yaml
 
     parsed = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SchedError(f"{flag} takes KEY=VALUE, got '{pair}'")
-        parsed.append((key, yaml.safe_load(value) if value else ""))
+        parsed.append((key, parse_yaml(value, f"{flag} {key}") if value else ""))
     return parsed
+
+
+class _VisibleText(logging.Filter):
+    """Log lines quote job names, params and failure messages: write their control characters as
+    escapes so a hostile name cannot drive the terminal of whoever watches the worker."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from ..fmt import visible
+
+        record.msg, record.args = visible(record.getMessage()), None
+        return True
 
 
 def setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
+    handler = RichHandler(console=err_console._console, show_path=False, markup=False, highlighter=None)
+    handler.addFilter(_VisibleText())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        datefmt="[%X]", handlers=[RichHandler(console=err_console._console, show_path=False)])
+                        datefmt="[%X]", handlers=[handler])
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -53,7 +53,7 @@ def cron_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       sched cron list
     """
-    from rich.table import Table
+    from ..render import Table
     from rich.text import Text
 
     from ..cron import list_crons

@@ -15,7 +15,7 @@ def kinds() -> None:
     Example:
       sched kinds
     """
-    from rich.table import Table
+    from ..render import Table
     from rich.text import Text
 
     from jobs import all_kinds

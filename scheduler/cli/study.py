@@ -143,7 +143,7 @@ def _fmt(value) -> str:
 
 def study_view(summary: dict):
     from rich.console import Group
-    from rich.table import Table
+    from ..render import Table
     from rich.text import Text
 
     parts = []

@@ -67,7 +67,7 @@ CLAIM = (
     .values(status=RUNNING, worker_id=bindparam("b_worker"), slot=bindparam("b_slot"),
             attempts=jobs.c.attempts + 1, lease_until=bindparam("b_lease"),
             started_at=bindparam("b_now"), finished_at=None, exit_code=None, cancel_requested=False,
-            progress_done=None, progress_total=None, progress_message=None,
+            progress_done=None, progress_total=None, progress_message=None, error=None,
             output_dir=bindparam("b_output_dir"), log_path=bindparam("b_log_path"))
     .returning(*CLAIMED_COLUMNS)
 )
@@ -219,10 +219,13 @@ def set_priority(conn: Connection, job_id: int, priority: int) -> bool:
                                  .values(priority=priority)))
 
 
-def stale_jobs(conn: Connection, now: datetime) -> list[Row]:
-    """Running jobs whose lease expired: (id, name, attempts, max_attempts)."""
-    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.attempts, jobs.c.max_attempts).where(
-        jobs.c.status == RUNNING, jobs.c.lease_until < now)).all()
+def stale_jobs(conn: Connection, now: datetime, *, exclude_worker: int | None = None) -> list[Row]:
+    """Running jobs whose lease expired (not `exclude_worker`'s): (id, name, attempts, max_attempts)."""
+    query = select(jobs.c.id, jobs.c.name, jobs.c.attempts, jobs.c.max_attempts).where(
+        jobs.c.status == RUNNING, jobs.c.lease_until < now)
+    if exclude_worker is not None:
+        query = query.where(jobs.c.worker_id != exclude_worker)
+    return conn.execute(query).all()
 
 
 def end_stale(conn: Connection, job_id: int, now: datetime, *, requeue: bool, message: str) -> bool:
@@ -316,6 +319,14 @@ def put_artifact(conn: Connection, job_id: int, name: str, path: str) -> None:
 def set_progress(conn: Connection, job_id: int, done: float, total: float | None, message: str | None) -> None:
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(
         progress_done=done, progress_total=total, progress_message=message))
+
+
+def set_error(conn: Connection, job_id: int, message: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(error=message))
+
+
+def job_error(conn: Connection, job_id: int) -> str | None:
+    return conn.execute(select(jobs.c.error).where(jobs.c.id == job_id)).scalar()
 
 
 def job_metrics(conn: Connection, job_id: int) -> list[Row]:

@@ -63,6 +63,9 @@ jobs = Table(
     Column("progress_done", Float, nullable=True),
     Column("progress_total", Float, nullable=True),
     Column("progress_message", Text, nullable=True),
+    # The one-line reason its runner reported for the current attempt's failure (kept in the
+    # database: the run folder may be gone when the worker reads it).
+    Column("error", Text, nullable=True),
 )
 # The claim query walks this index in claim order (priority high to low, then FIFO) and stops at
 # the first runnable row, so a claim stays fast with 100,000 queued jobs.
