@@ -58,8 +58,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="scratch folder (default: temporary)")
     p.add_argument("--quick", action="store_true", help="800 rows, 1 epoch, 2 rounds (a smoke run)")
     args = p.parse_args()
-    if args.quick:
-        args.rows, args.epochs, args.rounds, args.warmup_rows = 800, 1, 2, 200
+    if args.quick:  # smaller defaults; options given on the command line still win
+        p.set_defaults(rows=800, epochs=1, rounds=2, warmup_rows=200)
+        args = p.parse_args()
     return args
 
 
@@ -141,9 +142,11 @@ def run_tutorial(s: Setup, train, val, epochs: int, out_dir: str) -> float:
 
     from pipeline.metrics import compute_metrics
     from pipeline.models import load_classifier
+    from pipeline.training import resolve_precision
 
     set_seed(0)
     model, _ = load_classifier(s.model_path, 4)
+    fp16, bf16 = resolve_precision("auto")
 
     def encode(df):
         enc = s.tokenizer(df["text"].tolist(), truncation=True, max_length=s.args.max_length)
@@ -152,7 +155,9 @@ def run_tutorial(s: Setup, train, val, epochs: int, out_dir: str) -> float:
 
     args = TrainingArguments(**s.common_args(out_dir, epochs))
     trainer = Trainer(model=model, args=args, train_dataset=encode(train), eval_dataset=encode(val),
-                      data_collator=DataCollatorWithPadding(s.tokenizer), processing_class=s.tokenizer,
+                      data_collator=DataCollatorWithPadding(s.tokenizer,
+                                                            pad_to_multiple_of=8 if (fp16 or bf16) else None),
+                      processing_class=s.tokenizer,
                       compute_metrics=compute_metrics)
     out = trainer.train()
     return len(train) * epochs / out.metrics["train_runtime"]

@@ -150,8 +150,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="200 rows, 1 round")
     p.add_argument("--dir", default=None, help="folder for the runs (default: temporary)")
     args = p.parse_args()
-    if args.quick:
-        args.rows, args.rounds = 200, 1
+    if args.quick:  # smaller defaults; options given on the command line still win
+        p.set_defaults(rows=200, rounds=1)
+        args = p.parse_args()
     return args
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 HUEY_MISSING = "huey is not installed: pip install 'huey>=2.5' (or pip install -e '.[bench]')"
 
@@ -32,7 +33,7 @@ def version() -> str:
 
 
 def make_huey(filename: str, sync: str = "normal"):
-    """A SqliteHuey on `filename` with the tasks `noop(i) -> i` and `run_argv(argv) -> returncode`."""
+    """A SqliteHuey on `filename` with the tasks `noop(i) -> i` and `run_argv(argv) -> time it finished`."""
     from huey import SqliteHuey
     from huey.storage import SqliteStorage
 
@@ -54,26 +55,30 @@ def noop(i):
 
 
 def run_argv(argv):
-    # The same work as sched's `shell` job: run a program, no shell, and check its exit code.
+    """The same work as sched's `shell` job: run a program, no shell, and check its exit code.
+
+    Returns the wall-clock time it finished, so a bench can take the last completion exactly
+    instead of at its polling resolution."""
     done = subprocess.run(argv)
     if done.returncode != 0:
         raise RuntimeError(f"{argv[0]} exited with code {done.returncode}")
-    return done.returncode
+    return time.time()
 
 
-def consume(filename: str, sync: str, workers: int, worker_type: str) -> None:
-    """Run huey's own consumer on this database (what `huey_consumer` does), until SIGINT/SIGTERM."""
+def consume(filename: str, sync: str, workers: int, worker_type: str, delay: float) -> None:
+    """Run huey's own consumer on this database (what `huey_consumer -w WORKERS -k TYPE -d DELAY -n`
+    does), until SIGINT/SIGTERM. `delay` is its first idle-polling interval (huey's default 0.1 s)."""
     import logging
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     huey = make_huey(filename, sync)
-    huey.create_consumer(workers=workers, worker_type=worker_type, periodic=False).run()
+    huey.create_consumer(workers=workers, worker_type=worker_type, periodic=False, initial_delay=delay).run()
 
 
 if __name__ == "__main__":
-    # `python -m bench.peers consume DB SYNC WORKERS TYPE`; re-import under the module's own name so
-    # the tasks carry the names the enqueuing side gave them.
+    # `python -m bench.peers consume DB SYNC WORKERS TYPE DELAY`; re-import under the module's own
+    # name so the tasks carry the names the enqueuing side gave them.
     from bench.peers import consume as _consume
 
-    _, _cmd, _db, _sync, _workers, _type = sys.argv
-    _consume(_db, _sync, int(_workers), _type)
+    _, _cmd, _db, _sync, _workers, _type, _delay = sys.argv
+    _consume(_db, _sync, int(_workers), _type, float(_delay))

@@ -10,7 +10,7 @@ Runs, in this order (each as its own process, output streamed as it comes):
   finetune  bench/bench_finetune.py --rounds 3
   status    bench/bench_status.py --rounds 10
 
-About 20-30 minutes on an idle 2-core machine today (the e2e bench lowers its job count to fit its
+About 15-25 minutes on an idle 2-core machine today (the e2e bench lowers its job count to fit its
 budget while per-job start-up is slow, and says so). Figures are only fit to publish from an idle
 machine: every bench prints the load average it started under and warns when the machine is busy.
 `--quick` runs every bench's smoke settings (minutes; figures not comparable). Needs huey for the
