@@ -419,8 +419,21 @@ def run(params: Params, ctx: JobContext) -> None:
           + ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)), flush=True)
 
 
+def preflight(params: Params, pre) -> None:
+    """Named members and `test_from` jobs exist and leave logits (tagged members are found at run time)."""
+    for name in params.members:
+        pre.produces("params.members", name, "val_logits")
+    for member, name in params.test_from.items():
+        pre.produces(f"params.test_from.{member}", name, "test_logits")
+    sub = params.submission
+    if sub is not None and sub.test_csv and sub.id_from != "index":
+        pre.text_csv("params.submission.test_csv", sub.test_csv, sub.id_from)  # the id column is there
+
+
 KIND = Kind(
-    "ensemble", Params, run,
+    "ensemble", Params, run, preflight=preflight,
+    outputs=("val_logits", "test_logits", "val_probs", "test_probs", "val_predictions", "test_predictions",
+             "submission", "weights", "val_split", "result", "val_accuracy", "val_f1"),
     summary="soft-vote finished models, weighted by their logged validation scores",
     display=Display(model=True, model_param=None,
                     scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1", "val_accuracy_cv": "val_accuracy_cv"},

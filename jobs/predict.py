@@ -36,10 +36,10 @@ def run(params: Params, ctx: JobContext) -> None:
 
     texts = load_texts(data_path(params.csv), params.text_column)
     model = resolve_model(ctx, params.model, None)
-    ctx.progress(0, len(texts), "predicting")
+    ctx.progress(0, len(texts), "rows")
     logits = predict(model, texts, batch_size=params.batch_size, max_length=params.max_length,
                      device=ctx.device)
-    ctx.progress(len(texts), len(texts), "done")
+    ctx.progress(len(texts), len(texts), "rows")
     logits_path = ctx.output_dir / "logits.npy"
     np.save(logits_path, logits)
     classes = logits.argmax(axis=1)
@@ -52,4 +52,10 @@ def run(params: Params, ctx: JobContext) -> None:
         ctx.log_metric("predicted_share", count / len(classes), step=int(label))
 
 
-KIND = Kind("predict", Params, run, summary="logits and predicted classes of a saved classifier on a CSV")
+def preflight(params: Params, pre) -> None:
+    pre.text_csv("params.csv", params.csv, params.text_column)
+    pre.model("params.model", params.model)
+
+
+KIND = Kind("predict", Params, run, summary="logits and predicted classes of a saved classifier on a CSV",
+            preflight=preflight, outputs=("logits", "predictions"))

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 PLUGIN_ENV = "SCHED_KINDS"
 ENTRY_POINT_GROUP = "sched.kinds"
 # Modules of this package that are not kinds (shared code).
-SUPPORT_MODULES = frozenset({"common", "context", "proc", "registry"})
+SUPPORT_MODULES = frozenset({"common", "context", "preflight", "proc", "registry"})
 
 
 class UnknownKind(ValueError):
@@ -84,6 +84,10 @@ class Kind:
     run: Callable[[BaseModel, Any], Any]
     summary: str = ""  # one line for `sched kinds`
     display: Display = field(default_factory=Display)
+    # Checks the inputs without running (files, columns, labels, models, `from:` jobs): see
+    # jobs/preflight.py. Called as preflight(params, pre); reports through `pre`.
+    preflight: Callable[[BaseModel, Any], None] | None = None
+    outputs: tuple[str, ...] = ()  # artifacts and final metrics its jobs leave for others (`from:`)
 
     def parse(self, params: dict | None) -> BaseModel:
         try:
@@ -92,6 +96,11 @@ class Kind:
             raise ParamsError(self.name, [
                 (".".join(str(p) for p in err["loc"]), _message(err)) for err in exc.errors()
             ]) from None
+
+    def check(self, params: BaseModel, pre) -> None:
+        """Run the kind's preflight (if it has one) into `pre`."""
+        if self.preflight is not None:
+            self.preflight(params, pre)
 
     @property
     def headline(self) -> str | None:

@@ -54,6 +54,10 @@ class _Common(BaseModel):
     timeout: float | str | None = None  # seconds or "30m", "2h"; the job is killed after it
     tags: list[str] | None = None  # labels for filtering results and picking ensemble members
     preemptible: bool | None = None  # may yield its slot to a higher-priority job (backfill)
+    # A program (argv, no shell) the worker runs when the job ends for good / fails for good, with
+    # SCHED_JOB_NAME, SCHED_JOB_STATUS, SCHED_JOB_MESSAGE and SCHED_METRIC_<KEY> in its environment.
+    on_finish: list[str] | None = Field(default=None, min_length=1)
+    on_failure: list[str] | None = Field(default=None, min_length=1)
 
     @field_validator("timeout")
     @classmethod
@@ -86,7 +90,8 @@ class QueueFile(BaseModel):
     jobs: list[JobEntry] = Field(min_length=1)
 
 
-BUILTIN_DEFAULTS = dict(priority=0, gpus=0, max_attempts=1, timeout=None, tags=[], preemptible=False)
+BUILTIN_DEFAULTS = dict(priority=0, gpus=0, max_attempts=1, timeout=None, tags=[], preemptible=False,
+                        on_finish=None, on_failure=None)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -135,7 +140,10 @@ def load_plan(path: str | Path, extra_vars: dict[str, Any] | None = None) -> lis
         raise PlanError(f"{where}: a folder, not a queue file") from None
     except UnicodeDecodeError:
         raise PlanError(f"{where}: not UTF-8 text") from None
-    return build_plan(parse_yaml(text, where), where, extra_vars)
+    specs = build_plan(parse_yaml(text, where), where, extra_vars)
+    for spec in specs:
+        spec.source = str(path.resolve())
+    return specs
 
 
 def build_plan(raw: Any, where: str = "<queue>", extra_vars: dict[str, Any] | None = None) -> list[JobSpec]:
@@ -253,9 +261,16 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
         name=name, kind=entry.kind, params=params, priority=merged["priority"], gpus=merged["gpus"],
         max_attempts=merged["max_attempts"], timeout_s=parse_duration(merged["timeout"]),
         tags=_fill(list(merged["tags"]), variables, f"{label}, field tags"), preemptible=merged["preemptible"],
+        hooks=_hooks(merged, variables, label),
         # `after` is resolved once every job's name is known; keep the raw strings and variables.
         after=[(a, variables) for a in ([entry.after] if isinstance(entry.after, str) else entry.after)],
     )
+
+
+def _hooks(merged: dict, variables: dict, label: str) -> dict | None:
+    hooks = {key: _fill(list(merged[key]), variables, f"{label}, field {key}")
+             for key in ("on_finish", "on_failure") if merged[key]}
+    return hooks or None
 
 
 def _fill(value: Any, variables: dict, label: str) -> Any:

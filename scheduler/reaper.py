@@ -11,7 +11,6 @@ import logging
 import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
-
 from sqlalchemy.exc import SQLAlchemyError
 
 from .jobqueue import JobQueue
@@ -56,6 +55,11 @@ class Reaper:
             log.warning("requeued job(s) %s: their lease expired", ", ".join(map(str, requeued)))
         if lost:
             log.error("job(s) %s lost: lease expired with no attempt left", ", ".join(map(str, lost)))
+            from .hooks import run_hooks
+            from .store.states import LOST
+
+            for job_id in lost:
+                run_hooks(self.queue, job_id, LOST)
         return requeued, lost
 
 

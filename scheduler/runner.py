@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later"
+INPUT_ERROR_EXIT = 65  # EX_DATAERR: the job's inputs are wrong; retrying cannot help
 WORKER_GONE_EXIT = 70  # the worker died; the runner killed the job's processes and left
 ERROR_FILE = ".sched-error.json"
 WORKER_GONE_SIGNAL = signal.SIGUSR2  # sent by Linux when the worker dies (PR_SET_PDEATHSIG)
@@ -110,7 +111,9 @@ def _run(job_id: int, stop: _StopFlag) -> int:
             if stop():  # asked to stop while this interpreter was starting: do not start the job
                 raise Preempted("stopped before the job started")
             kind = get_kind(row.kind)
-            kind.run(kind.parse(row.params), ctx)
+            params = kind.parse(row.params)
+            _preflight(kind, params, row.name, records)
+            kind.run(params, ctx)
         except Preempted as exc:
             print(f"preempted: {exc}", file=sys.stderr, flush=True)
             return PREEMPTED_EXIT
@@ -122,10 +125,36 @@ def _run(job_id: int, stop: _StopFlag) -> int:
                 records.set_error(job_id, message)
             except Exception:  # noqa: BLE001 - the database is unreachable: the file has the reason
                 traceback.print_exc()
-            return 1
+            return INPUT_ERROR_EXIT if _is_input_error(exc) else 1
         return 0
     finally:
         queue.dispose()
+
+
+def _preflight(kind, params, name: str, records) -> None:
+    """The kind's input checks once more, right before it runs (a file may have changed since submit)."""
+    from jobs.preflight import OtherJob, Preflight
+
+    from .errors import NotFound
+
+    def lookup(other: str) -> OtherJob | None:
+        try:
+            record = records.job(other)
+        except NotFound:
+            return None
+        return OtherJob(record.name, record.kind, record.params or {}, record.status)
+
+    pre = Preflight(lookup)
+    kind.check(params, pre)
+    pre.raise_problems(name)
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    """Bad data, bad params, an unknown model, a failed preflight: the same on every attempt."""
+    from jobs.registry import ParamsError
+    from pipeline.errors import InputError
+
+    return isinstance(exc, (InputError, ParamsError))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.proc import kill_all, processes_with
 
 from .fmt import visible
+from .hooks import reap as reap_hooks
+from .hooks import run_hooks
 from .jobqueue import DEFAULT_LEASE_S, ClaimedJob, JobQueue
-from .runner import ERROR_FILE, PREEMPTED_EXIT
+from .runner import ERROR_FILE, INPUT_ERROR_EXIT, PREEMPTED_EXIT
 from .slots import Slot, gpu_readings
-from .store.states import FAILED, KILLED, QUEUED, RUNNING, WorkerState
+from .store.states import CANCELLED, FAILED, KILLED, QUEUED, RUNNING, SUCCEEDED, WorkerState
 
 RUN_TOKEN = "SCHED_RUN_TOKEN"  # in every job process's environment: finds what a dead runner left
 PASSWORD_FD = "SCHED_DB_PASSWORD_FD"  # the runner reads the database password from this pipe
@@ -205,43 +207,56 @@ class WorkerLoop:
             # abruptly) would hold the slot's GPU after the slot is given to the next job.
             self._kill_group(child, signal.SIGKILL)
             kill_all(processes_with(RUN_TOKEN, child.token))
-            self._record_ending(child, code)
+            final = self._record_ending(child, code)
             del self.children[slot_name]  # only once recorded: a database error retries the step
+            if final is not None:
+                run_hooks(self.queue, child.job.id, final)
             changed = True
+        reap_hooks()
         return changed
 
-    def _record_ending(self, child: Child, code: int) -> None:
+    def _record_ending(self, child: Child, code: int) -> str | None:
+        """Record how the child ended; returns the job's final state (None: queued again, or no
+        longer this worker's)."""
         # Why we stopped it comes first: a job that honours a timeout or cancel by raising
         # Preempted (exit 75) has still timed out or been cancelled, not been preempted.
         job, reason = child.job, child.stop_reason
         if reason == "lease_lost":
-            log.warning("%s: lease lost; another worker owns it now", job.call)
-        elif code == 0:
+            log.warning("%s: lease lost; another worker owns it now", job.label)
+            return None
+        if code == 0:
             if self.queue.succeed(job.id, self.worker_id):
-                log.info("%s succeeded", job.call)
-            else:
-                log.warning("%s finished, but the job is no longer this worker's (cancelled or requeued "
-                            "meanwhile); its result is not recorded", job.call)
-        elif reason == "cancel":
-            self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
-            log.info("%s cancelled", job.call)
-        elif reason == "timeout":
-            self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
-        elif reason in ("shutdown", "preempt") or code == PREEMPTED_EXIT:
+                log.info("%s succeeded", job.label)
+                return SUCCEEDED
+            log.warning("%s finished, but the job is no longer this worker's (cancelled or requeued "
+                        "meanwhile); its result is not recorded", job.label)
+            return None
+        if reason == "cancel":
+            done = self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
+            log.info("%s cancelled", job.label)
+            return CANCELLED if done else None
+        if reason == "timeout":
+            return self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
+        if reason in ("shutdown", "preempt") or code == PREEMPTED_EXIT:
             self.queue.preempt(job.id, self.worker_id, message=_preempt_message(reason))
-            log.info("%s preempted; queued again", job.call)
-        elif code < 0:
-            self._fail(job, KILLED, f"killed by signal {signal.Signals(-code).name}", code)
-        else:
-            self._fail(job, FAILED, self._error_message(job, code), code)
+            log.info("%s preempted; queued again", job.label)
+            return None
+        if code < 0:
+            return self._fail(job, KILLED, f"killed by signal {signal.Signals(-code).name}", code)
+        # A wrong input (missing file, bad label, unknown model) fails the same way every time.
+        return self._fail(job, FAILED, self._error_message(job, code), code, permanent=code == INPUT_ERROR_EXIT)
 
-    def _fail(self, job: ClaimedJob, kind: str, message: str, code: int) -> None:
-        status = self.queue.fail(job.id, self.worker_id, kind=kind, message=message, exit_code=code)
+    def _fail(self, job: ClaimedJob, kind: str, message: str, code: int | None,
+              permanent: bool = False) -> str | None:
+        status = self.queue.fail(job.id, self.worker_id, kind=kind, message=message, exit_code=code,
+                                 permanent=permanent)
         if status == QUEUED:
-            log.warning("%s %s (attempt %d of %d), will retry: %s", job.call, kind, job.attempts,
+            log.warning("%s %s (attempt %d of %d), will retry: %s", job.label, kind, job.attempts,
                         job.max_attempts, message)
-        else:
-            log.error("%s %s: %s", job.call, kind, message)
+            return None
+        why = " (an input error: not retried)" if permanent and job.attempts < job.max_attempts else ""
+        log.error("%s %s%s: %s", job.label, kind, why, message)
+        return status
 
     def _error_message(self, job: ClaimedJob, code: int) -> str:
         """The reason its runner reported (database first: the run folder may be gone)."""
@@ -322,7 +337,7 @@ class WorkerLoop:
                 continue  # a free slot could take the waiting job; the claim found nothing for it
             waiting = self.queue.top_waiting_priority(slot.gpus)
             if waiting is not None and waiting > child.job.priority:
-                log.info("%s: asking it to yield %s to a job of priority %d", child.job.call, slot.name, waiting)
+                log.info("%s: asking it to yield %s to a job of priority %d", child.job.label, slot.name, waiting)
                 self._signal(child, "preempt", now, signal.SIGUSR1)
                 return
 

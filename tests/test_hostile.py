@@ -109,8 +109,8 @@ HOSTILE_MESSAGE = "boom [/] \x1b[2J\x1b]0;owned\x07 [red]fake[/red] \u202eevil"
 
 
 def _render(snapshot) -> str:
-    console = Console(width=160, record=True, force_terminal=False)
-    console.print(status_view(snapshot))
+    console = Console(width=400, record=True, force_terminal=False)
+    console.print(status_view(snapshot, width=400))
     return console.export_text()
 
 
@@ -144,6 +144,7 @@ def test_sched_add_and_status_print_a_markup_name_without_a_traceback(sqlite_url
 
 
 def test_an_error_quoting_a_hostile_name_is_printed_literally(sqlite_url):
+    CliRunner().invoke(cli, ["--db", sqlite_url, "init"])
     result = CliRunner().invoke(cli, ["--db", sqlite_url, "show", "[bold]nope\x1b[2J"])
     assert result.exit_code == 1
     assert "no job named or numbered '[bold]nope\\x1b[2J'" in result.output and "\x1b" not in result.output

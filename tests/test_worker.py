@@ -208,7 +208,7 @@ def test_status_shows_the_worker_and_the_running_job_with_progress(queue, tmp_pa
     console = Console(record=True, width=120)
     console.print(status_view(snap))
     text = console.export_text()
-    assert "napper" in text and "sleeping" in text and "waiting for" in text
+    assert "napper" in text and "steps of 0.05 s" in text and "waiting for" in text
     loop.request_stop()
     step_until(loop, lambda: not loop.children)
 

@@ -44,8 +44,17 @@ from ..registry import Display, Kind
 from .params import Params, SpaceParam, parse_until, study_name
 from .tuner import FIRST_START_ATTR, JOB_ATTR, SURPLUS_ATTR, TINY_ATTR, RetryTrial, run
 
+
+def preflight(params: Params, pre) -> None:
+    """Every trial trains the fixed fine-tune settings: the same checks as a fine-tune's."""
+    from ..finetune import preflight as finetune_preflight
+
+    finetune_preflight(params.finetune, pre)
+
+
 KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settings, resumable, shared by k jobs",
-            display=Display(study=study_name))
+            display=Display(study=study_name), preflight=preflight,
+            outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial"))
 
 __all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
            "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]
