@@ -89,6 +89,10 @@ def fill(url: str, finished: int, span: timedelta, seed: int = 0) -> float:
         conn.execute(insert(jobs), queued)
         for k in range(len(SLOTS)):
             busy_day += (timedelta(minutes=10 + k)).total_seconds()
+        # Rows written around the API: build the busy buckets from them, as the migration does.
+        from scheduler.store.busy import rebuild
+
+        rebuild(conn)
         ids = [i for (i,) in conn.execute(select(jobs.c.id).where(jobs.c.status == "succeeded"))]
         for start in range(0, len(ids), CHUNK):
             conn.execute(insert(metrics), [

@@ -106,4 +106,4 @@ def preflight(params: Params, pre) -> None:
 
 
 KIND = Kind("augment", Params, run, summary="back-translation: extra training rows for a fine-tune",
-            preflight=preflight, outputs=("augmented_csv",))
+            preflight=preflight, outputs=("augmented_csv",), preload=("torch", "transformers", "pipeline.augment"))

@@ -17,6 +17,8 @@ from .context import JobContext
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_TRAIN = "data/reviews_train.csv"
 DEFAULT_TEST = "data/reviews_test.csv"
+# What a spare runner imports ahead of a training job (`Kind.preload`): none of it starts CUDA.
+TRAINING_MODULES = ("torch", "transformers", "pipeline.training", "pipeline.models")
 
 
 class FromJob(BaseModel):

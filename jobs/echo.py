@@ -38,4 +38,4 @@ def run(params: Params, ctx: JobContext) -> None:
         ctx.add_artifact(params.write_file, path)
 
 
-KIND = Kind("echo", Params, run, summary="print a message; check a queue and its workers")
+KIND = Kind("echo", Params, run, summary="print a message; check a queue and its workers", reusable=True)

@@ -431,7 +431,7 @@ def preflight(params: Params, pre) -> None:
 
 
 KIND = Kind(
-    "ensemble", Params, run, preflight=preflight,
+    "ensemble", Params, run, preflight=preflight, preload=("numpy", "pandas", "pipeline.ensemble"),
     outputs=("val_logits", "test_logits", "val_probs", "test_probs", "val_predictions", "test_predictions",
              "submission", "weights", "val_split", "result", "val_accuracy", "val_f1"),
     summary="soft-vote finished models, weighted by their logged validation scores",

@@ -21,4 +21,4 @@ def run(params: Params, ctx: JobContext) -> None:
     raise RuntimeError(params.message)
 
 
-KIND = Kind("fail", Params, run, summary="raise an error on purpose (retry and failure checks)")
+KIND = Kind("fail", Params, run, summary="raise an error on purpose (retry and failure checks)", reusable=True)

@@ -29,6 +29,7 @@ from pipeline.config import FinetuneConfig
 from .common import (
     DEFAULT_TEST,
     DEFAULT_TRAIN,
+    TRAINING_MODULES,
     FromJob,
     ModelRef,
     artifact_of,
@@ -208,4 +209,4 @@ def preflight(params, pre) -> None:
 OUTPUTS = ("model", "val_logits", "test_logits", "val_predictions", "test_predictions", "val_split", "result",
            "val_accuracy", "val_f1", "best_epoch", "epochs_run")
 KIND = Kind("finetune", Params, run, summary="fine-tune a classifier (focal loss, SWA, early stopping, resume)",
-            display=DISPLAY, preflight=preflight, outputs=OUTPUTS)
+            display=DISPLAY, preflight=preflight, outputs=OUTPUTS, preload=TRAINING_MODULES)

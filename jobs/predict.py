@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .common import ModelRef, data_path, resolve_model
+from .common import TRAINING_MODULES, ModelRef, data_path, resolve_model
 from .context import JobContext
 from .registry import Kind
 
@@ -58,4 +58,4 @@ def preflight(params: Params, pre) -> None:
 
 
 KIND = Kind("predict", Params, run, summary="logits and predicted classes of a saved classifier on a CSV",
-            preflight=preflight, outputs=("logits", "predictions"))
+            preflight=preflight, outputs=("logits", "predictions"), preload=TRAINING_MODULES)

@@ -58,10 +58,44 @@ def _parents() -> dict[int, int]:
     return parents
 
 
+def _children(pid: int) -> list[int] | None:
+    """Direct children of `pid` from /proc/PID/task/*/children (None where the kernel has no such file)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found.extend(int(p) for p in fh.read().split())
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+    return found
+
+
 def descendants(root: int) -> list[int]:
-    """Every process below `root` (children first), from /proc; empty off Linux."""
+    """Every process below `root` (parents before their children), from /proc; empty off Linux.
+
+    Reads each process's list of children where the kernel offers it (a few files, however many
+    processes run), else scans every process's parent once."""
     if not LINUX:
         return []
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        children = _children(pid)
+        if children is None:
+            return _descendants_by_scan(root)
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def _descendants_by_scan(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for pid, parent in _parents().items():
         children.setdefault(parent, []).append(pid)

@@ -18,6 +18,7 @@ import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -88,6 +89,15 @@ class Kind:
     # jobs/preflight.py. Called as preflight(params, pre); reports through `pre`.
     preflight: Callable[[BaseModel, Any], None] | None = None
     outputs: tuple[str, ...] = ()  # artifacts and final metrics its jobs leave for others (`from:`)
+    # Modules a spare runner imports before a job of this kind is claimed (a warm start).
+    preload: tuple[str, ...] = ()
+    # Its run() leaves nothing behind in the runner process (no CUDA, no global state): the runner
+    # may take the slot's next job (a queue of short jobs pays no interpreter start per job).
+    reusable: bool = False
+    # How queue.yaml's `defaults.params` apply to its params: (params, defaults by kind) -> params.
+    # None: `defaults.params.<this kind>` under the job's own. A tune also hands the fine-tune
+    # defaults to the fine-tunes it runs.
+    with_defaults: Callable[[dict, dict[str, dict]], dict] | None = None
 
     def parse(self, params: dict | None) -> BaseModel:
         try:
@@ -119,10 +129,15 @@ def _message(err: dict) -> str:
 
 def builtin_names() -> list[str]:
     """The kinds in this package, found from its module names (nothing is imported)."""
+    return list(_builtin_names())
+
+
+@lru_cache(maxsize=1)
+def _builtin_names() -> tuple[str, ...]:
     import jobs
 
-    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__)
-                  if not m.name.startswith("_") and m.name not in SUPPORT_MODULES)
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(jobs.__path__)
+                        if not m.name.startswith("_") and m.name not in SUPPORT_MODULES))
 
 
 _loaded: dict[str, Kind] = {}
@@ -186,7 +201,7 @@ def _plugins() -> dict[str, tuple[Kind, str]]:
 
 
 def get_kind(name: str) -> Kind:
-    if name in builtin_names():
+    if name in _builtin_names():
         return _builtin(name)
     plugin = _plugins().get(name)
     if plugin is None:

@@ -13,7 +13,6 @@ import subprocess
 from pydantic import BaseModel, ConfigDict, Field
 
 from .context import JobContext, Preempted
-from .proc import die_with_parent
 from .registry import Kind
 
 
@@ -36,12 +35,15 @@ def run(params: Params, ctx: JobContext) -> None:
     if ctx.should_stop():  # asked to stop before the program started: do not start it
         raise Preempted("stopped before the program started")
     try:
-        # Output goes straight to the job's log (inherited stdout/stderr).
-        result = subprocess.run(params.argv, env=env, cwd=cwd, preexec_fn=die_with_parent)
+        # Output goes straight to the job's log (inherited stdout/stderr). No preexec_fn: it would
+        # force a slow fork of the runner; the runner kills whatever a job leaves, also when its
+        # worker dies (scheduler/runner.py).
+        result = subprocess.run(params.argv, env=env, cwd=cwd)
     except FileNotFoundError:
         raise CommandFailed(f"program not found: {params.argv[0]}") from None
     if result.returncode != 0:
         raise CommandFailed(f"{params.argv[0]} exited with code {result.returncode}")
 
 
-KIND = Kind("shell", Params, run, summary="run a program (no shell) on the slot's GPU or CPU")
+# The program runs in its own process: the runner keeps nothing of it and can take the next job.
+KIND = Kind("shell", Params, run, summary="run a program (no shell) on the slot's GPU or CPU", reusable=True)

@@ -34,4 +34,4 @@ def run(params: Params, ctx: JobContext) -> None:
     print(f"slept {params.seconds}s", flush=True)
 
 
-KIND = Kind("sleep", Params, run, summary="wait with progress; stops when asked (worker checks)")
+KIND = Kind("sleep", Params, run, summary="wait with progress; stops when asked (worker checks)", reusable=True)

@@ -17,6 +17,7 @@ from pipeline.config import TaptConfig
 from .common import (
     DEFAULT_TEST,
     DEFAULT_TRAIN,
+    TRAINING_MODULES,
     ModelRef,
     data_path,
     hooks_for,
@@ -67,6 +68,7 @@ def preflight(params, pre) -> None:
 
 KIND = Kind(
     "tapt", Params, run, preflight=preflight, outputs=("model", "result", "final_mlm_loss", "final_perplexity"),
+    preload=TRAINING_MODULES,
     summary="continued masked-LM pretraining (TAPT) on the task's own texts",
     display=Display(curves=(Curve("mlm_loss", "val"), Curve("mlm_loss", "train")), colour="#6a9f58"),
 )

@@ -19,7 +19,8 @@ from sqlalchemy import Connection, Engine, Row
 from .errors import InvalidTransition, NotFound, PlanError
 from .fmt import short
 from .store import queries as q
-from .store.engine import READ_ONLY, db_now
+from .store.engine import READ_ONLY, DbClock
+from .store.hotpath import HotPath
 from .store.migrate import open_database
 from .store.states import (
     CANCELLED,
@@ -33,7 +34,7 @@ from .store.states import (
     SUCCEEDED,
     UPSTREAM_FAILED,
 )
-from .submission import REFUSED, REPLACE, RERUN, SAME, SubmitPlan, archived_name, hash_batch, plan_submission
+from .submission import REFUSED, REPLACE, RERUN, SAME, Planned, SubmitPlan, archived_name, hash_batch, plan_submission
 
 __all__ = ["JobQueue", "JobSpec", "ClaimedJob", "HeartbeatReply", "run_folder_name", "DEFAULT_LEASE_S",
            "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "KILLED", "LOST", "CANCELLED", "UPSTREAM_FAILED",
@@ -80,6 +81,8 @@ class ClaimedJob:
     log_path: str | None
     priority: int = 0
     preemptible: bool = False
+    group_name: str | None = None
+    hooks: dict | None = None
 
     @property
     def label(self) -> str:
@@ -125,6 +128,9 @@ class JobQueue:
 
     def __init__(self, url: str | None = None, *, engine: Engine | None = None):
         self.engine = engine if engine is not None else open_database(url)
+        self.clock = DbClock()
+        # claim() and succeed() on the driver's connection where the dialect allows (hotpath.py)
+        self.hot = HotPath(self.engine, self.clock) if HotPath.usable(self.engine) else None
         self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
         self.url = self.engine.url.render_as_string(hide_password=False)
 
@@ -139,6 +145,8 @@ class JobQueue:
             yield conn
 
     def dispose(self) -> None:
+        if self.hot is not None:
+            self.hot.close()
         self.engine.dispose()
 
     # ---- submit -------------------------------------------------------------------------------
@@ -195,28 +203,38 @@ class JobQueue:
         return SubmitPlan(planned, removed)
 
     def _apply(self, conn: Connection, plan: SubmitPlan) -> None:
-        now = db_now(conn)
+        """Write the plan: new jobs in one multi-row INSERT, their dependencies in another, and one
+        query for the whole batch to find jobs whose upstream already failed (a large campaign
+        costs a few statements, not a few per job)."""
+        now = self.clock.now(conn)
         ids_by_name: dict[str, int] = {}
-        written = []  # specs whose row was written now: their dependencies are (re)inserted
+        fresh: list[Planned] = []  # inserted below, all at once
         for p in plan.jobs:
             spec = p.spec
             if p.action in (SAME, *REFUSED):  # refused ones only reach here in a dry run
                 ids_by_name[spec.name] = p.job_id
-                continue
-            if p.action == REPLACE:
+            elif p.action == REPLACE:
                 if not q.rewrite_job(conn, p.job_id, **self._row_values(spec)):
                     raise PlanError(f"job '{spec.name}' started meanwhile; submit again (nothing was submitted)")
                 q.delete_dependencies(conn, p.job_id)
                 ids_by_name[spec.name] = p.job_id
+            elif p.twin is not None:
+                ids_by_name[spec.name] = p.job_id = self._insert_reused(conn, spec, p.twin, now)
             else:
                 if p.action == RERUN:
                     q.rename_job(conn, p.job_id, archived_name(spec.name, p.job_id))
-                ids_by_name[spec.name] = self._insert(conn, spec, now, twin=p.twin)
-            p.job_id = ids_by_name[spec.name]
-            written.append(spec)
+                fresh.append(p)
+        new_ids = q.insert_jobs(conn, [dict(self._row_values(p.spec), status=QUEUED, attempts=0, created_at=now)
+                                       for p in fresh])
+        for p, job_id in zip(fresh, new_ids):
+            ids_by_name[p.spec.name] = p.job_id = job_id
+        written = [p.spec for p in plan.jobs if p.action not in (SAME, *REFUSED)]
         self._insert_dependencies(conn, written, ids_by_name)
-        for spec in written:
-            self._fail_if_upstream_already_failed(conn, ids_by_name[spec.name], now)
+        waiting = [ids_by_name[s.name] for s in written if s.after]
+        for job_id, failed in q.failed_dependencies(conn, waiting).items():
+            self._mark_upstream_failed(conn, failed.id, failed.name, failed.status, now, roots=[job_id])
+        if written:
+            q.notify_change(conn)
 
     @staticmethod
     def _row_values(spec: JobSpec) -> dict:
@@ -225,35 +243,29 @@ class JobQueue:
                     preemptible=spec.preemptible, group_name=spec.group_name, spec_hash=spec.spec_hash,
                     source=spec.source, hooks=spec.hooks or None)
 
-    def _insert(self, conn: Connection, spec: JobSpec, now: datetime, *, twin: int | None = None) -> int:
-        """A new queued job; or, reusing `twin`'s results, a job that succeeded as that one did."""
-        values = dict(self._row_values(spec), status=QUEUED, attempts=0, created_at=now)
-        if twin is not None:
-            source = q.job_row(conn, twin)
-            values.update(status=SUCCEEDED, reused_from=twin, started_at=now, finished_at=now,
-                          output_dir=source.output_dir, log_path=source.log_path, exit_code=0,
-                          message=f"reused the results of job {twin} ('{source.name}'): same inputs")
-        job_id = q.insert_job(conn, **values)
-        if twin is not None:
-            q.copy_records(conn, twin, job_id)
+    def _insert_reused(self, conn: Connection, spec: JobSpec, twin: int, now: datetime) -> int:
+        """A job that succeeded as `twin` did, with its results (metrics, artifacts, run folder)."""
+        source = q.job_row(conn, twin)
+        job_id = q.insert_job(conn, **self._row_values(spec), status=SUCCEEDED, attempts=0, created_at=now,
+                              reused_from=twin, started_at=now, finished_at=now, output_dir=source.output_dir,
+                              log_path=source.log_path, exit_code=0,
+                              message=f"reused the results of job {twin} ('{source.name}'): same inputs")
+        q.copy_records(conn, twin, job_id)
         return job_id
 
     @staticmethod
     def _insert_dependencies(conn: Connection, specs: list[JobSpec], ids_by_name: dict[str, int]) -> None:
         outside = sorted({a for spec in specs for a in spec.after if a not in ids_by_name})
         existing = q.job_ids_by_name(conn, outside)
+        pairs = []
         for spec in specs:
             for dep in dict.fromkeys(spec.after):
                 dep_id = ids_by_name.get(dep, existing.get(dep))
                 if dep_id is None:
                     raise PlanError(f"job '{spec.name}': unknown dependency '{dep}' in after "
                                     "(not in this batch, not in the queue); nothing was submitted")
-                q.insert_dependency(conn, ids_by_name[spec.name], dep_id)
-
-    def _fail_if_upstream_already_failed(self, conn: Connection, job_id: int, now: datetime) -> None:
-        failed = q.failed_dependency(conn, job_id, lock=True)
-        if failed:
-            self._mark_upstream_failed(conn, failed.id, failed.name, failed.status, now, roots=[job_id])
+                pairs.append((ids_by_name[spec.name], dep_id))
+        q.insert_dependencies(conn, pairs)
 
     # ---- claim --------------------------------------------------------------------------------
 
@@ -264,11 +276,21 @@ class JobQueue:
         Runnable: queued, every dependency succeeded, asks for no more GPUs than the slot has, and
         the queue is not drained. Order: priority high to low, then first submitted first.
         """
+        if self.hot is not None:
+            def paths(job_id: int, name: str):
+                if runs_root is None:
+                    return None
+                run_dir = Path(runs_root).resolve() / run_folder_name(job_id, name)
+                return str(run_dir), str(run_dir / "log.txt")
+
+            row = self.hot.claim({"b_worker": worker_id, "b_slot": slot, "slot_gpus": slot_gpus,
+                                  "lease": timedelta(seconds=lease_s)}, paths)
+            return None if row is None else ClaimedJob(**row)
         with self.write() as conn:
             candidate = q.claim_candidate(conn, slot_gpus)
             if candidate is None:
                 return None
-            now = db_now(conn)
+            now = self.clock.now(conn)
             run_dir = None
             if runs_root is not None:
                 run_dir = Path(runs_root).resolve() / run_folder_name(candidate.id, candidate.name)
@@ -277,6 +299,11 @@ class JobQueue:
                           b_output_dir=str(run_dir) if run_dir else None,
                           b_log_path=str(run_dir / "log.txt") if run_dir else None)
             return None if row is None else ClaimedJob(**row._asdict())
+
+    def upcoming_kinds(self, limit: int = 10) -> list[str]:
+        """The kinds of the next runnable jobs, in claim order (what a spare runner should import)."""
+        with self.read() as conn:
+            return q.upcoming_kinds(conn, limit)
 
     def top_waiting_priority(self, slot_gpus: int) -> int | None:
         """Priority of the job the next claim for such a slot would take (None: nothing runnable)."""
@@ -288,15 +315,19 @@ class JobQueue:
     def heartbeat(self, job_id: int, worker_id: int, *, lease_s: float = DEFAULT_LEASE_S) -> HeartbeatReply:
         """Renew the lease of a job this worker runs, by the database's clock."""
         with self.write() as conn:
-            cancel = q.renew_lease(conn, job_id, worker_id, db_now(conn) + timedelta(seconds=lease_s))
+            cancel = q.renew_lease(conn, job_id, worker_id, self.clock.now(conn) + timedelta(seconds=lease_s))
             return HeartbeatReply(lease_held=cancel is not None, cancel_requested=bool(cancel))
 
     # ---- endings ------------------------------------------------------------------------------
 
     def succeed(self, job_id: int, worker_id: int, *, exit_code: int = 0) -> bool:
         """running -> succeeded."""
+        if self.hot is not None:
+            return self.hot.succeed(job_id, worker_id, exit_code)
         with self.write() as conn:
-            return q.succeed(conn, job_id, worker_id, db_now(conn), exit_code)
+            done = q.succeed(conn, job_id, worker_id, self.clock.now(conn), exit_code)
+            q.notify_change(conn)  # its dependents may run now
+            return done
 
     def fail(self, job_id: int, worker_id: int, *, kind: str = FAILED, message: str = "",
              exit_code: int | None = None, permanent: bool = False) -> str | None:
@@ -309,7 +340,7 @@ class JobQueue:
         if kind not in (FAILED, KILLED):
             raise ValueError(f"fail() takes kind failed or killed, not {kind!r}")
         with self.write() as conn:
-            now = db_now(conn)
+            now = self.clock.now(conn)
             if self._cancel_if_requested(conn, job_id, worker_id, now, exit_code):
                 return CANCELLED
             row = q.attempts_of(conn, job_id)
@@ -317,25 +348,30 @@ class JobQueue:
                 return None
             final = permanent or row.attempts >= row.max_attempts
             status = kind if final else QUEUED
-            if not q.finish_owned(conn, job_id, worker_id, status=status, failure_kind=kind, message=message,
+            if not q.finish_owned(conn, job_id, worker_id, now, status=status, failure_kind=kind, message=message,
                                   exit_code=exit_code, finished_at=now if final else None,
                                   worker_id=worker_id if final else None):
                 return None
             if final:
                 self._mark_upstream_failed(conn, job_id, row.name, kind, now)
+            else:
+                q.notify_change(conn)
             return status
 
     def preempt(self, job_id: int, worker_id: int, *, message: str = "preempted") -> bool:
         """running -> queued, without spending an attempt: the job was stopped from outside."""
         with self.write() as conn:
-            if self._cancel_if_requested(conn, job_id, worker_id, db_now(conn), None):
+            now = self.clock.now(conn)
+            if self._cancel_if_requested(conn, job_id, worker_id, now, None):
                 return True
-            return q.requeue_preempted(conn, job_id, worker_id, message)
+            requeued = q.requeue_preempted(conn, job_id, worker_id, message, now)
+            q.notify_change(conn)
+            return requeued
 
     def finish_cancel(self, job_id: int, worker_id: int, *, exit_code: int | None = None) -> bool:
         """running (cancel requested) -> cancelled, once the worker has killed it."""
         with self.write() as conn:
-            return self._cancel_if_requested(conn, job_id, worker_id, db_now(conn), exit_code)
+            return self._cancel_if_requested(conn, job_id, worker_id, self.clock.now(conn), exit_code)
 
     def _cancel_if_requested(self, conn: Connection, job_id: int, owner: int | None, now: datetime,
                              exit_code: int | None) -> bool:
@@ -371,7 +407,7 @@ class JobQueue:
         Returns the resulting status: `cancelled`, or `running` with the cancel requested.
         """
         with self.write() as conn:
-            now = db_now(conn)
+            now = self.clock.now(conn)
             # Two tries: a worker may claim the job between our read and our guarded update.
             for _ in range(2):
                 row = self._get(conn, job_id)
@@ -416,6 +452,7 @@ class JobQueue:
                 if q.requeue_fresh(conn, dep_id, UPSTREAM_FAILED):
                     requeued.append(dep_id)
                     todo.extend(q.dependents(conn, [dep_id]))
+            q.notify_change(conn)
             return requeued
 
     def remove(self, job_ids: list[int]) -> list[Row]:
@@ -462,6 +499,7 @@ class JobQueue:
             if not q.set_priority(conn, job_id, priority):
                 raise InvalidTransition(f"job {job_id} ('{row.name}') is {row.status}; its priority "
                                         "no longer matters")
+            q.notify_change(conn)
 
     # ---- leases, drain, workers ---------------------------------------------------------------
 
@@ -473,7 +511,7 @@ class JobQueue:
         """
         message = "its worker stopped renewing the lease (worker killed or host lost)"
         with self.write() as conn:
-            now = db_now(conn)
+            now = self.clock.now(conn)
             requeued, lost = [], []
             for job in q.stale_jobs(conn, now, exclude_worker=exclude_worker):
                 if self._cancel_if_requested(conn, job.id, None, now, None):
@@ -484,6 +522,8 @@ class JobQueue:
                 elif q.end_stale(conn, job.id, now, requeue=False, message=message):
                     lost.append(job.id)
                     self._mark_upstream_failed(conn, job.id, job.name, LOST, now)
+            if requeued:
+                q.notify_change(conn)
             return requeued, lost
 
     def drain(self) -> None:
@@ -494,6 +534,7 @@ class JobQueue:
     def resume(self) -> None:
         with self.write() as conn:
             q.set_meta(conn, "drained", "0")
+            q.notify_change(conn)
 
     def is_drained(self) -> bool:
         with self.read() as conn:
@@ -501,12 +542,12 @@ class JobQueue:
 
     def register_worker(self, host: str, pid: int, slots: list[str]) -> int:
         with self.write() as conn:
-            return q.insert_worker(conn, host, pid, slots, db_now(conn))
+            return q.insert_worker(conn, host, pid, slots, self.clock.now(conn))
 
     def worker_heartbeat(self, worker_id: int, state: str | None = None,
                          gpu_stats: list[dict] | None = None) -> None:
         with self.write() as conn:
-            values = {"heartbeat": db_now(conn)}
+            values = {"heartbeat": self.clock.now(conn)}
             if state:
                 values["state"] = state
             if gpu_stats is not None:

@@ -249,7 +249,7 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
     merged = {k: getattr(entry, k) if getattr(entry, k) is not None else
               (getattr(defaults, k) if getattr(defaults, k) is not None else v)
               for k, v in BUILTIN_DEFAULTS.items()}
-    params = {**defaults.params.get(entry.kind, {}), **entry.params}
+    params = _with_defaults(entry.kind, entry.params, defaults.params)
     params = _fill(params, variables, f"{label}, field params")
     try:
         get_kind(entry.kind).parse(params)
@@ -265,6 +265,18 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
         # `after` is resolved once every job's name is known; keep the raw strings and variables.
         after=[(a, variables) for a in ([entry.after] if isinstance(entry.after, str) else entry.after)],
     )
+
+
+def _with_defaults(kind_name: str, params: dict, defaults: dict[str, dict]) -> dict:
+    """The job's params over `defaults.params.<kind>`, or as the kind merges them (a tune also
+    passes the fine-tune defaults to its trials)."""
+    try:
+        kind = get_kind(kind_name)
+    except UnknownKind:
+        return params  # reported as the kind's error by the caller
+    if kind.with_defaults is not None:
+        return kind.with_defaults(params, defaults)
+    return {**defaults.get(kind_name, {}), **params}
 
 
 def _hooks(merged: dict, variables: dict, label: str) -> dict | None:

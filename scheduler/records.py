@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from .errors import NotFound
 from .jobqueue import JobQueue
 from .store import queries as q
-from .store.engine import db_now
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Records:
     def log_metric(self, job_id: int, key: str, value: float, step: int | None = None,
                    split: str | None = None) -> None:
         with self.queue.write() as conn:
-            q.insert_metric(conn, job_id, key, float(value), step, split, db_now(conn))
+            q.insert_metric(conn, job_id, key, float(value), step, split, self.queue.clock.now(conn))
 
     def add_artifact(self, job_id: int, name: str, path: str) -> None:
         """Record a file the job produced; a second call with the same name replaces the path."""

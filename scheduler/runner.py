@@ -1,17 +1,26 @@
-"""Entry point of the child process that runs one job: `python -m scheduler.runner JOB_ID PARENT_PID`.
+"""The child process that runs jobs: `python -m scheduler.runner --serve PARENT_PID REPORT_FD [MODULE...]`.
 
 The worker starts it as a fresh interpreter (never a fork: a forked CUDA context is unusable, and
-the worker must never have imported torch). Its exit code tells the worker how the job ended:
-0 succeeded, PREEMPTED_EXIT stopped on request, anything else failed. The one-line reason of a
-failure goes to the job's row (`error`, so it survives a deleted run folder) and to ERROR_FILE in
-the job's folder; the traceback goes to the job's log.
+the worker must never have imported torch), in its own session, with the slot's environment. The
+runner imports MODULEs first (torch, transformers, the kinds the queue's next jobs need: nothing
+that starts CUDA), says `ready`, and waits on stdin for a job: one JSON line with the job, the
+environment it adds (its devices, its run token) and the database password. A runner that does
+this ahead of the claim is the slot's *spare*: a claimed job starts without paying for imports.
 
-Nothing the job starts outlives it: the runner is a child subreaper, kills every process below it
-when the job ends, and does the same when its worker dies (`WORKER_GONE_SIGNAL`, see jobs/proc.py).
+It reports on REPORT_FD (JSON lines): `{"ready": pid}`, then `{"done": job_id, "exit": code,
+"again": bool}`. `again`: the job's kind keeps no state in the process (`Kind.reusable`) and was
+not stopped, so this runner takes the next job too; otherwise it exits with that code. Exit
+codes: 0 succeeded, PREEMPTED_EXIT stopped on request, INPUT_ERROR_EXIT its inputs are wrong,
+anything else failed. The one-line reason of a failure goes to the job's row (`error`) and to
+ERROR_FILE in its folder; the traceback goes to the job's log (stdout and stderr are the log).
+
+Nothing a job starts outlives it: the runner is a child subreaper, kills every process below it
+when the job ends, and does the same when its worker dies (`WORKER_GONE_SIGNAL`, jobs/proc.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -53,93 +62,187 @@ def _write_error(output_dir: Path, message: str) -> None:
         pass
 
 
-def _database_url() -> str:
-    """$SCHED_DB, with the password the worker sent through a pipe (it is kept out of the job's
-    environment: see docs/operations.md)."""
-    url = os.environ["SCHED_DB"]
-    fd = os.environ.pop("SCHED_DB_PASSWORD_FD", None)
-    if fd is None:
-        return url
-    from .store.engine import with_password
+class _Reports:
+    """The pipe back to the worker: one JSON object per line."""
 
-    with os.fdopen(int(fd), encoding="utf-8") as pipe:
-        return with_password(url, pipe.read())
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def send(self, **message) -> None:
+        os.write(self.fd, (json.dumps(message) + "\n").encode())
+
+
+class _Queue:
+    """The queue's database, opened on first use (a shell job that logs nothing never opens it)."""
+
+    def __init__(self):
+        self.url: str | None = None
+        self._queue = None
+        self._records = None
+
+    def records(self):
+        if self._records is None:
+            from .jobqueue import JobQueue
+            from .records import Records
+
+            self._queue = JobQueue(self.url)
+            self._records = Records(self._queue)
+        return self._records
+
+    def set_url(self, url: str) -> None:
+        if url != self.url:
+            self.close()
+            self.url = url
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.dispose()
+        self._queue = self._records = None
+
+
+class _LazyReporter:
+    """A job context's reporter that opens the database when the job first reports something."""
+
+    def __init__(self, queue: _Queue):
+        self.queue = queue
+
+    def __getattr__(self, name):
+        return getattr(self.queue.records(), name)
 
 
 def main(argv: list[str]) -> int:
-    job_id, parent_pid = int(argv[0]), int(argv[1])
+    if not argv or argv[0] != "--serve":
+        sys.exit("usage: python -m scheduler.runner --serve PARENT_PID REPORT_FD [MODULE...]")
+    parent_pid, reports = int(argv[1]), _Reports(int(argv[2]))
     # The handler first: Linux may send the signal as soon as prctl has run.
     signal.signal(WORKER_GONE_SIGNAL, _worker_gone)
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGUSR1, stop.set)
 
-    from jobs.proc import become_subreaper, die_with_parent, kill_tree
+    from jobs.proc import become_subreaper, die_with_parent
 
     die_with_parent(WORKER_GONE_SIGNAL)
     if os.getppid() != parent_pid:  # the worker died before prctl took effect
         return WORKER_GONE_EXIT
     become_subreaper()
-    try:
-        return _run(job_id, stop)
-    finally:
-        kill_tree(os.getpid())  # whatever the job left running (a server, `cmd &`, a setsid daemon)
+    _preload(argv[3:])
+    reports.send(ready=os.getpid())
+    return _serve(reports, stop)
 
 
-def _run(job_id: int, stop: _StopFlag) -> int:
+def _preload(modules: list[str]) -> None:
+    """Import what the next jobs will need, before they are claimed (a missing one is left out)."""
+    import jobs  # noqa: F401 - the registry, for every job
+
+    from . import jobqueue, records  # noqa: F401 - the database, for any job that reports
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the job imports it itself, and says why if it fails
+            print(f"preload of {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
+def _serve(reports: _Reports, stop: _StopFlag) -> int:
+    from jobs.proc import kill_tree
+
+    base_env = dict(os.environ)
+    queue = _Queue()
+    while True:
+        line = sys.stdin.readline()
+        if not line:  # the worker closed our stdin: no more jobs
+            queue.close()
+            return 0
+        order = json.loads(line)
+        _attach_log(order["log_path"])
+        os.environ.clear()
+        os.environ.update({**base_env, **order["env"]})
+        queue.set_url(_with_password(order["env"]["SCHED_DB"], order.get("password")))
+        try:
+            code, reusable = _run(order["job"], stop, queue)
+        finally:
+            kill_tree(os.getpid())  # whatever the job left running (a server, `cmd &`, a setsid daemon)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        again = reusable and order.get("reuse", False) and not stop() and code in (0, 1, INPUT_ERROR_EXIT)
+        reports.send(done=order["job"]["id"], exit=code, again=again)
+        if not again:
+            queue.close()
+            return code
+
+
+def _attach_log(path: str) -> None:
+    """The job's log becomes this process's stdout and stderr (its programs inherit them)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # its run folder may have been deleted meanwhile
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """The database URL with the password the worker sent (it is kept out of the job's environment)."""
+    if password is None:
+        return url
+    from .store.engine import with_password
+
+    return with_password(url, password)
+
+
+def _run(job: dict, stop: _StopFlag, queue: _Queue) -> tuple[int, bool]:
+    """Run one job; (exit code, whether its kind lets this runner take another job)."""
     from functools import partial
 
     from jobs import get_kind
     from jobs.context import JobContext, Preempted
 
-    from .jobqueue import JobQueue
-    from .records import Records
     from .store.studies import open_storage
 
-    db_url = _database_url()
-    queue = JobQueue(db_url)
-    records = Records(queue)
+    output_dir = Path(job["output_dir"])
+    (output_dir / ERROR_FILE).unlink(missing_ok=True)
+    reporter = _LazyReporter(queue)
+    ctx = JobContext(job_id=job["id"], name=job["name"], output_dir=output_dir,
+                     device=os.environ.get("SCHED_DEVICE", "cpu"), reporter=reporter,
+                     attempt=job["attempts"], stop_requested=stop, group=job.get("group_name"),
+                     db_url=queue.url, studies=partial(open_storage, queue.url))
+    reusable = False
     try:
-        row = queue.get(job_id)
-        output_dir = Path(row.output_dir)
-        (output_dir / ERROR_FILE).unlink(missing_ok=True)
-        ctx = JobContext(job_id=row.id, name=row.name, output_dir=output_dir,
-                         device=os.environ.get("SCHED_DEVICE", "cpu"), reporter=records,
-                         attempt=row.attempts, stop_requested=stop, group=row.group_name,
-                         db_url=db_url, studies=partial(open_storage, db_url))
+        if stop():  # asked to stop while this runner was starting: do not start the job
+            raise Preempted("stopped before the job started")
+        kind = get_kind(job["kind"])
+        reusable = kind.reusable
+        params = kind.parse(job["params"])
+        _preflight(kind, params, job["name"], reporter)
+        kind.run(params, ctx)
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr, flush=True)
+        return PREEMPTED_EXIT, reusable
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the worker as a reason
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}"
+        _write_error(output_dir, message)
         try:
-            if stop():  # asked to stop while this interpreter was starting: do not start the job
-                raise Preempted("stopped before the job started")
-            kind = get_kind(row.kind)
-            params = kind.parse(row.params)
-            _preflight(kind, params, row.name, records)
-            kind.run(params, ctx)
-        except Preempted as exc:
-            print(f"preempted: {exc}", file=sys.stderr, flush=True)
-            return PREEMPTED_EXIT
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach the worker as a reason
+            reporter.set_error(job["id"], message)
+        except Exception:  # noqa: BLE001 - the database is unreachable: the file has the reason
             traceback.print_exc()
-            message = f"{type(exc).__name__}: {exc}"
-            _write_error(output_dir, message)
-            try:
-                records.set_error(job_id, message)
-            except Exception:  # noqa: BLE001 - the database is unreachable: the file has the reason
-                traceback.print_exc()
-            return INPUT_ERROR_EXIT if _is_input_error(exc) else 1
-        return 0
-    finally:
-        queue.dispose()
+        return (INPUT_ERROR_EXIT if _is_input_error(exc) else 1), reusable and isinstance(exc, Exception)
+    return 0, reusable
 
 
-def _preflight(kind, params, name: str, records) -> None:
+def _preflight(kind, params, name: str, reporter) -> None:
     """The kind's input checks once more, right before it runs (a file may have changed since submit)."""
+    if kind.preflight is None:
+        return
     from jobs.preflight import OtherJob, Preflight
 
     from .errors import NotFound
 
     def lookup(other: str) -> OtherJob | None:
         try:
-            record = records.job(other)
+            record = reporter.job(other)
         except NotFound:
             return None
         return OtherJob(record.name, record.kind, record.params or {}, record.status)

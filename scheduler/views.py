@@ -13,6 +13,7 @@ from .fmt import duration as fmt_duration
 from .fmt import iso
 from .jobqueue import JobQueue
 from .kinds import headline_metrics
+from .store import busy
 from .store import queries as q
 from .store.engine import db_now
 from .store.states import ALL_STATES, QUEUED, RUNNING
@@ -162,19 +163,18 @@ def _busy_share(conn, now: datetime, workers: list[dict], running: list[dict]) -
     The capacity is the live workers' slots; with no worker alive, the slots jobs used in the window.
     """
     since = now - max(BUSY_WINDOWS.values())
-    ended = q.busy_spans(conn, since)
-    current = [(datetime.fromisoformat(j["started_at"]), now, j["slot"]) for j in running if j["started_at"]]
-    used_slots = {slot for _, _, slot in [*ended, *current] if slot}
+    current = [(datetime.fromisoformat(j["started_at"]), j["slot"]) for j in running if j["started_at"]]
+    used_slots = set(q.busy_slots(conn, since)) | {slot for _, slot in current if slot}
     live_slots = [slot for w in workers for slot in w["slots"]]
     kind = "gpu" if any(slot.startswith("gpu") for slot in live_slots or used_slots) else "slot"
     capacity = [slot for slot in (live_slots or sorted(used_slots)) if kind == "slot" or slot.startswith("gpu")]
     slots = len(capacity)
-    spans = [(start, end) for start, end, slot in [*ended, *current]
-             if slot and (kind == "slot" or slot.startswith("gpu"))]
     share = {}
     for label, window in BUSY_WINDOWS.items():
         begin = now - window
-        used = sum(max(0.0, (min(end, now) - max(start, begin)).total_seconds()) for start, end in spans)
+        used = busy.used_seconds(conn, begin, now, gpu_only=kind == "gpu")
+        used += sum(max(0.0, (now - max(start, begin)).total_seconds()) for start, slot in current
+                    if slot and (kind == "slot" or slot.startswith("gpu")))
         share[label] = round(used / (slots * window.total_seconds()), 4) if slots else None
     return {"kind": kind, "slots": slots, **share}
 

@@ -1,7 +1,13 @@
-"""The worker loop: one slot per GPU, one child process per job, the parent owns the database.
+"""The worker loop: one slot per GPU, one runner process per job, the parent owns the database.
 
-`run_once()` is one step (reap finished children, renew leases, enforce timeouts and cancels,
-claim for free slots); `run()` repeats it. Tests drive `run_once` directly instead of sleeping.
+`run_once()` is one step (reap finished jobs, renew leases, enforce timeouts and cancels, claim
+for free slots, keep a spare runner per slot); `run()` repeats it, sleeping between steps until a
+runner reports, the queue's database changes, or a heartbeat is due (`scheduler.wakeup`). Tests
+drive `run_once` directly instead of sleeping.
+
+Warm (the default of `sched worker`): each slot keeps a spare runner that has already imported
+what the next jobs need, and a runner whose job's kind is reusable takes the slot's next job in
+the same process (`scheduler.launch`). Cold: a new runner per claimed job.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,32 +28,37 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.proc import kill_all, processes_with
 
-from .fmt import visible
 from .hooks import reap as reap_hooks
 from .hooks import run_hooks
 from .jobqueue import DEFAULT_LEASE_S, ClaimedJob, JobQueue
+from .launch import RunnerProc, header, start_runner
 from .runner import ERROR_FILE, INPUT_ERROR_EXIT, PREEMPTED_EXIT
 from .slots import Slot, gpu_readings
 from .store.states import CANCELLED, FAILED, KILLED, QUEUED, RUNNING, SUCCEEDED, WorkerState
+from .wakeup import Wakeup
 
 RUN_TOKEN = "SCHED_RUN_TOKEN"  # in every job process's environment: finds what a dead runner left
-PASSWORD_FD = "SCHED_DB_PASSWORD_FD"  # the runner reads the database password from this pipe
 
 log = logging.getLogger("sched.worker")
 
 
 @dataclass
 class Child:
-    """A job running in a child process on one slot."""
+    """A job running in a runner process on one slot."""
 
     job: ClaimedJob
-    proc: subprocess.Popen
+    runner: RunnerProc
     started: float
     last_heartbeat: float
     stop_reason: str | None = None  # why we signalled it: cancel, timeout, shutdown, lease_lost
     term_sent_at: float | None = None
     killed: bool = False
     token: str = ""  # RUN_TOKEN of this attempt's processes
+    done: tuple[int, bool] | None = None  # (exit code, runner takes another job) once it reported
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.runner.proc
 
 
 @dataclass
@@ -60,6 +70,7 @@ class WorkerOptions:
     stop_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     reaper_s: float = 15.0  # how often run() requeues jobs whose lease expired
     max_jobs: int | None = None  # stop claiming after this many jobs
+    warm: bool = False  # spare runners and runner reuse (`sched worker` turns it on; --no-warm off)
 
 
 @dataclass
@@ -69,12 +80,15 @@ class WorkerLoop:
     options: WorkerOptions = field(default_factory=WorkerOptions)
     worker_id: int | None = None
     children: dict[str, Child] = field(default_factory=dict)  # slot name -> child
+    spares: dict[str, RunnerProc] = field(default_factory=dict)  # slot name -> idle runner
     claimed: int = 0
     stopping: bool = False
     last_worker_heartbeat: float = float("-inf")
     last_preempt_check: float = float("-inf")
     database_was_down: bool = False  # the next step renews every lease before anything else
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this worker's part of RUN_TOKEN
+    _wake_r: int | None = field(default=None, repr=False)  # request_stop() writes here to end a wait
+    _wake_w: int | None = field(default=None, repr=False)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -91,6 +105,11 @@ class WorkerLoop:
         if not self.stopping:
             log.warning("stopping: asking %d running job(s) to stop", len(self.children))
         self.stopping = True
+        if self._wake_w is not None:  # an idle run() is waiting: wake it now (safe in a signal handler)
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
 
     def run(self, *, until_empty: bool = False) -> None:
         """Run steps until stopped (SIGTERM/SIGINT), or until nothing is left when `until_empty`."""
@@ -104,6 +123,10 @@ class WorkerLoop:
             if main else {}
         reaper = start_reaper(self.queue, self.options.reaper_s, worker_id=self.worker_id,
                               lease_s=self.options.lease_s)
+        wakeup = Wakeup(self.queue)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         failures = 0
         try:
             while True:
@@ -119,16 +142,43 @@ class WorkerLoop:
                     time.sleep(self._after_database_error(exc, failures))
                     continue
                 if not busy:
-                    time.sleep(self.options.poll_s)
+                    wakeup.wait([*self._report_fds(), self._wake_r], self._idle_timeout())
+                    _drain(self._wake_r)
         finally:
-            for child in self.children.values():  # only after an unexpected error: leave nothing behind
-                self._kill_group(child, signal.SIGKILL)
-                kill_all(processes_with(RUN_TOKEN, child.token))
+            wakeup.close()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            self._wake_r = self._wake_w = None
+            self.close()
             reaper.shutdown(wait=False)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.queue.worker_heartbeat(self.worker_id, state=WorkerState.STOPPED.value)
             log.info("worker %s stopped after %d job(s)", self.worker_id, self.claimed)
+
+    def close(self) -> None:
+        """Stop every runner of this worker: idle spares, and (after an unexpected error) jobs."""
+        for child in self.children.values():
+            self._kill_group(child, signal.SIGKILL)
+            kill_all(processes_with(RUN_TOKEN, child.token))
+            child.runner.release()
+        for spare in self.spares.values():
+            spare.release()
+            _kill_runner(spare)
+        self.spares.clear()
+
+    def _report_fds(self) -> list[int]:
+        runners = [c.runner for c in self.children.values()] + list(self.spares.values())
+        return [r.reports for r in runners if not r.closed and r.reports >= 0]
+
+    def _idle_timeout(self) -> float:
+        """Until the next heartbeat is due (leases, timeouts and the preemption check run then)."""
+        due = self.last_worker_heartbeat + self.options.heartbeat_s
+        for child in self.children.values():
+            due = min(due, child.last_heartbeat + self.options.heartbeat_s)
+            if child.job.timeout_s:
+                due = min(due, child.started + child.job.timeout_s)
+        return max(0.01, min(self.options.poll_s, due - time.monotonic()))
 
     def _after_database_error(self, exc: SQLAlchemyError, failures: int) -> float:
         """The database is unreachable, locked, or lost its tables: keep the jobs running and try
@@ -195,25 +245,76 @@ class WorkerLoop:
             changed |= self._claim_for_free_slots(now)
             if not changed:
                 self._preempt_for_waiting_jobs(now)
+        if self.options.warm and not self.stopping:
+            self._keep_spares()
         return changed
 
     def _reap_finished(self) -> bool:
         changed = False
         for slot_name, child in list(self.children.items()):
-            code = child.proc.poll()
+            code = _ending(child)
             if code is None:
                 continue
-            # Whatever the job left running (a server, `cmd &`, a daemon of a runner that died
-            # abruptly) would hold the slot's GPU after the slot is given to the next job.
-            self._kill_group(child, signal.SIGKILL)
-            kill_all(processes_with(RUN_TOKEN, child.token))
+            again = bool(child.done and child.done[1]) and child.stop_reason is None
+            if not again:
+                # Whatever the job left running (a server, `cmd &`, a daemon of a runner that died
+                # abruptly) would hold the slot's GPU after the slot is given to the next job.
+                self._kill_group(child, signal.SIGKILL)
+            if child.done is None or child.stop_reason is not None:
+                # The runner did not end the job itself (killed, crashed): find its processes by token.
+                kill_all(processes_with(RUN_TOKEN, child.token))
             final = self._record_ending(child, code)
             del self.children[slot_name]  # only once recorded: a database error retries the step
-            if final is not None:
+            self._after_runner(slot_name, child.runner, again)
+            if final is not None and child.job.hooks:
                 run_hooks(self.queue, child.job.id, final)
             changed = True
         reap_hooks()
         return changed
+
+    def _after_runner(self, slot_name: str, runner: RunnerProc, again: bool) -> None:
+        """A runner that may take another job becomes the slot's spare (if it has none)."""
+        if again and not self.stopping and slot_name not in self.spares:
+            runner.job_id = None
+            self.spares[slot_name] = runner
+            return
+        runner.release()
+        if runner.proc.poll() is None and not again:
+            try:
+                runner.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_runner(runner)
+
+    def _keep_spares(self) -> None:
+        """One idle runner per slot, its imports done before the next claim. A slot whose job's
+        kind is reusable needs none: that job's runner comes back as the spare."""
+        for slot in self.slots:
+            child = self.children.get(slot.name)
+            if child is not None and _reusable(child.job.kind) and child.stop_reason is None:
+                continue
+            spare = self.spares.get(slot.name)
+            if spare is not None:
+                spare.messages()  # notices `ready`, or that it died
+                if spare.alive():
+                    continue
+                log.warning("spare runner %d on %s ended on its own (exit %s); starting another", spare.pid,
+                            slot.name, spare.proc.poll())
+                spare.release()
+            try:
+                self.spares[slot.name] = start_runner(self._runner_env(slot), self._preload())
+            except OSError as exc:
+                log.warning("cannot start a spare runner on %s: %s", slot.name, exc)
+                self.spares.pop(slot.name, None)
+
+    def _preload(self) -> tuple[str, ...]:
+        """What the queue's next jobs' kinds import (torch and transformers for the ML kinds)."""
+        from jobs.registry import known_kind
+
+        modules: dict[str, None] = {}
+        for name in self.queue.upcoming_kinds(limit=10):
+            kind = known_kind(name)
+            modules.update(dict.fromkeys(kind.preload if kind is not None else ()))
+        return tuple(modules)
 
     def _record_ending(self, child: Child, code: int) -> str | None:
         """Record how the child ended; returns the job's final state (None: queued again, or no
@@ -354,51 +455,98 @@ class WorkerLoop:
                 break  # nothing runnable now; the other free slots would find nothing either
             self.claimed += 1
             try:
-                proc = self._spawn(job, slot)
+                runner, warm = self._spawn(job, slot)
             except OSError as exc:  # runs folder not writable, disk full, ...
                 self._fail(job, FAILED, f"could not start the job: {exc}", None)
                 continue
-            self.children[slot.name] = Child(job, proc, now, now, token=self._run_token(job))
-            log.info("%s started on %s (attempt %d of %d)", job.call, slot.name, job.attempts,
-                     job.max_attempts)
+            self.children[slot.name] = Child(job, runner, now, now, token=self._run_token(job))
+            log.info("%s started on %s (attempt %d of %d, %s runner)", job.call, slot.name, job.attempts,
+                     job.max_attempts, "warm" if warm else "new")
             started = True
         return started
 
     def _run_token(self, job: ClaimedJob) -> str:
         return f"{self.token}-{job.id}-{job.attempts}"
 
-    def _spawn(self, job: ClaimedJob, slot: Slot) -> subprocess.Popen:
+    def _runner_env(self, slot: Slot) -> dict[str, str]:
+        """A runner's environment before any job: the slot's (its GPU, its CPU threads)."""
+        env = {**os.environ, **slot.child_env(slot.gpus), "PYTHONUNBUFFERED": "1"}
+        env.pop(RUN_TOKEN, None)
+        return env
+
+    def _take_runner(self, slot: Slot) -> tuple[RunnerProc, bool]:
+        """The slot's spare when it is alive, else a new runner; (runner, whether it was warm)."""
+        spare = self.spares.pop(slot.name, None)
+        if spare is not None:
+            spare.messages()
+            if spare.alive():
+                return spare, True
+            spare.release()
+        return start_runner(self._runner_env(slot)), False
+
+    def _spawn(self, job: ClaimedJob, slot: Slot) -> tuple[RunnerProc, bool]:
+        """Hand a claimed job to a runner on its slot; (runner, whether it was warm)."""
         from .store.engine import without_password
 
-        output_dir = Path(job.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
+        Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+        runner, warm = self._take_runner(slot)
+        with open(job.log_path, "a", encoding="utf-8") as log_file:  # before the runner writes there
+            log_file.write(header(job, slot.name, socket.gethostname(), warm=warm,
+                                  when=time.strftime("%Y-%m-%d %H:%M:%S")))
         # The job's environment gets the database URL without its password (programs print their
-        # environment, crash reports copy it); the runner reads the password from a pipe.
+        # environment, crash reports copy it); the runner gets the password through its stdin.
         url, password = without_password(self.queue.url)
-        env = {**os.environ, **slot.child_env(job.gpus), "SCHED_DB": url, "PYTHONUNBUFFERED": "1",
-               RUN_TOKEN: self._run_token(job)}
-        env.pop(PASSWORD_FD, None)
-        pass_fds: tuple[int, ...] = ()
-        if password is not None:
-            read_end, write_end = os.pipe()
-            os.write(write_end, password.encode())
-            os.close(write_end)
-            env[PASSWORD_FD], pass_fds = str(read_end), (read_end,)
+        env = {**slot.child_env(job.gpus), "SCHED_DB": url, RUN_TOKEN: self._run_token(job)}
         try:
-            with open(job.log_path, "a", encoding="utf-8") as log_file:
-                log_file.write(f"=== {visible(job.call)} attempt {job.attempts}/{job.max_attempts} on "
-                               f"{socket.gethostname()} {slot.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
-                log_file.flush()
-                # A new session makes the child a process-group leader: timeout, cancel and shutdown
-                # signal the whole group, so programs the job started go too.
-                return subprocess.Popen(
-                    [sys.executable, "-m", "scheduler.runner", str(job.id), str(os.getpid())],
-                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                    start_new_session=True, cwd=os.getcwd(), pass_fds=pass_fds,
-                )
-        finally:
-            for fd in pass_fds:
-                os.close(fd)
+            runner.hand(job, env, password, reuse=self.options.warm)
+        except OSError:  # the runner died just now: a new one
+            runner.release()
+            _kill_runner(runner)
+            runner, warm = start_runner(self._runner_env(slot)), False
+            runner.hand(job, env, password, reuse=self.options.warm)
+        return runner, warm
+
+
+def _ending(child: Child) -> int | None:
+    """The job's exit code once its runner reported it (or exited without reporting), else None."""
+    for message in child.runner.messages():
+        if "done" in message and message["done"] == child.job.id:
+            child.done = (int(message["exit"]), bool(message.get("again")))
+    if child.done is not None:
+        return child.done[0]
+    code = child.runner.proc.poll()
+    if code is None:
+        return None
+    for message in child.runner.messages():  # it may have reported just before it exited
+        if "done" in message and message["done"] == child.job.id:
+            child.done = (int(message["exit"]), bool(message.get("again")))
+    return child.done[0] if child.done is not None else code
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _reusable(kind: str) -> bool:
+    from jobs.registry import known_kind
+
+    found = known_kind(kind)
+    return found is not None and found.reusable
+
+
+def _kill_runner(runner: RunnerProc) -> None:
+    try:
+        os.killpg(runner.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        runner.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _preempt_message(reason: str | None) -> str:

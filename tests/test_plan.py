@@ -95,3 +95,13 @@ def test_a_list_variable_where_a_job_name_belongs_is_a_clear_error(field):
     job = {"name": "x", "kind": "echo", field: "{deps}"}
     with pytest.raises(PlanError, match=f"field {field}.*resolves to \\['p', 'q'\\]"):
         build_plan({"vars": {"deps": ["p", "q"]}, "jobs": [{"name": "p", "kind": "echo"}, job]})
+
+
+def test_defaults_reach_the_params_a_kind_nests():
+    """A tune's `finetune:` gets `defaults.params.finetune`, under what the tune sets there."""
+    raw = {"defaults": {"params": {"finetune": {"epochs": 1, "max_train_rows": 300, "max_length": 64}}},
+           "jobs": [{"name": "t", "kind": "tune",
+                     "params": {"space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-3}},
+                                "finetune": {"epochs": 2}}}]}
+    fixed = build_plan(raw)[0].params["finetune"]
+    assert fixed == {"epochs": 2, "max_train_rows": 300, "max_length": 64}

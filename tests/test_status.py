@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from scheduler.cli import cli
 from scheduler.jobqueue import JobSpec
 from scheduler.records import Records
 from scheduler.render import status_view
+from scheduler.store import busy
 from scheduler.store.schema import jobs
 from scheduler.views import status_snapshot
 
@@ -38,9 +40,10 @@ def busy_queue(queue):
             records.log_metric(job.id, "val_accuracy", 0.6125)
             queue.succeed(job.id, worker)
             finished = queue.get(job.id).finished_at
-            with queue.write() as conn:  # it ran for the last 30 minutes
-                conn.execute(update(jobs).where(jobs.c.id == job.id)
+            with queue.write() as conn:  # it ran for the last 30 minutes (written around the API:
+                conn.execute(update(jobs).where(jobs.c.id == job.id)  # so the busy buckets are rebuilt)
                              .values(started_at=finished - timedelta(minutes=30)))
+                busy.rebuild(conn)
         elif ending == "fail":
             queue.fail(job.id, worker, message="ValueError: label 7 out of range\nmore lines")
         elif ending == "kill":
@@ -108,3 +111,24 @@ def test_json_shape(busy_queue, db_url):
         assert set(job) >= {"id", "name", "kind", "status", "priority", "attempts", "progress"}
     limited = json.loads(CliRunner().invoke(cli, ["--db", db_url, "status", "--json", "--limit", "3"]).output)
     assert [j["name"] for j in limited["jobs"]] == ["after-bad", "after-train", "wants-gpu"]
+
+
+def test_busy_buckets_follow_every_ending_through_the_api(queue):
+    """Each ending adds its attempt's time to sched_busy as it happens; the buckets then agree with
+    a rebuild from the jobs' rows."""
+    worker = queue.register_worker("h", 1, ["gpu0"])
+    queue.submit([spec(f"j{i}", gpus=1) for i in range(4)])
+    endings = [lambda j: queue.succeed(j.id, worker), lambda j: queue.fail(j.id, worker, message="x"),
+               lambda j: (queue.cancel(j.id), queue.finish_cancel(j.id, worker)),
+               lambda j: queue.fail(j.id, worker, kind="killed", message="y")]
+    for end in endings:
+        job = queue.claim(worker, "gpu0", 1)
+        time.sleep(0.05)
+        end(job)
+    with queue.read() as conn:
+        now = conn.execute(select(func.max(jobs.c.finished_at))).scalar() + timedelta(seconds=1)
+        live = busy.used_seconds(conn, now - timedelta(days=1), now, gpu_only=True)
+    with queue.write() as conn:
+        busy.rebuild(conn)
+        rebuilt = busy.used_seconds(conn, now - timedelta(days=1), now, gpu_only=True)
+    assert live == pytest.approx(rebuilt, abs=0.01) and live >= 0.2

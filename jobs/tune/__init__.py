@@ -40,9 +40,25 @@ Logs `trial_value` (step = trial number), `param_<name>` per trial, `trial_prune
 `best_params` (JSON: the best trial's params; see `params_from` of finetune), `best_model`, `val_split`.
 """
 
+from ..common import TRAINING_MODULES
 from ..registry import Display, Kind
 from .params import Params, SpaceParam, parse_until, study_name
 from .tuner import FIRST_START_ATTR, JOB_ATTR, SURPLUS_ATTR, TINY_ATTR, RetryTrial, run
+
+# Fixed settings a tune refuses (its trials need validation rows and their own settings).
+_NOT_FROM_DEFAULTS = ("full_data", "epochs_from", "params_from")
+
+
+def with_defaults(params: dict, defaults: dict[str, dict]) -> dict:
+    """queue.yaml's `defaults.params.tune` under the job's params, and `defaults.params.finetune`
+    under its `finetune:` (the trials are fine-tunes), except what the search space covers."""
+    merged = {**defaults.get("tune", {}), **params}
+    space = merged.get("space") if isinstance(merged.get("space"), dict) else {}
+    inner = merged.get("finetune") if isinstance(merged.get("finetune"), dict) else {}
+    base = {k: v for k, v in defaults.get("finetune", {}).items() if k not in space and k not in _NOT_FROM_DEFAULTS}
+    if base:
+        merged["finetune"] = {**base, **inner}
+    return merged
 
 
 def preflight(params: Params, pre) -> None:
@@ -53,8 +69,9 @@ def preflight(params: Params, pre) -> None:
 
 
 KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settings, resumable, shared by k jobs",
-            display=Display(study=study_name), preflight=preflight,
-            outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial"))
+            display=Display(study=study_name), preflight=preflight, with_defaults=with_defaults,
+            outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial"),
+            preload=("optuna", *TRAINING_MODULES, "pipeline.tuning"))
 
 __all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
            "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]

@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 import traceback
 from functools import cached_property
 
@@ -166,31 +167,42 @@ def _quiet_streams() -> None:
     sys.stdout, sys.stderr = devnull, devnull
 
 
-def _safe_handler():
-    """A RichHandler that never raises: logging must not kill the worker (a closed pipe, a full disk)."""
-    from rich.logging import RichHandler
+class _SafeStreamHandler(logging.StreamHandler):
+    """Log lines to stderr, `[HH:MM:SS] LEVEL message`; never raises (logging must not kill the
+    worker: a closed pipe, a full disk). A plain handler, not rich's: rich lays out every line as
+    a table, about a millisecond each, which a worker running many short jobs would pay twice per
+    job."""
 
-    class SafeRichHandler(RichHandler):
-        broken = False
+    broken = False
+    COLOURS = {"WARNING": "\x1b[33m", "ERROR": "\x1b[1;31m", "CRITICAL": "\x1b[1;31m"}
 
-        def emit(self, record: logging.LogRecord) -> None:
-            if self.broken:
-                return
-            try:
-                super().emit(record)
-            except (OSError, ValueError):  # BrokenPipeError, "I/O operation on closed file"
-                self.broken = True
-                _quiet_streams()
+    def __init__(self):
+        super().__init__(sys.stderr)
+        self.colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
 
-        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-            self.broken = True
-            _quiet_streams()
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(record.created))
+        level = f"{record.levelname:<7}"
+        if self.colour and record.levelname in self.COLOURS:
+            level = f"{self.COLOURS[record.levelname]}{level}\x1b[0m"
+        return f"[{when}] {level} {record.getMessage()}"
 
-    return SafeRichHandler(console=err_console._console, show_path=False, markup=False)
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream = sys.stderr
+            super().emit(record)
+        except (OSError, ValueError):  # BrokenPipeError, "I/O operation on closed file"
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.broken = True
+        _quiet_streams()
 
 
 def setup_logging(verbose: bool) -> None:
-    handler = _safe_handler()
+    handler = _SafeStreamHandler()
     handler.addFilter(_VisibleText())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         datefmt="[%X]", handlers=[handler])

@@ -21,8 +21,10 @@ from .app import console, open_queue, setup_logging
 @click.option("--lease", default=60.0, show_default=True, help="Seconds a job's lease lasts without a heartbeat.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
 @click.option("--grace", default=10.0, show_default=True, help="Seconds a stopping job gets before SIGKILL.")
+@click.option("--warm/--no-warm", default=True, show_default=True,
+              help="Keep a spare runner per slot with the next jobs' imports done, and reuse runners of light jobs.")
 @click.pass_context
-def worker(ctx, gpus, cpu_slots, until_empty, max_jobs, runs, lease, heartbeat, grace) -> None:
+def worker(ctx, gpus, cpu_slots, until_empty, max_jobs, runs, lease, heartbeat, grace, warm) -> None:
     """Run jobs from the queue: one slot per GPU, one child process per job.
 
     SIGTERM or Ctrl-C stops claiming, asks running jobs to stop and queues them again.
@@ -39,7 +41,7 @@ def worker(ctx, gpus, cpu_slots, until_empty, max_jobs, runs, lease, heartbeat, 
         raise SchedError(f"--heartbeat ({heartbeat}s) must be shorter than --lease ({lease}s)")
     setup_logging(ctx.find_root().obj["verbose"])
     options = WorkerOptions(runs_root=runs, lease_s=lease, heartbeat_s=heartbeat, stop_grace_s=grace,
-                            max_jobs=max_jobs, reaper_s=max(1.0, lease / 4))
+                            max_jobs=max_jobs, reaper_s=max(1.0, lease / 4), warm=warm)
     WorkerLoop(open_queue(ctx, create=True), parse_slots(gpus, cpu_slots), options).run(until_empty=until_empty)
 
 

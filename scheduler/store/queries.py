@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import CursorResult
 
+from . import busy
 from .schema import artifacts, cron_fires, deps, jobs, meta, metrics, workers
 from .states import (
     CANCELLED,
@@ -36,11 +37,20 @@ from .states import (
 # ---- the hot path: prebuilt statements -----------------------------------------------------
 
 _dep_job = jobs.alias("dep_job")
+_drained = exists().where(meta.c.key == "drained", meta.c.value == "1")
+
+
+def _runnable(table):
+    """Queued, fits a slot with `slot_gpus` GPUs, every dependency succeeded, queue not drained."""
+    blocked = exists().where(deps.c.job_id == table.c.id, deps.c.depends_on == _dep_job.c.id,
+                             _dep_job.c.status != SUCCEEDED)
+    return (table.c.status == QUEUED, table.c.gpus <= bindparam("slot_gpus"), ~blocked, ~_drained)
+
+
 # A queued job is blocked while any of its dependencies has not succeeded.
 _blocked = exists().where(deps.c.job_id == jobs.c.id, deps.c.depends_on == _dep_job.c.id,
                           _dep_job.c.status != SUCCEEDED)
-_drained = exists().where(meta.c.key == "drained", meta.c.value == "1")
-_RUNNABLE = (jobs.c.status == QUEUED, jobs.c.gpus <= bindparam("slot_gpus"), ~_blocked, ~_drained)
+_RUNNABLE = _runnable(jobs)
 
 CLAIM_CANDIDATE = (
     select(jobs.c.id, jobs.c.name)
@@ -57,7 +67,11 @@ TOP_WAITING = select(jobs.c.priority).where(*_RUNNABLE).order_by(jobs.c.priority
 
 CLAIMED_COLUMNS = (jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.params, jobs.c.gpus, jobs.c.attempts,
                    jobs.c.max_attempts, jobs.c.timeout_s, jobs.c.output_dir, jobs.c.log_path,
-                   jobs.c.priority, jobs.c.preemptible)
+                   jobs.c.priority, jobs.c.preemptible, jobs.c.group_name, jobs.c.hooks)
+
+# The kinds of the next jobs a claim would take (whatever the slot): what a spare runner preloads.
+UPCOMING_KINDS = (select(jobs.c.kind).where(jobs.c.status == QUEUED, ~_blocked)
+                  .order_by(jobs.c.priority.desc(), jobs.c.id).limit(bindparam("limit")))
 
 # The guard `status == queued` makes the claim safe without row locks (SQLite): a second claimer
 # of the same row changes 0 rows and reports no win.
@@ -72,15 +86,45 @@ CLAIM = (
     .returning(*CLAIMED_COLUMNS)
 )
 
+# The claim in one statement (the hot path, scheduler/store/hotpath.py): the next runnable job,
+# locked and skipped by other claimers on PostgreSQL, flipped to running only if still queued.
+_candidate = jobs.alias("candidate")
+CLAIM_NEXT = (
+    update(jobs)
+    .where(jobs.c.id == select(_candidate.c.id).where(*_runnable(_candidate))
+           .order_by(_candidate.c.priority.desc(), _candidate.c.id).limit(1)
+           .with_for_update(skip_locked=True, of=_candidate).scalar_subquery(),
+           jobs.c.status == QUEUED)
+    .values(status=RUNNING, worker_id=bindparam("b_worker"), slot=bindparam("b_slot"),
+            attempts=jobs.c.attempts + 1, lease_until=bindparam("b_lease"),
+            started_at=bindparam("b_now"), finished_at=None, exit_code=None, cancel_requested=False,
+            progress_done=None, progress_total=None, progress_message=None, error=None)
+    .returning(*CLAIMED_COLUMNS)
+)
+SET_RUN_PATHS = (update(jobs).where(jobs.c.id == bindparam("b_id"))
+                 .values(output_dir=bindparam("b_output_dir"), log_path=bindparam("b_log_path")))
+
 _owned_running = and_(jobs.c.id == bindparam("b_id"), jobs.c.worker_id == bindparam("b_worker"),
                       jobs.c.status == RUNNING)
 
 HEARTBEAT = (update(jobs).where(_owned_running).values(lease_until=bindparam("b_lease"))
              .returning(jobs.c.cancel_requested))
 
+# Every ending of an attempt returns its start and slot: the time goes to sched_busy (busy.py).
 SUCCEED = update(jobs).where(_owned_running).values(
     status=SUCCEEDED, finished_at=bindparam("b_now"), exit_code=bindparam("b_exit"),
-    failure_kind=None, message=None, lease_until=None)
+    failure_kind=None, message=None, lease_until=None).returning(jobs.c.started_at, jobs.c.slot)
+
+
+NOTIFY_CHANNEL = "sched_queue"
+_NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+def notify_change(conn: Connection) -> None:
+    """Wake idle workers (PostgreSQL LISTEN, see scheduler/wakeup.py): a job may be runnable now.
+    Sent at commit; SQLite needs nothing (idle workers watch its data_version)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY)
 
 
 def claim_candidate(conn: Connection, slot_gpus: int) -> Row | None:
@@ -90,6 +134,10 @@ def claim_candidate(conn: Connection, slot_gpus: int) -> Row | None:
 def claim(conn: Connection, **values) -> Row | None:
     """running under the claimer, or None when another claimer won (keys: see CLAIM's b_ params)."""
     return conn.execute(CLAIM, values).first()
+
+
+def upcoming_kinds(conn: Connection, limit: int) -> list[str]:
+    return list(dict.fromkeys(conn.execute(UPCOMING_KINDS, {"limit": limit}).scalars()))
 
 
 def top_waiting_priority(conn: Connection, slot_gpus: int) -> int | None:
@@ -102,8 +150,16 @@ def renew_lease(conn: Connection, job_id: int, worker_id: int, lease_until: date
 
 
 def succeed(conn: Connection, job_id: int, worker_id: int, now: datetime, exit_code: int) -> bool:
-    return _changed(conn.execute(SUCCEED, {"b_id": job_id, "b_worker": worker_id, "b_now": now,
-                                           "b_exit": exit_code}))
+    row = conn.execute(SUCCEED, {"b_id": job_id, "b_worker": worker_id, "b_now": now, "b_exit": exit_code}).first()
+    return _ended(conn, row, now)
+
+
+def _ended(conn: Connection, row: Row | None, now: datetime) -> bool:
+    """An attempt ended (row: its started_at and slot, or None when nothing changed): count its time."""
+    if row is None:
+        return False
+    busy.add_span(conn, row.slot, row.started_at, now)
+    return True
 
 
 def _changed(result: CursorResult) -> bool:
@@ -173,8 +229,37 @@ def job_ids_by_name(conn: Connection, names: Iterable[str]) -> dict[str, int]:
     return dict(conn.execute(select(jobs.c.name, jobs.c.id).where(jobs.c.name.in_(names))).all())
 
 
-def insert_dependency(conn: Connection, job_id: int, depends_on: int) -> None:
-    conn.execute(insert(deps).values(job_id=job_id, depends_on=depends_on))
+def insert_jobs(conn: Connection, rows: list[dict]) -> list[int]:
+    """Many jobs in one statement (SQLAlchemy's multi-row INSERT with RETURNING); ids in order."""
+    if not rows:
+        return []
+    result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
+    return list(result.scalars())
+
+
+def insert_dependencies(conn: Connection, pairs: list[tuple[int, int]]) -> None:
+    """(job id, the job it waits for) rows, in one statement."""
+    if pairs:
+        conn.execute(insert(deps), [{"job_id": job_id, "depends_on": dep} for job_id, dep in pairs])
+
+
+def failed_dependencies(conn: Connection, job_ids: list[int]) -> dict[int, Row]:
+    """{job id: a dependency of it that ended without success (id, name, status)} for these jobs.
+
+    Locks the dependencies' rows (PostgreSQL: FOR SHARE), so a concurrent fail() of one of them
+    waits for this transaction and then sees the new dependency rows (and marks the job itself).
+    """
+    if not job_ids:
+        return {}
+    dep = jobs.alias("dep")
+    rows = conn.execute(select(deps.c.job_id, dep.c.id, dep.c.name, dep.c.status)
+                        .join(dep, dep.c.id == deps.c.depends_on).where(deps.c.job_id.in_(job_ids))
+                        .with_for_update(read=True, of=dep)).all()
+    found: dict[int, Row] = {}
+    for row in rows:
+        if row.status in RETRYABLE:
+            found.setdefault(row.job_id, row)
+    return found
 
 
 def failed_dependency(conn: Connection, job_id: int, *, lock: bool = False) -> Row | None:
@@ -205,16 +290,16 @@ def mark_upstream_failed(conn: Connection, job_id: int, reason: str, now: dateti
 # ---- endings and user actions --------------------------------------------------------------
 
 
-def finish_owned(conn: Connection, job_id: int, owner: int, **values) -> bool:
+def finish_owned(conn: Connection, job_id: int, owner: int, now: datetime, **values) -> bool:
     """Apply `values` to a job only if it is still running under `owner` (its lease ends)."""
-    return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == owner,
-                                                    jobs.c.status == RUNNING)
-                                 .values(lease_until=None, **values)))
+    row = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == owner, jobs.c.status == RUNNING)
+                       .values(lease_until=None, **values).returning(jobs.c.started_at, jobs.c.slot)).first()
+    return _ended(conn, row, now)
 
 
-def requeue_preempted(conn: Connection, job_id: int, owner: int, message: str) -> bool:
+def requeue_preempted(conn: Connection, job_id: int, owner: int, message: str, now: datetime) -> bool:
     """running -> queued without spending the attempt it used (it was stopped from outside)."""
-    return finish_owned(conn, job_id, owner, status=QUEUED, failure_kind=PREEMPTED, message=message,
+    return finish_owned(conn, job_id, owner, now, status=QUEUED, failure_kind=PREEMPTED, message=message,
                         attempts=jobs.c.attempts - 1, worker_id=None)
 
 
@@ -224,9 +309,10 @@ def cancel_if_requested(conn: Connection, job_id: int, owner: int | None, now: d
     guard = [jobs.c.id == job_id, jobs.c.status == RUNNING, jobs.c.cancel_requested.is_(True)]
     if owner is not None:
         guard.append(jobs.c.worker_id == owner)
-    return _changed(conn.execute(update(jobs).where(*guard).values(
+    row = conn.execute(update(jobs).where(*guard).values(
         status=CANCELLED, failure_kind=CANCELLED, message="cancelled while running",
-        finished_at=now, exit_code=exit_code, lease_until=None)))
+        finished_at=now, exit_code=exit_code, lease_until=None).returning(jobs.c.started_at, jobs.c.slot)).first()
+    return _ended(conn, row, now)
 
 
 def attempts_of(conn: Connection, job_id: int) -> Row | None:
@@ -278,7 +364,8 @@ def end_stale(conn: Connection, job_id: int, now: datetime, *, requeue: bool, me
     values = (dict(status=QUEUED, failure_kind=LOST, message=message, worker_id=None, lease_until=None)
               if requeue else
               dict(status=LOST, failure_kind=LOST, message=message, lease_until=None, finished_at=now))
-    return _changed(conn.execute(update(jobs).where(guard).values(**values)))
+    row = conn.execute(update(jobs).where(guard).values(**values).returning(jobs.c.started_at, jobs.c.slot)).first()
+    return _ended(conn, row, now)
 
 
 # ---- meta and workers ----------------------------------------------------------------------
@@ -510,6 +597,12 @@ def recent_endings(conn: Connection, limit: int, *, failures_only: bool = False)
     if failures_only:
         query = query.where(jobs.c.status.in_(TERMINAL_FAILURES))
     return conn.execute(query.order_by(jobs.c.finished_at.desc()).limit(limit)).all()
+
+
+def busy_slots(conn: Connection, since: datetime) -> list[str]:
+    """Slots that ran something since `since` (from the busy buckets)."""
+    return list(conn.execute(select(busy.busy.c.slot).distinct().where(busy.busy.c.bucket >= busy.bucket_of(since)))
+                .scalars())
 
 
 def busy_spans(conn: Connection, since: datetime) -> list[Row]:

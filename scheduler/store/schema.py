@@ -137,6 +137,15 @@ cron_fires = Table(
     Column("error", Text, nullable=True),
 )
 
+# Slot time used by jobs, per slot and 5-minute bucket (scheduler/store/busy.py): `sched status`
+# sums a day of it without reading every job that ended in that day.
+busy = Table(
+    "sched_busy", metadata,
+    Column("slot", String(32), primary_key=True),
+    Column("bucket", DateTime, primary_key=True),
+    Column("seconds", Float, nullable=False),
+)
+
 # APScheduler's SQLAlchemyJobStore table, as APScheduler 3 defines it (the store reads and writes it).
 CRON_TABLE = "sched_apscheduler_jobs"
 cron_store = Table(

@@ -1,0 +1,170 @@
+"""Warm start: a spare runner per slot with the next jobs' imports done, runners of light kinds
+taking the next job, and an event-driven worker loop. Real processes throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scheduler.jobqueue import JobQueue, JobSpec
+from scheduler.slots import Slot
+from scheduler.worker import WorkerLoop, WorkerOptions
+from tests.helpers import step_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def warm_kind(monkeypatch):
+    monkeypatch.setenv("SCHED_KINDS", "tests.warm_kind")
+
+
+def loop_for(queue, tmp_path, **options):
+    opts = dict(runs_root=tmp_path / "runs", heartbeat_s=0.2, lease_s=5, stop_grace_s=2, poll_s=0.05, warm=True)
+    opts.update(options)
+    return WorkerLoop(queue, [Slot("cpu0", None)], WorkerOptions(**opts))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_job_on_a_spare_finds_its_imports_done_before_its_claim(warm_kind, sqlite_url, tmp_path):
+    marker = tmp_path / "marks.jsonl"
+    queue = JobQueue(sqlite_url)
+    queue.submit([JobSpec(name=f"w{i}", kind="warmcheck", params={"marker": str(marker)}) for i in (1, 2)])
+    loop = loop_for(queue, tmp_path)
+    try:
+        step_until(loop, lambda: queue.status_counts().get("succeeded") == 2, timeout=120)
+    finally:
+        loop.close()
+    first, second = [json.loads(line) for line in marker.read_text().splitlines()]
+    assert not first["preloaded"]  # the first runner was started for it: nothing ahead of time
+    assert second["preloaded"]  # a spare imported it while the first job ran
+    assert second["imported_at"] < second["started_at"] and second["pid"] != first["pid"]
+    assert "(warm runner)" in Path(queue.get("w2").log_path).read_text()
+    queue.dispose()
+
+
+def test_light_jobs_share_one_runner(sqlite_url, tmp_path):
+    queue = JobQueue(sqlite_url)
+    out = tmp_path / "pids"
+    queue.submit([JobSpec(name=f"s{i}", kind="shell", params={"argv": ["sh", "-c", f"echo $PPID >> {out}"]})
+                  for i in range(5)])
+    loop = loop_for(queue, tmp_path)
+    try:
+        step_until(loop, lambda: queue.status_counts().get("succeeded") == 5)
+    finally:
+        loop.close()
+    assert len(set(out.read_text().split())) == 1  # one runner ran all five programs
+
+
+def test_a_crashed_spare_is_replaced_and_a_stopped_worker_leaves_no_runner(sqlite_url, tmp_path):
+    queue = JobQueue(sqlite_url)
+    loop = loop_for(queue, tmp_path)
+    loop.run_once()
+    spare = loop.spares["cpu0"]
+    os.kill(spare.pid, signal.SIGKILL)
+    spare.proc.wait()
+    step_until(loop, lambda: loop.spares["cpu0"].pid != spare.pid)
+    assert _alive(loop.spares["cpu0"].pid)
+    replacement = loop.spares["cpu0"].pid
+    loop.close()
+    assert not _alive(replacement) and not loop.spares
+    queue.dispose()
+
+
+def test_no_warm_keeps_no_spare(sqlite_url, tmp_path):
+    queue = JobQueue(sqlite_url)
+    loop = loop_for(queue, tmp_path, warm=False)
+    loop.run_once()
+    assert loop.spares == {}
+    queue.dispose()
+
+
+def _runners_of(worker_pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"scheduler.runner" in cmd and str(worker_pid).encode() in cmd and _alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+def test_spares_die_with_their_worker(sqlite_url, tmp_path):
+    worker = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "--db", sqlite_url, "worker", "--gpus",
+                               "none", "--runs", str(tmp_path / "runs")], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _runners_of(worker.pid):
+        assert time.monotonic() < deadline, "no spare runner started"
+        time.sleep(0.1)
+    spares = _runners_of(worker.pid)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in spares):
+        assert time.monotonic() < deadline, "a spare outlived its worker"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("ending", ["cancel", "timeout", "shutdown"])
+def test_stops_end_a_job_on_a_warm_runner_as_they_do_on_a_new_one(ending, sqlite_url, tmp_path):
+    queue = JobQueue(sqlite_url)
+    queue.submit([JobSpec(name="first", kind="echo"),
+                  JobSpec(name="long", kind="sleep", params={"seconds": 30},
+                          timeout_s=1.5 if ending == "timeout" else None)])
+    loop = loop_for(queue, tmp_path)
+    try:
+        step_until(loop, lambda: queue.get("long").progress_done is not None)
+        assert "(warm runner)" in Path(queue.get("long").log_path).read_text()
+        if ending == "cancel":
+            queue.cancel(queue.resolve("long"))
+        elif ending == "shutdown":
+            loop.request_stop()
+        step_until(loop, lambda: not loop.children)
+    finally:
+        loop.close()
+    row = queue.get("long")
+    expected = {"cancel": ("cancelled", "cancelled"), "timeout": ("killed", "killed"),
+                "shutdown": ("queued", "preempted")}[ending]
+    assert (row.status, row.failure_kind) == expected
+    queue.dispose()
+
+
+def test_an_idle_worker_wakes_when_a_job_is_submitted(db_url, tmp_path):
+    """The loop sleeps on the database (SQLite data_version, PostgreSQL LISTEN), not on a timer."""
+    import threading
+
+    queue = JobQueue(db_url)
+    loop = loop_for(queue, tmp_path, poll_s=30, heartbeat_s=60, lease_s=120)
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        time.sleep(1.0)  # idle, waiting with a 30 s timeout
+        submitted = time.monotonic()
+        JobQueue(db_url).submit([JobSpec(name="wake", kind="echo")])
+        deadline = submitted + 15
+        while queue.get("wake").status != "succeeded":
+            assert time.monotonic() < deadline, "the idle worker did not wake for the new job"
+            time.sleep(0.05)
+        assert time.monotonic() - submitted < 10  # far below the 30 s poll
+    finally:
+        loop.request_stop()
+        runner.join(timeout=30)
+        queue.dispose()

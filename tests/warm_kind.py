@@ -1,0 +1,34 @@
+"""A job kind for the warm-start tests (loaded through $SCHED_KINDS=tests.warm_kind): it preloads
+`tests.heavy_module`, standing in for torch and transformers, and records at its start whether that
+module was already imported in its process, and by which process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from pydantic import BaseModel, ConfigDict
+
+from jobs.context import JobContext
+from jobs.registry import Kind
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    marker: str  # a file to append one JSON line to
+
+
+def run(params: Params, ctx: JobContext) -> None:
+    already = "tests.heavy_module" in sys.modules
+    import tests.heavy_module as heavy
+
+    with open(params.marker, "a") as fh:
+        fh.write(json.dumps({"job": ctx.name, "pid": os.getpid(), "preloaded": already,
+                             "imported_at": heavy.IMPORTED_AT, "started_at": time.time()}) + "\n")
+
+
+KIND = Kind("warmcheck", Params, run, summary="records whether its preload was imported before it ran",
+            preload=("tests.heavy_module",))
