@@ -2,8 +2,8 @@
 
     - name: ensemble
       kind: ensemble
-      after: [finetune-a, finetune-b, finetune-c]
-      params: {members: [finetune-a, finetune-b, finetune-c], weighting: accuracy}
+      after: [finetune-a, finetune-b, baseline]
+      params: {members: [finetune-a, finetune-b, baseline], weighting: accuracy}
     - name: ensemble-fitted
       kind: ensemble
       after: [finetune-a, finetune-b, finetune-c]
@@ -11,21 +11,32 @@
                submission: {id_column: id, prediction_column: label, id_from: index}}
 
 Members: the jobs named in `members`, plus every job carrying one of `member_tags` (except this job,
-other ensembles and full-data retrains); with neither, every succeeded non-full-data `finetune`.
-Each member must have succeeded and saved `val_logits`; members scored on different validation
-splits are refused. Weights come from the members' logged metrics (never hand-copied numbers):
-`accuracy` (val_accuracy normalised to sum 1), `f1` (val_f1, same), `uniform`, `sharpened`
-(softmax(val_accuracy / temperature)), or `optimized` (fitted on the validation logits to minimise
-log loss: `optimizer: logloss` by gradient descent over the simplex, `greedy` by Caruana's
-selection with replacement). A member that did not log the metric gets the mean metric of the
-others (every member the same, i.e. uniform weights, if none logged it), with a warning and the
-metric `missing_metric` (step = member index).
+other ensembles and full-data retrains); with neither, every succeeded non-full-data `finetune` and
+`baseline`. Each member must have succeeded and saved `val_logits`; members scored on different
+validation splits are refused. A member whose validation predictions are one class, or whose
+accuracy is at or below the majority class's share, learned nothing: it is left out with a warning
+naming it (`leave_out_dead`).
 
-Logs `val_accuracy`, `val_f1`, `val_log_loss`, `weight` (step = member index), `predicted_share`
-(step = class; split val and test), `members`, `best_member_val_accuracy` and, for `optimized`,
-`val_accuracy_cv` (weights fitted on k-1 folds, scored on the held-out one). Artifacts: `val_logits`,
-`test_logits` (log-probabilities), `val_probs`, `test_probs`, `val_predictions`, `test_predictions`,
-`submission`, `weights` (weights.json: member -> weight), `val_split`, `result`.
+Weights come from the members' logged metrics (never hand-copied numbers): `accuracy`
+(val_accuracy normalised to sum 1), `f1` (val_f1, same), `uniform`, `sharpened`
+(softmax(val_accuracy / temperature)), `above_majority` (val_accuracy minus the majority class's
+share, normalised), or `optimized` (fitted on the validation logits: `optimizer: logloss` by
+gradient descent over the simplex, `greedy` by Caruana's selection with replacement). A member that
+did not log the metric gets the mean metric of the others (every member the same, i.e. uniform
+weights, if none logged it), with a warning and the metric `missing_metric` (step = member index).
+
+Validation scores are out of fold: every validation row is scored by weights chosen from the other
+`cv_folds` folds (the member metrics recomputed on those rows), so a weighting fitted on the
+validation rows cannot flatter itself. `val_accuracy`, `val_f1`, `val_log_loss` and the validation
+outputs are these; `val_accuracy_in_sample`, `val_f1_in_sample` score the final weights on the rows
+they were chosen on. Test outputs use the weights chosen from all validation rows.
+
+Logs `weight` (step = member index), `predicted_share` (step = class; split val and test),
+`members`, `best_member_val_accuracy`, `left_out` (value 1, step = the left-out member's job id).
+Artifacts: `val_logits`, `test_logits` (log-probabilities), `val_probs`, `test_probs`,
+`val_predictions`, `test_predictions` (`pipeline.predictions` layout), `submission`, `weights`
+(weights.json: member -> weight), `ensemble` (ensemble.json: what `predict` needs to run it on new
+rows), `val_split`, `result`.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .common import DEFAULT_TEST, data_path
 from .context import JobContext
@@ -45,7 +56,10 @@ log = logging.getLogger(__name__)
 
 # weighting -> the member metric it reads (None: no metric needed)
 METRIC_OF = {"accuracy": "val_accuracy", "f1": "val_f1", "sharpened": "val_accuracy",
-             "uniform": None, "optimized": None}
+             "above_majority": "val_accuracy", "uniform": None, "optimized": None}
+# Kinds whose jobs are members when the ensemble names none (models scored on the shared split).
+DEFAULT_MEMBER_KINDS = ("finetune", "baseline")
+RECIPE = "ensemble.json"  # how to run this ensemble on new rows (read by `predict`)
 
 
 class Submission(BaseModel):
@@ -62,17 +76,21 @@ class Params(BaseModel):
 
     members: list[str] = Field(default_factory=list)  # member job names
     member_tags: list[str] = Field(default_factory=list)  # also every job carrying one of these tags
-    weighting: Literal["accuracy", "f1", "uniform", "sharpened", "optimized"] = "accuracy"
+    # how members are weighed (see the module docstring); accuracy: what users ask for by hand
+    weighting: Literal["accuracy", "f1", "uniform", "sharpened", "above_majority", "optimized"] = "accuracy"
     temperature: float = Field(default=0.01, gt=0)  # sharpened: softmax(val_accuracy / temperature)
     optimizer: Literal["logloss", "greedy"] = "logloss"  # optimized: how weights are fitted on val logits
     greedy_rounds: int = Field(default=50, ge=1)  # optimizer greedy: members added (with replacement)
     # optimizer greedy: what a round improves; "accuracy" never ends below the best member on val
     greedy_metric: Literal["logloss", "accuracy"] = "logloss"
-    cv_folds: int = Field(default=5, ge=0)  # optimized: folds for val_accuracy_cv (0: skip it)
+    cv_folds: int = Field(default=5, ge=2)  # folds of the out-of-fold validation scores
     vote: Literal["probs", "logits"] = "probs"  # average probabilities (soft voting) or raw logits
+    leave_out_dead: bool = True  # leave out members that predict one class or score at/below the majority
+    collapse_share: float = Field(default=0.95, gt=0, le=1)  # one class: the top class takes this share of rows
+    min_gain_over_majority: float = Field(default=0.0, ge=0, lt=1)  # alive: accuracy beats the majority by more
     submission: Submission | None = Field(default_factory=Submission)  # null: write no submission CSV
-    # member -> the job whose test logits stand in for it on the test set (its full-data retrain):
-    # weights and validation scores stay the validated member's
+    # member -> the job whose test logits stand in for it on the test set (its full-data retrain, or a
+    # predict job): weights and validation scores stay the validated member's
     test_from: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("members")
@@ -83,25 +101,23 @@ class Params(BaseModel):
             raise ValueError(f"member(s) listed twice: {', '.join(dupes)}")
         return names
 
-    @model_validator(mode="after")
-    def _folds(self):
-        if self.cv_folds == 1:
-            raise ValueError("cv_folds must be 0 (off) or at least 2")
-        return self
-
 
 class EnsembleError(ValueError):
     """The members cannot be ensembled; the message names them and says why."""
 
 
+# ---- members ------------------------------------------------------------------------------------
+
+
 def select_members(params: Params, ctx: JobContext) -> list[str]:
     """Member names in a stable order: `members` as given, then tagged jobs oldest first."""
     if not params.members and not params.member_tags:
-        names = [n for n in ctx.jobs_where(kind="finetune", status="succeeded")
-                 if n != ctx.name and _holds_out(ctx.job(n))]
+        found = {n: ctx.job(n) for kind in DEFAULT_MEMBER_KINDS
+                 for n in ctx.jobs_where(kind=kind, status="succeeded") if n != ctx.name}
+        names = sorted((n for n, r in found.items() if _holds_out(r)), key=lambda n: found[n].id)
         if not names:
-            raise EnsembleError("no members: no succeeded finetune job with validation logits "
-                                "(name them in `members`, or select them with `member_tags`)")
+            raise EnsembleError(f"no members: no succeeded {' or '.join(DEFAULT_MEMBER_KINDS)} job with "
+                                "validation logits (name them in `members`, or select them with `member_tags`)")
         return names
     names = list(params.members)
     for tag in params.member_tags:
@@ -141,14 +157,16 @@ def _fingerprint(record, val_rows) -> str | None:
 
 
 def _val_rows(record):
-    """The member's validation rows (text, label) in the order of its val logits, if it saved them."""
-    import pandas as pd
+    """The member's validation rows (id if saved, text, label) in the order of its val logits."""
+    from pipeline.predictions import read_predictions
 
     path = record.artifacts.get("val_predictions")
     if not path or not Path(path).exists():
         return None
-    frame = pd.read_csv(path, dtype={"text": str}, keep_default_na=False)
-    return frame[["text", "label"]] if {"text", "label"} <= set(frame.columns) else None
+    frame = read_predictions(path)
+    if not {"text", "label"} <= set(frame.columns):
+        return None
+    return frame[[c for c in ("id", "text", "label") if c in frame.columns]]
 
 
 def _check_same_split(names: list[str], fingerprints: list[str | None]) -> None:
@@ -163,6 +181,60 @@ def _check_same_split(names: list[str], fingerprints: list[str | None]) -> None:
         shown = "; ".join(f"split {fp}: {', '.join(ns)}" for fp, ns in groups.items())
         raise EnsembleError(f"members were scored on different validation splits ({shown}); give them the "
                             "same train file, val_fraction, split_seed and max_train_rows")
+
+
+def load_members(names: list[str], records: list):
+    """(validation rows of reference, labels, each member's val logits aligned to those rows)."""
+    import numpy as np
+
+    from pipeline import ensemble as E
+
+    for name, record in zip(names, records):
+        _check_member(name, record)
+    val_rows = [_val_rows(r) for r in records]
+    _check_same_split(names, [_fingerprint(r, rows) for r, rows in zip(records, val_rows)])
+    ref_name, reference = next(((n, rows) for n, rows in zip(names, val_rows) if rows is not None), (None, None))
+    if reference is None:
+        raise EnsembleError(f"no member saved val_predictions with labels ({', '.join(names)}): "
+                            "nothing to score the ensemble on")
+    labels = reference["label"].to_numpy(np.int64)
+    val_logits = []
+    for name, record, rows in zip(names, records, val_rows):
+        logits = np.load(record.artifacts["val_logits"])
+        if len(logits) != len(labels):
+            raise EnsembleError(f"member '{name}' has {len(logits)} val logits, not {len(labels)}")
+        if rows is not None:
+            try:
+                logits = E.align_rows(reference["text"].tolist(), rows["text"].tolist(), logits)
+            except ValueError:
+                raise EnsembleError(f"member '{name}' lists other validation rows than '{ref_name}' "
+                                    "in its val_predictions") from None
+        val_logits.append(logits)
+    if len({x.shape for x in val_logits}) > 1:
+        raise EnsembleError("members' val logits differ in shape: "
+                            + ", ".join(f"{n}: {x.shape}" for n, x in zip(names, val_logits)))
+    return reference, labels, val_logits
+
+
+def leave_out_dead(params: Params, names, records, val_logits, labels, ctx: JobContext) -> dict[str, str]:
+    """{member: why} for the members that learned nothing (one class, or at/below the majority)."""
+    from pipeline.data import LABEL_NAMES
+    from pipeline.health import dead_reason
+
+    if not params.leave_out_dead:
+        return {}
+    dead = {}
+    for name, record, logits in zip(names, records, val_logits):
+        reason = dead_reason(labels, logits.argmax(-1), collapse_share=params.collapse_share,
+                             min_gain=params.min_gain_over_majority, names=LABEL_NAMES)
+        if reason is not None:
+            dead[name] = reason
+            log.warning("ensemble: member '%s' left out: its validation %s", name, reason)
+            ctx.log_metric("left_out", 1.0, step=record.id)
+    if len(dead) == len(names):
+        raise EnsembleError("every member learned nothing on the validation rows: "
+                            + "; ".join(f"{n}: {why}" for n, why in dead.items()))
+    return dead
 
 
 def _member_scores(names, records, metric: str | None, ctx: JobContext):
@@ -183,14 +255,21 @@ def _member_scores(names, records, metric: str | None, ctx: JobContext):
     return np.asarray(scores), missing
 
 
+# ---- weights ------------------------------------------------------------------------------------
+
+
 def member_weights(params: Params, scores, val_logits, labels):
+    """The weights `params.weighting` picks from these member scores (or logits) and labels."""
     from pipeline import ensemble as E
+    from pipeline.health import majority_share
 
     n = len(val_logits)
     if params.weighting in ("accuracy", "f1"):
         return E.normalized(scores)
     if params.weighting == "sharpened":
         return E.sharpened(scores, params.temperature)
+    if params.weighting == "above_majority":
+        return E.above_majority(scores, majority_share(labels))
     if params.weighting == "uniform":
         return E.uniform(n)
     return E.fit_weights(params.optimizer, val_logits, labels, params.vote, **_fit_options(params))
@@ -202,10 +281,51 @@ def _fit_options(params: Params) -> dict:
     return {}
 
 
+def _scores_on(metric: str | None, stack, labels):
+    """Each member's `metric` measured on these rows from its logits (what it would have logged)."""
+    import numpy as np
+
+    from pipeline.metrics import accuracy, macro_f1
+
+    if metric is None:
+        return None
+    if metric == "val_f1":
+        return np.array([macro_f1(labels, x.argmax(-1), x.shape[-1]) for x in stack])
+    return np.array([accuracy(labels, x.argmax(-1)) for x in stack])
+
+
+def out_of_fold_probs(params: Params, val_logits, labels):
+    """Every validation row scored by weights chosen from the other folds only."""
+    import numpy as np
+
+    from pipeline import ensemble as E
+
+    stack = np.stack(val_logits)
+    metric = METRIC_OF[params.weighting]
+
+    def fit(rows):
+        return member_weights(params, _scores_on(metric, stack[:, rows], labels[rows]), stack[:, rows], labels[rows])
+
+    return E.out_of_fold(fit, stack, labels, params.vote, folds=min(params.cv_folds, len(labels)))
+
+
+def _scores(probs, labels) -> dict[str, float]:
+    from pipeline import ensemble as E
+    from pipeline.metrics import accuracy, macro_f1
+
+    preds = probs.argmax(-1)
+    return {"accuracy": accuracy(labels, preds), "f1": macro_f1(labels, preds, probs.shape[1]),
+            "log_loss": E.log_loss(probs, labels)}
+
+
+# ---- test set -----------------------------------------------------------------------------------
+
+
 def _test_inputs(names, records):
     """Members' test logits (all or none) and the test texts, checked to be the same rows."""
     import numpy as np
-    import pandas as pd
+
+    from pipeline.predictions import read_predictions
 
     have = [n for n, r in zip(names, records) if "test_logits" in r.artifacts]
     if not have:
@@ -218,24 +338,20 @@ def _test_inputs(names, records):
     if len({x.shape for x in logits}) > 1:
         shown = ", ".join(f"{n}: {x.shape}" for n, x in zip(names, logits))
         raise EnsembleError(f"members' test logits differ in shape ({shown}): they predicted different test files")
-    texts = None
+    rows = None
     for name, record in zip(names, records):
         path = record.artifacts.get("test_predictions")
         if not path or not Path(path).exists():
             continue
-        these = pd.read_csv(path, dtype={"text": str}, keep_default_na=False)["text"].tolist()
-        if texts is not None and these != texts:
+        these = read_predictions(path)
+        if rows is not None and these["text"].tolist() != rows["text"].tolist():
             raise EnsembleError(f"member '{name}' predicted other test rows than '{names[0]}'")
-        texts = these
-    return logits, texts
+        rows = these
+    return logits, rows
 
 
 def _test_members(params: Params, names, records, ctx: JobContext):
     """The jobs whose test logits the ensemble combines: each member, or what `test_from` names."""
-    unknown = sorted(set(params.test_from) - set(names))
-    if unknown:
-        raise EnsembleError(f"test_from names job(s) that are not members: {', '.join(unknown)} "
-                            f"(members: {', '.join(names)})")
     test_names, test_records = [], []
     for name, record in zip(names, records):
         stand_in = params.test_from.get(name)
@@ -244,10 +360,13 @@ def _test_members(params: Params, names, records, ctx: JobContext):
             test_records.append(record)
             continue
         other = ctx.job(stand_in)
-        if other.status != "succeeded" or "test_logits" not in other.artifacts:
-            raise EnsembleError(f"test_from: '{stand_in}' (for member '{name}') is {other.status} and "
-                                f"{'has' if 'test_logits' in other.artifacts else 'saved no'} test_logits; "
-                                f"add it to the ensemble's `after`")
+        if other.status != "succeeded":
+            raise EnsembleError(f"test_from: '{stand_in}' (for member '{name}') is {other.status}, not "
+                                "succeeded; add it to the ensemble's `after`")
+        if "test_logits" not in other.artifacts:
+            known = ", ".join(sorted(other.artifacts)) or "none"
+            raise EnsembleError(f"test_from: '{stand_in}' (for member '{name}') saved no test_logits (its "
+                                f"artifacts: {known}); use a finetune with `test`, a baseline or a predict job")
         log.info("ensemble: test predictions of member %s come from %s", name, stand_in)
         test_names.append(stand_in)
         test_records.append(other)
@@ -257,8 +376,11 @@ def _test_members(params: Params, names, records, ctx: JobContext):
 def _members_test_csv(names, records) -> str | None:
     files = {}
     for name, record in zip(names, records):
-        if record.kind == "finetune":
-            files.setdefault((record.params or {}).get("test", DEFAULT_TEST), []).append(name)
+        params = record.params or {}
+        if record.kind in DEFAULT_MEMBER_KINDS:
+            files.setdefault(params.get("test", DEFAULT_TEST), []).append(name)
+        elif "csv" in params:  # a predict job standing in for a member
+            files.setdefault(params["csv"], []).append(name)
     if len(files) > 1:
         shown = "; ".join(f"{f}: {', '.join(ns)}" for f, ns in files.items())
         raise EnsembleError(f"members predicted different test files ({shown})")
@@ -291,22 +413,6 @@ def write_submission(sub: Submission, test_csv: str | None, preds, out: Path) ->
     return path
 
 
-def _write_predictions(path: Path, probs, texts, labels=None) -> None:
-    import pandas as pd
-
-    from pipeline.data import LABEL_NAMES
-
-    preds = probs.argmax(-1)
-    names = LABEL_NAMES if probs.shape[1] == len(LABEL_NAMES) else [str(i) for i in range(probs.shape[1])]
-    frame = pd.DataFrame({"text": list(texts)} if texts is not None else {})
-    if labels is not None:
-        frame["label"] = labels
-    frame["pred"] = preds
-    frame["pred_name"] = [names[p] for p in preds]
-    frame["confidence"] = probs.max(-1).round(4)
-    frame.to_csv(path, index=False)
-
-
 def _log_shares(ctx: JobContext, probs, split: str) -> None:
     import numpy as np
 
@@ -315,114 +421,113 @@ def _log_shares(ctx: JobContext, probs, split: str) -> None:
         ctx.log_metric("predicted_share", count / len(probs), step=c, split=split)
 
 
-def run(params: Params, ctx: JobContext) -> None:
+def _save_split(ctx: JobContext, split: str, probs, rows) -> None:
+    """`<split>_probs`, `<split>_logits` (log-probabilities) and `<split>_predictions` as artifacts."""
     import numpy as np
 
     from pipeline import ensemble as E
-    from pipeline.metrics import accuracy, macro_f1
+    from pipeline.predictions import write_predictions
 
-    names = select_members(params, ctx)
-    records = [ctx.job(n) for n in names]
-    for name, record in zip(names, records):
-        _check_member(name, record)
-    val_rows = [_val_rows(r) for r in records]
-    _check_same_split(names, [_fingerprint(r, rows) for r, rows in zip(records, val_rows)])
-    ref_name, reference = next(((n, rows) for n, rows in zip(names, val_rows) if rows is not None), (None, None))
-    if reference is None:
-        raise EnsembleError(f"no member saved val_predictions with labels ({', '.join(names)}): "
-                            "nothing to score the ensemble on")
-    labels = reference["label"].to_numpy(np.int64)
-    val_logits = []
-    for name, record, rows in zip(names, records, val_rows):
-        logits = np.load(record.artifacts["val_logits"])
-        if len(logits) != len(labels):
-            raise EnsembleError(f"member '{name}' has {len(logits)} val logits, not {len(labels)}")
-        if rows is not None:
-            try:
-                logits = E.align_rows(reference["text"].tolist(), rows["text"].tolist(), logits)
-            except ValueError:
-                raise EnsembleError(f"member '{name}' lists other validation rows than '{ref_name}' "
-                                    "in its val_predictions") from None
-        val_logits.append(logits)
-    if len({x.shape for x in val_logits}) > 1:
-        raise EnsembleError("members' val logits differ in shape: "
-                            + ", ".join(f"{n}: {x.shape}" for n, x in zip(names, val_logits)))
+    out = ctx.output_dir
+    np.save(out / f"{split}_probs.npy", probs)
+    np.save(out / f"{split}_logits.npy", E.as_logits(probs))
+    columns = {} if rows is None else {
+        "ids": rows["id"] if "id" in rows else None, "texts": rows["text"],
+        "labels": rows["label"] if "label" in rows and split == "val" else None}
+    write_predictions(out / f"{split}_predictions.csv", probs, **columns)
+    for name, file in ((f"{split}_probs", f"{split}_probs.npy"), (f"{split}_logits", f"{split}_logits.npy"),
+                       (f"{split}_predictions", f"{split}_predictions.csv")):
+        ctx.add_artifact(name, out / file)
+    _log_shares(ctx, probs, split)
+
+
+def _predict_test(params: Params, names, records, weights, ctx: JobContext) -> None:
+    from pipeline import ensemble as E
+
+    test_names, test_records = _test_members(params, names, records, ctx)
+    test_logits, test_rows = _test_inputs(test_names, test_records)
+    if test_logits is None:
+        log.warning("ensemble: no member saved test_logits: no test predictions, no submission")
+        return
+    test_probs = E.combine(test_logits, weights, params.vote)
+    _save_split(ctx, "test", test_probs, test_rows)
+    if params.submission is not None:
+        sub = params.submission
+        if sub.test_csv:
+            test_csv = data_path(sub.test_csv)
+        elif sub.id_from == "index":
+            test_csv = None  # ids are row numbers: the file itself is not needed
+        else:
+            test_csv = _members_test_csv(test_names, test_records)
+        ctx.add_artifact("submission", write_submission(sub, test_csv, test_probs.argmax(-1), ctx.output_dir))
+
+
+# ---- the job ------------------------------------------------------------------------------------
+
+
+def run(params: Params, ctx: JobContext) -> None:
+    from pipeline import ensemble as E
+    from pipeline.metrics import accuracy
+
+    listed = select_members(params, ctx)
+    unknown = sorted(set(params.test_from) - set(listed))
+    if unknown:
+        raise EnsembleError(f"test_from names job(s) that are not members: {', '.join(unknown)} "
+                            f"(members: {', '.join(listed)})")
+    all_records = [ctx.job(n) for n in listed]
+    reference, labels, all_logits = load_members(listed, all_records)
+    dead = leave_out_dead(params, listed, all_records, all_logits, labels, ctx)
+    kept = [i for i, n in enumerate(listed) if n not in dead]
+    names, records = [listed[i] for i in kept], [all_records[i] for i in kept]
+    val_logits = [all_logits[i] for i in kept]
 
     scores, missing = _member_scores(names, records, METRIC_OF[params.weighting], ctx)
     weights = member_weights(params, scores, val_logits, labels)
     ctx.progress(1, 3, f"{len(names)} members, weights {params.weighting}")
 
-    out = ctx.output_dir
-    val_probs = E.combine(val_logits, weights, params.vote)
-    val_preds = val_probs.argmax(-1)
+    oof_probs = out_of_fold_probs(params, val_logits, labels)
+    honest = _scores(oof_probs, labels)
+    in_sample = _scores(E.combine(val_logits, weights, params.vote), labels)
     member_acc = [accuracy(labels, x.argmax(-1)) for x in val_logits]
-    summary = {
-        "val_accuracy": accuracy(labels, val_preds),
-        "val_f1": macro_f1(labels, val_preds, val_probs.shape[1]),
-        "val_log_loss": E.log_loss(val_probs, labels),
-        "members": len(names),
-        "best_member_val_accuracy": max(member_acc),
-    }
-    if params.weighting == "optimized" and params.cv_folds:
-        summary["val_accuracy_cv"] = E.cross_validated_accuracy(
-            params.optimizer, val_logits, labels, params.vote, folds=min(params.cv_folds, len(labels)),
-            **_fit_options(params))
+    summary = {"val_accuracy": honest["accuracy"], "val_f1": honest["f1"], "val_log_loss": honest["log_loss"],
+               "val_accuracy_in_sample": in_sample["accuracy"], "val_f1_in_sample": in_sample["f1"],
+               "members": len(names), "best_member_val_accuracy": max(member_acc)}
     for key, value in summary.items():
         ctx.log_metric(key, value)
     for i, w in enumerate(weights):
         ctx.log_metric("weight", float(w), step=i)
-    _log_shares(ctx, val_probs, "val")
-    np.save(out / "val_probs.npy", val_probs)
-    np.save(out / "val_logits.npy", E.as_logits(val_probs))
-    _write_predictions(out / "val_predictions.csv", val_probs, reference["text"], labels)
-    (out / "val_split.txt").write_text(_fingerprint(records[0], val_rows[0]) + "\n")
-    weights_path = out / "weights.json"
-    weights_path.write_text(json.dumps({n: float(w) for n, w in zip(names, weights)}, indent=1))
-    for name, file in (("val_probs", "val_probs.npy"), ("val_logits", "val_logits.npy"),
-                       ("val_predictions", "val_predictions.csv"), ("val_split", "val_split.txt"),
-                       ("weights", "weights.json")):
-        ctx.add_artifact(name, out / file)
+    _save_split(ctx, "val", oof_probs, reference)
+    by_member = {n: float(w) for n, w in zip(names, weights)}
+    _write_artifact(ctx, "val_split", "val_split.txt", _fingerprint(records[0], _val_rows(records[0])) + "\n")
+    _write_artifact(ctx, "weights", "weights.json", json.dumps(by_member, indent=1))
+    # What `predict` runs on new rows: these members (or their test_from stand-ins) with these weights.
+    recipe = {"vote": params.vote, "weights": by_member,
+              "predict_with": {n: params.test_from.get(n, n) for n in names}}
+    _write_artifact(ctx, "ensemble", RECIPE, json.dumps(recipe, indent=1))
     ctx.progress(2, 3, "validation scored")
 
-    test_names, test_records = _test_members(params, names, records, ctx)
-    test_logits, test_texts = _test_inputs(test_names, test_records)
-    if test_logits is None:
-        log.warning("ensemble: no member saved test_logits: no test predictions, no submission")
-    else:
-        test_probs = E.combine(test_logits, weights, params.vote)
-        np.save(out / "test_probs.npy", test_probs)
-        np.save(out / "test_logits.npy", E.as_logits(test_probs))
-        _write_predictions(out / "test_predictions.csv", test_probs, test_texts)
-        _log_shares(ctx, test_probs, "test")
-        for name, file in (("test_probs", "test_probs.npy"), ("test_logits", "test_logits.npy"),
-                           ("test_predictions", "test_predictions.csv")):
-            ctx.add_artifact(name, out / file)
-        if params.submission is not None:
-            sub = params.submission
-            if sub.test_csv:
-                test_csv = data_path(sub.test_csv)
-            elif sub.id_from == "index":
-                test_csv = None  # ids are row numbers: the file itself is not needed
-            else:
-                test_csv = _members_test_csv(test_names, test_records)
-            ctx.add_artifact("submission", write_submission(sub, test_csv, test_probs.argmax(-1), out))
-
-    result = {**summary, "weighting": params.weighting, "vote": params.vote,
-              "weights": {n: float(w) for n, w in zip(names, weights)},
-              "member_val_accuracy": dict(zip(names, member_acc)),
-              "missing_metric": [names[i] for i in missing]}
-    (out / "result.json").write_text(json.dumps(result, indent=1))
-    ctx.add_artifact("result", out / "result.json")
-    ctx.progress(3, 3, f"val_accuracy {summary['val_accuracy']:.4f}")
+    _predict_test(params, names, records, weights, ctx)
+    result = {**summary, "weighting": params.weighting, "vote": params.vote, "cv_folds": params.cv_folds,
+              "weights": by_member, "member_val_accuracy": dict(zip(names, member_acc)),
+              "missing_metric": [names[i] for i in missing], "left_out": dead}
+    _write_artifact(ctx, "result", "result.json", json.dumps(result, indent=1))
+    ctx.progress(3, 3, f"val_accuracy {summary['val_accuracy']:.4f} (out of fold)")
     print(f"ensemble of {len(names)} ({params.weighting}, vote {params.vote}): val_accuracy "
-          f"{summary['val_accuracy']:.4f} (best member {summary['best_member_val_accuracy']:.4f}); weights "
-          + ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)), flush=True)
+          f"{summary['val_accuracy']:.4f} out of fold, {summary['val_accuracy_in_sample']:.4f} in sample "
+          f"(best member {summary['best_member_val_accuracy']:.4f}); weights "
+          + ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights))
+          + (f"; left out: {', '.join(dead)}" if dead else ""), flush=True)
+
+
+def _write_artifact(ctx: JobContext, artifact: str, file: str, text: str) -> None:
+    path = ctx.output_dir / file
+    path.write_text(text)
+    ctx.add_artifact(artifact, path)
 
 
 KIND = Kind(
     "ensemble", Params, run,
-    summary="soft-vote finished models, weighted by their logged validation scores",
-    display=Display(model=True, model_param=None,
-                    scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1", "val_accuracy_cv": "val_accuracy_cv"},
-                    params={"weighting": "weighting", "vote": "vote"}, colour="#ef8636"),
+    summary="soft-vote finished models, weighted by their logged validation scores (scored out of fold)",
+    display=Display(model=True, model_param=None, scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
+                    params={"weighting": "weighting", "vote": "vote"}, colour="#ef8636", left_out="left_out"),
 )

@@ -22,6 +22,14 @@ def _state(status: str) -> Text:
     return Text(status, style=STATE_STYLE.get(status, ""))
 
 
+def _board_state(row: dict) -> Text:
+    """A leaderboard row's status, marked when an ensemble left the model out (it learned nothing)."""
+    text = _state(row["status"])
+    if row.get("left_out_by"):
+        text.append(" (left out of " + ", ".join(row["left_out_by"]) + ")", style="yellow")
+    return text
+
+
 def _progress(job: dict):
     p = job.get("progress")
     if not p or not p.get("total"):
@@ -205,7 +213,7 @@ def results_table(rows: list[dict], sort: str | None) -> Table:
     for i, r in enumerate(rows, 1):
         table.add_row(str(i), Text(r["job"]), Text(r["kind"]), Text(r["model"] or ""),
                       *(score(r[c]) for c in scores), *(number(r[c]) for c in details),
-                      duration(r["duration_s"]), Text(params.row(r)), _state(r["status"]))
+                      duration(r["duration_s"]), Text(params.row(r)), _board_state(r))
     if not rows:
         kinds = " or ".join(layout.model_kinds) or "model"
         table.add_row("", Text(f"no models yet (submit {kinds} jobs)", style="dim"),
