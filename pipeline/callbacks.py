@@ -98,12 +98,14 @@ class HealthCallback(TrainerCallback):
     Diverged: the weights hold NaN or infinity (checked every `check_steps` optimizer steps: one
     CPU-GPU sync then, none per step), or a logged training or validation loss is NaN or infinite. A
     single NaN loss is not enough: with fp16 the gradient scaler skips such a step and training goes
-    on, which is why the Trainer's `logging_nan_inf_filter` stays on. Not learning: from epoch `not_learning_epoch` on, no evaluation so far
-    looked alive. A classifier is dead when its validation predictions are one class or score at or
-    below the majority class (`classify`); a masked LM when its held-out loss is not below the loss it
-    had before training (the Trainer's evaluation at epoch 0). The verdict reads the Trainer's log
-    history, which a resumed run restores from its checkpoint. The exception propagates out of
-    `Trainer.train` before that epoch's checkpoint is written.
+    on, which is why the Trainer's `logging_nan_inf_filter` stays on.
+
+    Not learning: from epoch `not_learning_epoch` on, no evaluation so far looked alive. A classifier
+    is dead when its validation predictions are one class or score at or below the majority class
+    (`classify`); a masked LM when its held-out loss is not below the loss it had before training
+    (the Trainer's evaluation at epoch 0). The verdict reads the Trainer's log history, which a
+    resumed run restores from its checkpoint. The exception propagates out of `Trainer.train`
+    before that epoch's checkpoint is written.
     """
 
     def __init__(self, check_steps: int, not_learning_epoch: int, *, classify: bool,
@@ -148,7 +150,8 @@ class HealthCallback(TrainerCallback):
 
     @staticmethod
     def _mlm_reason(state, metrics: dict) -> str | None:
-        before = next((h["eval_loss"] for h in state.log_history if "eval_loss" in h and h.get("epoch", 0) == 0), None)
+        before = next((h["eval_loss"] for h in state.log_history
+                       if "eval_loss" in h and h.get("epoch", 0) == 0), None)
         loss = metrics.get("eval_loss")
         if before is None or loss is None or loss < before:
             return None

@@ -44,8 +44,8 @@ from pipeline.health import majority_share
 from pipeline.hooks import NULL_HOOKS, Hooks, StopRequested
 from pipeline.losses import make_compute_loss_func
 from pipeline.metrics import accuracy, compute_metrics, macro_f1, softmax
-from pipeline.predictions import write_predictions
 from pipeline.models import load_classifier, load_mlm, load_tokenizer, resolve_model_source
+from pipeline.predictions import write_predictions
 from pipeline.tokenizers import add_special_tokens
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,10 @@ def _start_run_state(output_dir: str, cfg) -> dict:
     path = os.path.join(output_dir, RUN_STATE)
     state = _read_json(path)
     has_checkpoint = _last_checkpoint(output_dir) is not None
-    if state is not None and has_checkpoint and state["config"] != cfg.to_dict():
-        changed = sorted(k for k in cfg.to_dict() if state["config"].get(k) != cfg.to_dict()[k])
+    # A setting the saved config lacks was added by a later version: the run began without it.
+    changed = [] if state is None else sorted(k for k, v in cfg.to_dict().items()
+                                              if k in state["config"] and state["config"][k] != v)
+    if state is not None and has_checkpoint and changed:
         raise ValueError(
             f"{output_dir} holds checkpoints of a run with a different config (changed: {changed}); "
             "use a fresh output_dir or delete the old one"

@@ -108,8 +108,9 @@ def test_accuracy_weights_are_the_normalised_logged_accuracies(campaign):
     assert 0 <= logged(campaign.reporter, "val_f1")[None] <= 1
     # the validation outputs are out of fold, as val_accuracy is, in the project's predictions layout
     val_out = pd.read_csv(campaign.reporter.artifacts["val_predictions"])
-    assert list(val_out.columns) == ["id", "text", "label", "pred", "pred_name", "prob_0", "prob_1", "prob_2", "prob_3"]
-    assert logged(campaign.reporter, "val_accuracy")[None] == pytest.approx((val_out["pred"] == val_out["label"]).mean())
+    assert list(val_out.columns) == ["id", "text", "label", "pred", "pred_name", *(f"prob_{c}" for c in range(4))]
+    hits = (val_out["pred"] == val_out["label"]).mean()
+    assert logged(campaign.reporter, "val_accuracy")[None] == pytest.approx(hits)
     np.testing.assert_allclose(val_out[["prob_0", "prob_1", "prob_2", "prob_3"]].sum(axis=1), 1.0, atol=1e-5)
     assert sum(v for s, v in logged(campaign.reporter, "predicted_share").items()) == pytest.approx(1.0)
     artifacts = campaign.reporter.artifacts
@@ -518,8 +519,8 @@ def test_finetunes_a_baseline_an_ensemble_and_predict_through_the_queue(small_da
 
     # predict re-runs every member on the CSV: the ensemble's own test predictions, reproduced
     predicted = records.job("predict-ens")
-    np.testing.assert_allclose(np.exp(np.load(predicted.artifacts["test_logits"])), np.load(ens.artifacts["test_probs"]),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.exp(np.load(predicted.artifacts["test_logits"])),
+                               np.load(ens.artifacts["test_probs"]), atol=1e-5)
     rows = pd.read_csv(predicted.artifacts["test_predictions"])
     assert list(rows.columns) == ["id", "text", "label", "pred", "pred_name", "prob_0", "prob_1", "prob_2", "prob_3"]
     labels = pd.read_csv(small_data[1])["label"].to_numpy()

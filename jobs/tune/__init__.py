@@ -53,7 +53,7 @@ from .tuner import FIRST_START_ATTR, JOB_ATTR, SURPLUS_ATTR, TINY_ATTR, RetryTri
 KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settings, resumable, shared by k jobs",
             display=Display(model=True, scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
                             details={"epochs": Column("epochs_run", param="epochs")}, study=study_name,
-                            params_of="finetune", param_metrics="best_"))
+                            params_of="finetune", param_metrics="best_", colour="#8c5fb0"))
 
 __all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
            "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]

@@ -1,6 +1,6 @@
 """Shared fixtures for the pipeline tests: real reviews from data/, one tiny model per session.
 
-Tiny models (2 layers, hidden 64, WordPiece vocab 2000 trained on the reviews) are built from a
+Tiny models (2 layers, hidden 64, WordPiece vocab up to 8000 trained on the reviews) are built from a
 config and saved to a folder, so every test loads them through ``from_pretrained(folder)``: the
 code path a hub model takes.
 """
