@@ -1,4 +1,4 @@
-"""`sched demo`: the campaign's shape (TAPT, three fine-tunes, a TF-IDF baseline, an ensemble, its
+"""`sched demo`: the campaign's shape (three fine-tunes, a TF-IDF baseline, an ensemble, its
 predictions on a CSV, a short tune, a full-data retrain) on the tiny preset and the shipped data
 sample, run to the end on this machine's CPU.
 
