@@ -1,17 +1,37 @@
-"""Queue speed on SQLite: claim+finish latency with a deep queue, and a many-process drain rate.
+"""Queue operations, sched against huey's SqliteHuey in the same run: submit, claim+finish, drain.
 
-    python bench/bench_queue.py [--jobs 100000] [--drain-jobs 10000] [--processes 8]
+    python bench/bench_queue.py [--quick] [--depth 100000] [--rounds 5] [--pg postgresql://...]
 
-Prints the median claim+succeed time of one job with 100,000 queued (target <= 5 ms) and the rate
-at which 8 processes drain 10,000 no-op jobs (target >= 500 jobs/s, zero double claims), beside a
-one-process drain of the same jobs as the baseline.
+(a) Submit rate: `JobQueue.submit()` on batches and on one job per call, against huey's enqueue
+    (one task per call: huey has no batch enqueue). A fresh database per measurement.
+(b) Claim+finish latency with `--depth` jobs queued: `claim()` + `succeed()` of one job, against
+    huey's `dequeue()` + `execute()` (runs the no-op task and stores its result), on queues of the
+    same depth. Per-operation min, median and p95.
+(c) Drain rate with 1 and 8 processes: each process claims and finishes no-op jobs until the queue
+    is empty; huey's side runs the same loop over `dequeue()` + `execute()`. Every job must run
+    exactly once in sched (the script exits 1 otherwise); duplicates and missing jobs are reported
+    for both.
+
+Fairness: both on SQLite files in the same folder (sched: WAL + synchronous=NORMAL, its own engine;
+huey: SqliteHuey's WAL, with synchronous=NORMAL to match, see bench/peers.py; `--huey-sync default`
+for its untouched defaults). Contenders are interleaved in every round and the order rotates; the
+figures are min (best) and median over rounds. Processes are started and connected before the
+clock starts (a barrier), so interpreter start-up is not counted for either.
+
+The deep queues are built by real `submit()` in batches of 10,000 when the submit rate measured in
+(a) makes that fit in `--fill-budget` seconds; otherwise they are bulk-loaded with plain INSERTs
+(the output says so) and `submit()` is timed only in (a). huey's deep queue is always bulk-loaded
+with the exact rows its enqueue writes.
+
+`--pg URL` adds sched on PostgreSQL (fresh databases on that server, dropped at the end); huey has
+no PostgreSQL store, so those rows have no peer. Prints figures; no assertion on time.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import statistics
+import os
 import sys
 import tempfile
 import time
@@ -20,93 +40,342 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import insert  # noqa: E402
+from bench import peers  # noqa: E402
+from bench.benchlib import PgDatabases, header, ratio, rotated, summary, table  # noqa: E402
+from scheduler.jobqueue import JobQueue, JobSpec  # noqa: E402
 
-from scheduler.jobqueue import JobQueue  # noqa: E402
-from scheduler.store.engine import db_now  # noqa: E402
-from scheduler.store.schema import jobs  # noqa: E402
-
-
-def fill(queue: JobQueue, count: int, prefix: str) -> None:
-    """Insert `count` queued no-op jobs fast (one executemany per 10,000)."""
-    with queue.write() as s:
-        now = db_now(s)
-        for start in range(0, count, 10_000):
-            s.execute(insert(jobs), [dict(name=f"{prefix}-{i}", kind="echo", params={}, priority=i % 10,
-                                         gpus=0, tags=[], status="queued", attempts=0, max_attempts=1,
-                                         created_at=now)
-                                    for i in range(start, min(count, start + 10_000))])
+FILL_CHUNK = 10_000
+SLOT = "cpu0"
 
 
-def claim_latency(url: str, depth: int, samples: int) -> list[float]:
+def specs(prefix: str, start: int, count: int) -> list[JobSpec]:
+    return [JobSpec(name=f"{prefix}-{i}", kind="shell", params={"argv": ["true"]}) for i in range(start, start + count)]
+
+
+# ---- filling queues -------------------------------------------------------------------------------
+
+def fill_sched(url: str, count: int, prefix: str, mode: str) -> float:
+    """Queue `count` no-op jobs; returns the seconds it took. mode "submit": real submit() in
+    batches of 10,000; "bulk": plain INSERTs of the rows submit() would write."""
     queue = JobQueue(url)
-    fill(queue, depth, "deep")
-    worker = queue.register_worker("bench", 0, ["cpu0"])
-    times = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        job = queue.claim(worker, "cpu0", 0)
-        queue.succeed(job.id, worker)
-        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    if mode == "submit":
+        for start in range(0, count, FILL_CHUNK):
+            queue.submit(specs(prefix, start, min(FILL_CHUNK, count - start)))
+    else:
+        from sqlalchemy import insert
+
+        from scheduler.store.engine import db_now
+        from scheduler.store.schema import jobs
+
+        with queue.write() as conn:
+            now = db_now(conn)
+            for start in range(0, count, FILL_CHUNK):
+                conn.execute(insert(jobs), [
+                    dict(name=s.name, kind=s.kind, params=s.params, priority=s.priority, gpus=s.gpus, tags=[],
+                         status="queued", attempts=0, max_attempts=s.max_attempts, timeout_s=None,
+                         preemptible=False, created_at=now)
+                    for s in specs(prefix, start, min(FILL_CHUNK, count - start))])
+    elapsed = time.perf_counter() - t0
     queue.dispose()
-    return times
+    return elapsed
 
 
-def _drainer(url: str, out) -> None:
+def fill_huey(path: str, sync: str, count: int) -> float:
+    """Bulk-load `count` no-op tasks: the rows huey's own enqueue writes, in one transaction."""
+    huey = peers.make_huey(path, sync)
+    t0 = time.perf_counter()
+    rows = [("bench", huey.serialize_task(huey.noop.s(i)), 0) for i in range(count)]
+    with huey.storage.db(commit=True) as curs:
+        curs.executemany("insert into task (queue, data, priority) values (?, ?, ?)", rows)
+    elapsed = time.perf_counter() - t0
+    huey.storage.close()
+    return elapsed
+
+
+# ---- (a) submit ---------------------------------------------------------------------------------------
+
+def time_sched_submit(url: str, count: int, per_call: int) -> float:
+    """Seconds to submit `count` jobs, `per_call` per submit(); building the JobSpecs is timed too,
+    as huey's side times building its task objects."""
     queue = JobQueue(url)
-    worker = queue.register_worker("bench", 0, ["cpu0"])
+    t0 = time.perf_counter()
+    for start in range(0, count, per_call):
+        queue.submit(specs("s", start, min(per_call, count - start)))
+    elapsed = time.perf_counter() - t0
+    queue.dispose()
+    return elapsed
+
+
+def time_huey_enqueue(path: str, sync: str, count: int) -> float:
+    huey = peers.make_huey(path, sync)
+    t0 = time.perf_counter()
+    for i in range(count):
+        huey.noop(i)
+    elapsed = time.perf_counter() - t0
+    huey.storage.close()
+    return elapsed
+
+
+# ---- (b) claim + finish --------------------------------------------------------------------------------
+
+class SchedOps:
+    def __init__(self, url: str):
+        self.queue = JobQueue(url)
+        self.worker = self.queue.register_worker("bench", os.getpid(), [SLOT])
+
+    def block(self, ops: int) -> list[float]:
+        times = []
+        for _ in range(ops):
+            t0 = time.perf_counter()
+            job = self.queue.claim(self.worker, SLOT, 0)
+            self.queue.succeed(job.id, self.worker)
+            times.append(time.perf_counter() - t0)
+        return times
+
+
+class HueyOps:
+    def __init__(self, path: str, sync: str):
+        self.huey = peers.make_huey(path, sync)
+
+    def block(self, ops: int) -> list[float]:
+        times = []
+        for _ in range(ops):
+            t0 = time.perf_counter()
+            task = self.huey.dequeue()
+            self.huey.execute(task)  # what huey's consumer does: run it, store its result
+            times.append(time.perf_counter() - t0)
+        return times
+
+
+# ---- (c) drain ---------------------------------------------------------------------------------------
+
+def _sched_drainer(url: str, barrier, out) -> None:
+    queue = JobQueue(url)
+    worker = queue.register_worker("bench", os.getpid(), [SLOT])
     ran = []
+    barrier.wait()
     while True:
-        job = queue.claim(worker, "cpu0", 0)
+        job = queue.claim(worker, SLOT, 0)
         if job is None:
             if not queue.status_counts().get("queued"):
                 break
             continue
         ran.append(job.id)
         queue.succeed(job.id, worker)
-    out.put(ran)
+    out.put((ran, time.monotonic()))
+    queue.dispose()
 
 
-def drain_rate(url: str, jobs: int, processes: int) -> tuple[float, int, int]:
-    queue = JobQueue(url)
-    fill(queue, jobs, "drain")
+def _huey_drainer(path: str, sync: str, barrier, out) -> None:
+    huey = peers.make_huey(path, sync)
+    ran = []
+    barrier.wait()
+    while True:
+        task = huey.dequeue()
+        if task is None:
+            break
+        huey.execute(task)
+        ran.append(task.args[0])
+    out.put((ran, time.monotonic()))
+
+
+def drain(target, args: tuple, processes: int) -> tuple[float, list[list]]:
+    """Start `processes` drainers, release them together, return (seconds to empty, what each ran)."""
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_drainer, args=(url, out)) for _ in range(processes)]
+    barrier, out = ctx.Barrier(processes + 1), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, out)) for _ in range(processes)]
     for p in procs:
         p.start()
-    # Start timing once the first job is claimed, so interpreter start-up is not counted.
-    while not queue.status_counts().get("running") and not queue.status_counts().get("succeeded"):
-        time.sleep(0.001)
-    t0 = time.perf_counter()
-    results = [out.get() for _ in procs]
-    elapsed = time.perf_counter() - t0
+    barrier.wait()
+    t0 = time.monotonic()
+    results = [out.get(timeout=3600) for _ in procs]
     for p in procs:
         p.join()
-    runs = Counter(job_id for ran in results for job_id in ran)
-    doubles = sum(n - 1 for n in runs.values() if n > 1)
+    return max(end for _, end in results) - t0, [ran for ran, _ in results]
+
+
+def exactly_once(ran: list[list], expected: set) -> tuple[int, int]:
+    runs = Counter(x for r in ran for x in r)
+    duplicates = sum(n - 1 for n in runs.values() if n > 1)
+    return duplicates, len(expected - set(runs))
+
+
+def sched_job_ids(url: str) -> set[int]:
+    from sqlalchemy import select
+
+    from scheduler.store.schema import jobs
+
+    queue = JobQueue(url)
+    with queue.read() as conn:
+        ids = set(conn.scalars(select(jobs.c.id)))
     queue.dispose()
-    return jobs / elapsed, doubles, jobs - len(runs)
+    return ids
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--drain-jobs", type=int, default=10_000)
-    parser.add_argument("--processes", type=int, default=8)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        times = claim_latency(f"sqlite:///{tmp}/latency.db", args.jobs, args.samples)
-        ms = sorted(t * 1000 for t in times)
-        print(f"claim+succeed with {args.jobs:,} queued (SQLite): median {statistics.median(ms):.2f} ms, "
-              f"p95 {ms[int(len(ms) * 0.95)]:.2f} ms over {len(ms)} jobs (target <= 5 ms)")
-        base, base_doubles, _ = drain_rate(f"sqlite:///{tmp}/drain1.db", args.drain_jobs, 1)
-        rate, doubles, missing = drain_rate(f"sqlite:///{tmp}/drain.db", args.drain_jobs, args.processes)
-        print(f"drain of {args.drain_jobs:,} no-op jobs (SQLite): {args.processes} processes {rate:,.0f} jobs/s, "
-              f"1 process {base:,.0f} jobs/s (ratio {rate / base:.2f}); double claims {doubles + base_doubles}, "
-              f"jobs not run {missing} (target >= 500 jobs/s, 0 double claims)")
+# ---- main ----------------------------------------------------------------------------------------------
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (figures not comparable)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measure")
+    p.add_argument("--submit-batch", type=int, default=1000, help="(a) jobs per submit() batch")
+    p.add_argument("--submit-single", type=int, default=200, help="(a) one-job submit() calls timed per round")
+    p.add_argument("--huey-enqueue", type=int, default=1000, help="(a) huey enqueues timed per round")
+    p.add_argument("--depth", type=int, default=100_000, help="(b) jobs queued while claim+finish is timed")
+    p.add_argument("--latency-ops", type=int, default=200, help="(b) claim+finish operations per round")
+    p.add_argument("--drain-jobs", type=int, default=10_000, help="(c) jobs per drain")
+    p.add_argument("--processes", default="1,8", help="(c) drainer process counts")
+    p.add_argument("--fill-budget", type=float, default=240.0,
+                   help="seconds submit() may take to build the deep queue; beyond it, bulk-load")
+    p.add_argument("--fill", choices=("auto", "submit", "bulk"), default="auto")
+    p.add_argument("--pg", metavar="URL", help="also run sched on this PostgreSQL server (fresh databases)")
+    p.add_argument("--huey-sync", choices=("normal", "default"), default="normal",
+                   help="huey's synchronous pragma: NORMAL like sched (default), or SQLite's default FULL")
+    p.add_argument("--dir", default=None, help="folder for the SQLite files (default: a temporary folder)")
+    args = p.parse_args()
+    if args.quick:  # smaller defaults; options given on the command line still win
+        p.set_defaults(rounds=3, submit_batch=200, submit_single=30, huey_enqueue=200, depth=20_000, latency_ops=50,
+                       drain_jobs=1000)
+        args = p.parse_args()
+    args.processes = [int(x) for x in args.processes.split(",")]
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if not peers.available():
+        print(f"bench_queue: {peers.HUEY_MISSING}")
+        return 2
+    pg = PgDatabases(args.pg) if args.pg else None
+    tmp = tempfile.TemporaryDirectory(dir=args.dir, prefix="sched-bench-queue-")
+    files = iter(range(10**9))
+
+    def sqlite_url(label: str) -> str:
+        return f"sqlite:///{tmp.name}/{label}-{next(files)}.db"
+
+    def huey_file(label: str) -> str:
+        return f"{tmp.name}/huey-{label}-{next(files)}.db"
+
+    backends = [("SQLite", sqlite_url)] + ([("PostgreSQL", pg.new)] if pg else [])
+    huey_sync = ("synchronous=NORMAL, as sched" if args.huey_sync == "normal"
+                 else "SQLite's default synchronous=FULL")
+    header(f"queue operations: sched (SQLite WAL, synchronous=NORMAL) vs huey {peers.version()} SqliteHuey "
+           f"(WAL, {huey_sync}); SQLite files in {tmp.name}")
+    if pg:
+        print("PostgreSQL: sched only (huey has no PostgreSQL store)")
+    print(f"{args.rounds} rounds per measure, contenders interleaved, order rotated each round; best = min time\n")
+    failed = False
+    try:
+        # ---- (a) submit
+        contenders = []
+        for label, new_url in backends:
+            contenders.append((f"sched {label}, submit() {args.submit_batch} jobs per call", args.submit_batch,
+                               lambda new_url=new_url: time_sched_submit(new_url("submit"), args.submit_batch,
+                                                                         args.submit_batch)))
+            contenders.append((f"sched {label}, submit() 1 job per call", args.submit_single,
+                               lambda new_url=new_url: time_sched_submit(new_url("single"), args.submit_single, 1)))
+        contenders.append(("huey enqueue, 1 task per call (no batch API)", args.huey_enqueue,
+                           lambda: time_huey_enqueue(huey_file("enqueue"), args.huey_sync, args.huey_enqueue)))
+        times: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+        for r in range(args.rounds):
+            for name, _, fn in rotated(contenders, r):
+                times[name].append(fn())
+        rates = {name: (n / min(times[name]), n / summary(times[name])["median"]) for name, n, _ in contenders}
+        huey_rate = rates[contenders[-1][0]][1]
+        print("(a) submit rate, fresh database each time")
+        print(table([[name, f"{best:,.0f}", f"{med:,.0f}", ratio(med, huey_rate)]
+                     for name, (best, med) in rates.items()],
+                    ["contender", "best jobs/s", "median jobs/s", "median vs huey"]))
+        sched_batch_rate = rates[contenders[0][0]][1]
+        print(f"goal: submit >= 0.5x huey's enqueue rate; now {ratio(sched_batch_rate, huey_rate)} (batches), "
+              f"{ratio(rates[contenders[1][0]][1], huey_rate)} (one per call)\n")
+
+        # ---- (b) claim + finish at depth
+        mode = args.fill
+        if mode == "auto":
+            projected = args.depth / sched_batch_rate
+            mode = "submit" if projected <= args.fill_budget else "bulk"
+        ops = []
+        for label, new_url in backends:
+            url = new_url("deep")
+            seconds = fill_sched(url, args.depth, "deep", mode)
+            how = ("by submit() in batches of 10,000" if mode == "submit" else
+                   "BULK-LOADED with plain INSERTs (submit() at the rate measured in (a) would take "
+                   f"~{args.depth / sched_batch_rate:,.0f} s)")
+            print(f"sched {label} deep queue: {args.depth:,} jobs {how}: {seconds:.1f} s")
+            ops.append((f"sched {label}: claim() + succeed()", SchedOps(url)))
+        path = huey_file("deep")
+        seconds = fill_huey(path, args.huey_sync, args.depth)
+        print(f"huey deep queue: {args.depth:,} tasks bulk-loaded with the rows its enqueue writes: {seconds:.1f} s")
+        ops.append(("huey: dequeue() + execute() (result stored)", HueyOps(path, args.huey_sync)))
+        for _, op in ops:
+            op.block(5)  # warm connections and statement caches; not counted
+        samples: dict[str, list[float]] = {name: [] for name, _ in ops}
+        for r in range(args.rounds):
+            for name, op in rotated(ops, r):
+                samples[name].extend(op.block(args.latency_ops))
+        huey_med = summary(samples[ops[-1][0]])["median"]
+        print(f"(b) claim+finish latency per job, ~{args.depth:,} queued, "
+              f"{args.rounds} x {args.latency_ops} operations")
+        rows = []
+        for name, values in samples.items():
+            s = summary(values)
+            rows.append([name, f"{s['min'] * 1e3:.2f}", f"{s['median'] * 1e3:.2f}", f"{s['p95'] * 1e3:.2f}",
+                         ratio(s["median"], huey_med)])
+        print(table(rows, ["contender", "min ms", "median ms", "p95 ms", "median vs huey"]))
+        print(f"goal: within 2x of huey; now {ratio(summary(samples[ops[0][0]])['median'], huey_med)}\n")
+
+        # ---- (c) drain
+        configs = []
+        for procs in args.processes:
+            for label, new_url in backends:
+                configs.append((f"sched {label}", procs, new_url))
+            configs.append(("huey", procs, None))
+        drains: dict[tuple[str, int], list[float]] = {(name, p): [] for name, p, _ in configs}
+        checks: dict[tuple[str, int], list[tuple[int, int]]] = {(name, p): [] for name, p, _ in configs}
+        for r in range(args.rounds):
+            for name, procs, new_url in rotated(configs, r):
+                if new_url is None:
+                    path = huey_file("drain")
+                    fill_huey(path, args.huey_sync, args.drain_jobs)
+                    seconds, ran = drain(_huey_drainer, (path, args.huey_sync), procs)
+                    expected = set(range(args.drain_jobs))
+                else:
+                    url = new_url("drain")
+                    fill_sched(url, args.drain_jobs, "drain", mode)
+                    seconds, ran = drain(_sched_drainer, (url,), procs)
+                    expected = sched_job_ids(url)
+                drains[(name, procs)].append(seconds)
+                checks[(name, procs)].append(exactly_once(ran, expected))
+        print(f"(c) drain of {args.drain_jobs:,} no-op jobs ({'submit()' if mode == 'submit' else 'bulk-loaded'} "
+              "queues), N processes claiming and finishing until empty")
+        rows, goal = [], []
+        for (name, procs), values in drains.items():
+            s = summary(values)
+            huey_s = summary(drains[("huey", procs)])
+            dup = sum(d for d, _ in checks[(name, procs)])
+            miss = sum(m for _, m in checks[(name, procs)])
+            if name.startswith("sched") and (dup or miss):
+                failed = True
+            rows.append([f"{name}, {procs} process{'es' if procs > 1 else ''}",
+                         f"{args.drain_jobs / s['min']:,.0f}", f"{args.drain_jobs / s['median']:,.0f}",
+                         ratio(huey_s["median"], s["median"]), str(dup), str(miss)])
+            if name == "sched SQLite":
+                goal.append(f"{procs} proc: {ratio(huey_s['median'], s['median'])}")
+        print(table(rows, ["contender", "best jobs/s", "median jobs/s", "median vs huey", "duplicates", "missing"]))
+        print(f"goal: drain rate within 2x of huey (>= 0.5x); now {', '.join(goal)}")
+        print("exactly-once (sched): " + ("VIOLATED: see duplicates/missing above" if failed else
+                                          f"every job ran once in all {len(configs) * args.rounds} drains"))
+        if (os.cpu_count() or 1) < max(args.processes):
+            print(f"note: {os.cpu_count()} cores; {max(args.processes)} processes contend for the cores and for "
+                  "SQLite's single writer, so more processes cannot beat one here")
+    finally:
+        tmp.cleanup()
+        if pg:
+            pg.close()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

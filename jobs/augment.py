@@ -99,4 +99,11 @@ def run(params: Params, ctx: JobContext) -> None:
     ctx.add_artifact("augmented_csv", out_csv)
 
 
-KIND = Kind("augment", Params, run, summary="back-translation: extra training rows for a fine-tune")
+def preflight(params: Params, pre) -> None:
+    pre.labeled_csv("params.train", params.train, params.text_column, params.label_column, params.num_labels)
+    pre.model("params.forward_model", params.forward_model)
+    pre.model("params.backward_model", params.backward_model)
+
+
+KIND = Kind("augment", Params, run, summary="back-translation: extra training rows for a fine-tune",
+            preflight=preflight, outputs=("augmented_csv",))

@@ -57,8 +57,18 @@ def run(params, ctx: JobContext) -> None:
     ctx.progress(1, 1, f"val_accuracy {result.val_accuracy:.4f} in {result.cpu_seconds:.1f} CPU s")
 
 
+def preflight(params, pre) -> None:
+    """The train CSV (columns, labels in range) and the test CSV."""
+    pre.labeled_csv("params.train", params.train, params.text_column, params.label_column, params.num_labels)
+    if params.test:
+        pre.text_csv("params.test", params.test, params.text_column)
+
+
 # A model on the leaderboard like a fine-tune (same score columns); its model column shows the analyzer.
 KIND = Kind("baseline", Params, run, summary="TF-IDF character n-grams + logistic regression (CPU, seconds)",
             display=Display(model=True, model_param="analyzer",
                             scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
-                            params={"C": "C"}, colour="#7f7f7f"))
+                            params={"C": "C"}, colour="#7f7f7f"),
+            preflight=preflight,
+            outputs=("model", "val_logits", "test_logits", "val_predictions", "test_predictions", "val_split",
+                     "result", "val_accuracy", "val_f1"))

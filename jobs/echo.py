@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import PurePath
+
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from .context import JobContext
 from .registry import Kind
@@ -16,7 +18,14 @@ class Params(BaseModel):
 
     message: str = "hello"  # printed to the job's log
     metric: float | None = None  # logged as metric `value` when given
-    write_file: str | None = None  # a file name under the output folder to write the message to
+    write_file: str | None = None  # a file name (no folders) in the run folder to write the message to
+
+    @field_validator("write_file")
+    @classmethod
+    def _inside_run_folder(cls, name: str | None) -> str | None:
+        if name is not None and (PurePath(name).name != name or name in ("", ".", "..")):
+            raise ValueError(f"'{name}' is not a plain file name; the file goes in the job's run folder")
+        return name
 
 
 def run(params: Params, ctx: JobContext) -> None:

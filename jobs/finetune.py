@@ -188,5 +188,26 @@ DISPLAY = Display(
             Curve("loss", "train")),
     colour="#3b75af",
 )
+def preflight(params, pre) -> None:
+    """The train CSV (columns, labels in range), the test CSV, the model, and the jobs it reads from."""
+    pre.labeled_csv("params.train", params.train, params.text_column, params.label_column, params.num_labels)
+    if params.test:
+        pre.text_csv("params.test", params.test, params.text_column)
+    pre.model("params.model", params.model)
+    if isinstance(params.extra_train, FromJob):
+        pre.produces("params.extra_train", params.extra_train.from_, params.extra_train.artifact or "augmented_csv")
+    elif params.extra_train:
+        pre.labeled_csv("params.extra_train", params.extra_train, params.text_column, params.label_column,
+                        params.num_labels)
+    if params.epochs_from:
+        pre.produces("params.epochs_from", params.epochs_from, "best_epoch")
+    if params.params_from:
+        name = params.params_from
+        pre.produces("params.params_from", name if pre.job(name) or not pre.job(f"{name}#1") else f"{name}#1",
+                     "best_params")
+
+
+OUTPUTS = ("model", "val_logits", "test_logits", "val_predictions", "test_predictions", "val_split", "result",
+           "val_accuracy", "val_f1", "best_epoch", "epochs_run")
 KIND = Kind("finetune", Params, run, summary="fine-tune a classifier (focal loss, SWA, early stopping, resume)",
-            display=DISPLAY)
+            display=DISPLAY, preflight=preflight, outputs=OUTPUTS)

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.errors import InputError
+
 from .common import FromJob, ModelRef, data_path
 from .context import JobContext
-from .registry import Kind
+from .registry import Kind, known_kind
 
 BASELINE_SUFFIX = ".joblib"  # a `model` artifact with this suffix is a baseline, not a model folder
 MAX_DEPTH = 8  # ensembles of ensembles: deeper than this is a reference cycle
@@ -55,8 +57,9 @@ class Predictor:
     vote: str = "probs"
 
 
-class PredictError(ValueError):
-    """The model reference cannot be predicted with; the message names the job and why."""
+class PredictError(InputError):
+    """The model reference cannot be predicted with; the message names the job and why (retrying
+    cannot fix it)."""
 
 
 def resolve(ctx: JobContext, ref: ModelRef, depth: int = 0) -> Predictor:
@@ -126,7 +129,7 @@ def run(params: Params, ctx: JobContext) -> None:
     path = data_path(params.csv)
     rows = load_rows(path, params.text_column, id_column=params.id_column)
     predictor = resolve(ctx, params.model)
-    ctx.progress(0, len(rows), f"predicting {len(rows)} rows")
+    ctx.progress(0, len(rows), "rows")
     logits = logits_of(predictor, rows["text"].tolist(), params, ctx.device)
     labels = _labels(path, params, logits.shape[1])
     out = ctx.output_dir
@@ -141,7 +144,7 @@ def run(params: Params, ctx: JobContext) -> None:
     if labels is not None:
         ctx.log_metric("test_accuracy", accuracy(labels, preds))
         ctx.log_metric("test_f1", macro_f1(labels, preds, probs.shape[1]))
-    ctx.progress(len(rows), len(rows), "done")
+    ctx.progress(len(rows), len(rows), "rows")
 
 
 def _labels(path: str, params: Params, num_labels: int):
@@ -153,5 +156,28 @@ def _labels(path: str, params: Params, num_labels: int):
     return load_labeled_csv(path, params.text_column, params.label_column, num_labels)["label"].to_numpy()
 
 
+# What a `{from: JOB}` must leave for predict to run it (an ensemble's recipe, or a model).
+PREDICTABLE = ("ensemble", "model", "best_model")
+
+
+def preflight(params: Params, pre) -> None:
+    """The CSV and its text column, and a model: a folder or hub name, or a job that leaves one."""
+    pre.text_csv("params.csv", params.csv, params.text_column)
+    ref = params.model
+    if not isinstance(ref, FromJob) or ref.artifact is not None:
+        pre.model("params.model", ref)
+        return
+    other = pre.job(ref.from_)
+    if other is None:
+        pre.problems.append(f"params.model: no job named '{ref.from_}' in this file or the queue")
+        return
+    kind = known_kind(other.kind)
+    outputs = set(kind.outputs) if kind is not None else set()
+    if other.kind != "predict" and outputs and not outputs & set(PREDICTABLE):
+        pre.problems.append(f"params.model: job '{ref.from_}' is a {other.kind} job; it leaves no model to "
+                            "predict with (a finetune, baseline, ensemble or tune job does)")
+
+
 KIND = Kind("predict", Params, run,
-            summary="predictions of a fine-tune, baseline or ensemble on a CSV (test_accuracy when it has labels)")
+            summary="predictions of a fine-tune, baseline or ensemble on a CSV (test_accuracy when it has labels)",
+            preflight=preflight, outputs=("test_logits", "test_predictions", "test_accuracy", "test_f1"))

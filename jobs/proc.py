@@ -1,12 +1,31 @@
-"""Process helpers shared by the runner and job kinds that start programs."""
+"""Process helpers shared by the worker, the runner and job kinds that start programs (Linux).
+
+Every process a job starts must end when the job ends or its worker dies, whatever it does:
+- the runner is a child subreaper (`become_subreaper`): a job's process whose parent died is
+  re-parented to the runner instead of to PID 1, so everything the job started stays below it;
+- when the job ends, the runner kills every process below it (`kill_tree`), including those that
+  left its process group with `setsid`;
+- the runner asks for a signal when its worker dies (`die_with_parent`) and then does the same;
+- every process of a job carries the job's run token in its environment (inherited), so the
+  worker can still find and kill what a runner that died abruptly left behind (`processes_with`).
+"""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+LINUX = sys.platform.startswith("linux")
+
+
+def _prctl(option: int, value: int) -> None:
+    if LINUX:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(option, int(value), 0, 0, 0)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -14,6 +33,74 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
 
     Called in a child: a killed worker then leaves no job (and no GPU memory) behind.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    _prctl(PR_SET_PDEATHSIG, sig)
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants of this process are re-parented to it (not to PID 1)."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _parents() -> dict[int, int]:
+    """{pid: parent pid} of every process we can see."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # it ended meanwhile
+            continue
+        # The name (field 2) may hold spaces and parentheses: the fields after its last ')' are fixed.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below `root` (children first), from /proc; empty off Linux."""
+    if not LINUX:
+        return []
+    children: dict[int, list[int]] = {}
+    for pid, parent in _parents().items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def kill_tree(root: int, *, include_root: bool = False, sig: int = signal.SIGKILL) -> list[int]:
+    """Send `sig` to every descendant of `root` (and to `root` itself when asked). Returns the pids."""
+    targets = descendants(root) + ([root] if include_root else [])
+    kill_all(targets, sig)
+    return targets
+
+
+def processes_with(variable: str, value: str) -> list[int]:
+    """Pids of the processes (of this user) whose environment has `variable=value`."""
+    if not LINUX:
+        return []
+    wanted = f"{variable}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if wanted in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:  # ended meanwhile, or another user's
+            continue
+    return found
+
+
+def kill_all(pids: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

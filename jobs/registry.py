@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 PLUGIN_ENV = "SCHED_KINDS"
 ENTRY_POINT_GROUP = "sched.kinds"
 # Modules of this package that are not kinds (shared code).
-SUPPORT_MODULES = frozenset({"common", "context", "proc", "registry"})
+SUPPORT_MODULES = frozenset({"common", "context", "preflight", "proc", "registry"})
 
 
 class UnknownKind(ValueError):
@@ -89,6 +89,10 @@ class Kind:
     run: Callable[[BaseModel, Any], Any]
     summary: str = ""  # one line for `sched kinds`
     display: Display = field(default_factory=Display)
+    # Checks the inputs without running (files, columns, labels, models, `from:` jobs): see
+    # jobs/preflight.py. Called as preflight(params, pre); reports through `pre`.
+    preflight: Callable[[BaseModel, Any], None] | None = None
+    outputs: tuple[str, ...] = ()  # artifacts and final metrics its jobs leave for others (`from:`)
 
     def parse(self, params: dict | None) -> BaseModel:
         try:
@@ -97,6 +101,11 @@ class Kind:
             raise ParamsError(self.name, [
                 (".".join(str(p) for p in err["loc"]), _message(err)) for err in exc.errors()
             ]) from None
+
+    def check(self, params: BaseModel, pre) -> None:
+        """Run the kind's preflight (if it has one) into `pre`."""
+        if self.preflight is not None:
+            self.preflight(params, pre)
 
     @property
     def headline(self) -> str | None:
@@ -107,7 +116,7 @@ class Kind:
 def _message(err: dict) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key"
-    return err["msg"]
+    return err["msg"].removeprefix("Value error, ")
 
 
 # ---- built-in kinds ----------------------------------------------------------------------------

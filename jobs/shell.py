@@ -12,7 +12,7 @@ import subprocess
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .context import JobContext
+from .context import JobContext, Preempted
 from .proc import die_with_parent
 from .registry import Kind
 
@@ -33,6 +33,8 @@ def run(params: Params, ctx: JobContext) -> None:
     env = {**os.environ, **params.env, "SCHED_OUTPUT_DIR": str(ctx.output_dir),
            "SCHED_JOB_ID": str(ctx.job_id), "SCHED_JOB_NAME": ctx.name}
     cwd = params.cwd or str(ctx.output_dir)
+    if ctx.should_stop():  # asked to stop before the program started: do not start it
+        raise Preempted("stopped before the program started")
     try:
         # Output goes straight to the job's log (inherited stdout/stderr).
         result = subprocess.run(params.argv, env=env, cwd=cwd, preexec_fn=die_with_parent)

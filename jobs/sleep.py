@@ -29,7 +29,7 @@ def run(params: Params, ctx: JobContext) -> None:
     for step in range(steps):
         if ctx.should_stop():
             raise Preempted(f"stopped after {step} of {steps} steps")
-        ctx.progress(step + 1, steps, "sleeping")
+        ctx.progress(step + 1, steps, "steps of 0.05 s")
         time.sleep(max(0.0, min(0.05, deadline - time.monotonic())))
     print(f"slept {params.seconds}s", flush=True)
 

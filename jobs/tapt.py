@@ -59,8 +59,14 @@ def run(params, ctx: JobContext) -> None:
     ctx.add_artifact("result", ctx.output_dir / "train" / "result.json")
 
 
+def preflight(params, pre) -> None:
+    for i, path in enumerate(params.texts):
+        pre.text_csv(f"params.texts[{i}]", path, params.text_column)
+    pre.model("params.model", params.model)
+
+
 KIND = Kind(
-    "tapt", Params, run,
+    "tapt", Params, run, preflight=preflight, outputs=("model", "result", "final_mlm_loss", "final_perplexity"),
     summary="continued masked-LM pretraining (TAPT) on the task's own texts",
     display=Display(curves=(Curve("mlm_loss", "val"), Curve("mlm_loss", "train")), colour="#6a9f58"),
 )

@@ -57,7 +57,9 @@ class HooksCallback(TrainerCallback):
         self.hooks.fault("step_begin", self._state(args, state))
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.hooks.on_progress(state.global_step, state.max_steps, f"epoch {state.epoch:.2f}")
+        # "steps · epoch 1.4/3": `sched status` shows it after done/total.
+        self.hooks.on_progress(state.global_step, state.max_steps,
+                               f"steps · epoch {state.epoch:.1f}/{state.num_train_epochs:g}")
         self.hooks.fault("step_end", self._state(args, state))
         if self.hooks.should_stop():
             # Ask the Trainer to checkpoint at this step; on_save raises once the files are on disk.

@@ -1,9 +1,9 @@
 """Is a run learning? The checks that stop a dead or diverged run early, and that keep a dead model
 out of an ensemble. Plain numpy, no torch: the ensemble and the job kinds use them too.
 
-A run that cannot recover raises a `TrainingStalled` subclass. They are `ValueError`s on purpose: the
+A run that cannot recover raises a `TrainingStalled` subclass. They are `InputError`s on purpose: the
 cause is the settings (too high a learning rate, data the model cannot fit), so running the same job
-again gives the same failure; a queue may treat it as permanent rather than retry it.
+again gives the same failure, and the queue fails it at once instead of retrying it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import InputError
 
-class TrainingStalled(ValueError):
+
+class TrainingStalled(InputError):
     """Training stopped because it cannot lead anywhere; the message says why and what to change."""
 
 

@@ -22,15 +22,12 @@ from transformers import (
 )
 
 from pipeline.data import LABEL_NAMES
+from pipeline.errors import ModelNotFoundError
 from pipeline.tokenizers import train_wordpiece_tokenizer
 
 TINY = "tiny"
 # Files whose presence means a tiny model was fully saved (written last: the weights).
 _TINY_DONE = ("config.json", "model.safetensors", "tokenizer.json")
-
-
-class ModelNotFoundError(ValueError):
-    """A model name or path could not be loaded (unknown hub name, no network, bad folder)."""
 
 
 def _load(loader, name_or_path: str, what: str, **kwargs):

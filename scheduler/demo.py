@@ -42,8 +42,8 @@ def run_demo(queue: JobQueue, runs_root: Path, console) -> str:
     console.print(plan_table(specs, title=f"Demo campaign {run}", width=console.width))
     started = time.monotonic()
     WorkerLoop(queue, parse_slots("none"), WorkerOptions(runs_root=runs_root, poll_s=0.2)).run(until_empty=True)
-    console.print(status_view(status_snapshot(queue, all_jobs=False)))
-    console.print(results_table(leaderboard(queue, tag=run), None))
+    console.print(status_view(status_snapshot(queue, all_jobs=False), width=console.width))
+    console.print(results_table(leaderboard(queue, tag=run), None, width=console.width))
     console.print(f"demo finished in {time.monotonic() - started:.0f}s; queue: "
                   f"{shown_url(queue.engine.url)}. Next: sched status, "
                   f"sched results --tag {run}, sched study {run}-tune, sched report", markup=False)

@@ -50,3 +50,22 @@ def duration(seconds: float | None) -> str:
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
+
+
+_INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # control and format characters (ESC, BEL, bidi overrides, ...)
+
+
+def visible(text: object) -> str:
+    """`text` with control and format characters written as escapes (`\\x1b`, `\\u202e`), so a job
+    name or message can neither drive the terminal (clear it, set its title) nor hide as other text."""
+    import unicodedata
+
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if unicodedata.category(ch) not in _INVISIBLE else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

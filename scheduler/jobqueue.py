@@ -8,7 +8,7 @@ the change did not happen. The states and their transitions are drawn in `schedu
 from __future__ import annotations
 
 import re
-from collections import deque
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,6 +33,7 @@ from .store.states import (
     SUCCEEDED,
     UPSTREAM_FAILED,
 )
+from .submission import REFUSED, REPLACE, RERUN, SAME, SubmitPlan, archived_name, hash_batch, plan_submission
 
 __all__ = ["JobQueue", "JobSpec", "ClaimedJob", "HeartbeatReply", "run_folder_name", "DEFAULT_LEASE_S",
            "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "KILLED", "LOST", "CANCELLED", "UPSTREAM_FAILED",
@@ -60,6 +61,9 @@ class JobSpec:
     after: list[str] = field(default_factory=list)
     preemptible: bool = False
     group_name: str | None = None
+    source: str | None = None  # the queue file it came from (absolute path), or "sched add"
+    hooks: dict | None = None  # {"on_finish": argv, "on_failure": argv}
+    spec_hash: str | None = None  # set by submit: see scheduler.submission
 
 
 @dataclass
@@ -78,16 +82,36 @@ class ClaimedJob:
     preemptible: bool = False
 
     @property
+    def label(self) -> str:
+        """How log lines name the job: `finetune-klue/bert-base #12`."""
+        return f"{self.name} #{self.id}"
+
+    @property
     def call(self) -> str:
-        """The job's call string for logs: `finetune[42](model=klue/bert-base, lr=2e-05)`."""
+        """The job and what it runs, for the line that starts it: `finetune-x #12 finetune(lr=2e-05, ...)`."""
         shown = ", ".join(f"{k}={short(v)}" for k, v in list(self.params.items())[:4])
-        return f"{self.kind}[{self.id}]({shown})"
+        return f"{self.label} {self.kind}({shown})"
 
 
 @dataclass
 class HeartbeatReply:
     lease_held: bool  # False: the job is no longer ours (requeued as stale, or finished)
     cancel_requested: bool
+
+
+def glob_to_like(pattern: str) -> str:
+    """A shell glob (`ft-*-seed?`) as a SQL LIKE pattern with `\\` as its escape."""
+    out = []
+    for ch in pattern:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def run_folder_name(job_id: int, name: str) -> str:
@@ -119,42 +143,100 @@ class JobQueue:
 
     # ---- submit -------------------------------------------------------------------------------
 
-    def submit(self, specs: list[JobSpec], *, dry_run: bool = False) -> list[int]:
-        """Insert a batch of jobs, all or nothing. Returns their ids in the order given.
+    def submit(self, specs: list[JobSpec], *, dry_run: bool = False, rerun_changed: bool = False,
+               reuse: bool = False) -> list[int]:
+        """Submit a batch, all or nothing; returns the job ids in the order given (an unchanged job
+        that is already in the queue keeps its id). See `plan` for what happens to each job."""
+        return [p.job_id for p in self.plan(specs, dry_run=dry_run, rerun_changed=rerun_changed, reuse=reuse).jobs]
 
-        `dry_run` checks everything a real submit checks (names free, dependencies known) and
-        then rolls back.
+    def plan(self, specs: list[JobSpec], *, dry_run: bool = False, rerun_changed: bool = False,
+             reuse: bool = False) -> SubmitPlan:
+        """Compare a batch with the queue job by job (`scheduler.submission`) and apply it in one
+        transaction: new jobs inserted, unchanged ones left alone, changed ones that never started
+        replaced, changed ones that ran refused (or, with `rerun_changed`, queued again beside the
+        old one). Raises PlanError, changing nothing, when a job is refused; `dry_run` applies
+        nothing and returns the plan, refusals included.
         """
+        from .limits import check_spec
+
+        for spec in specs:
+            check_spec(spec, f"job '{spec.name}'")
         names = [spec.name for spec in specs]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(name for name, count in Counter(names).items() if count > 1)
         if dupes:
             raise PlanError(f"duplicate job name(s) in the batch: {', '.join(dupes)}")
-        ids_by_name: dict[str, int] = {}
+        plan = None
         try:
             with self.write() as conn:
-                self._insert_batch(conn, specs, ids_by_name)
+                plan = self._plan(conn, specs, rerun_changed, reuse)
+                if plan.refused and not dry_run:
+                    shown = "; ".join(f"'{p.spec.name}': {p.why}" for p in plan.refused)
+                    raise PlanError(f"{len(plan.refused)} job(s) refused, nothing was submitted: {shown}")
+                self._apply(conn, plan)
                 if dry_run:
                     raise _RollBack
         except _RollBack:
             pass
-        return [ids_by_name[n] for n in names]
+        return plan
 
-    def _insert_batch(self, conn: Connection, specs: list[JobSpec], ids_by_name: dict[str, int]) -> None:
+    def _plan(self, conn: Connection, specs: list[JobSpec], rerun_changed: bool, reuse: bool) -> SubmitPlan:
+        existing = {row.name: row for row in q.jobs_named(conn, [s.name for s in specs])}
+        outside = sorted({a for spec in specs for a in spec.after} - {s.name for s in specs})
+        stored = {row.name: row.spec_hash for row in q.jobs_named(conn, outside) if row.spec_hash}
+        hashes = hash_batch(specs, stored)
+        for spec in specs:
+            spec.spec_hash = hashes[spec.name]
+        twins = q.succeeded_with_hashes(conn, hashes.values()) if reuse else {}
+        planned = plan_submission(specs, hashes, existing, twins, rerun_changed=rerun_changed, reuse=reuse)
+        sources = {spec.source for spec in specs if spec.source and spec.source.startswith("/")}  # files
+        in_batch = {s.name for s in specs}
+        removed = [(row.id, row.name, row.status) for source in sorted(sources)
+                   for row in q.jobs_from_source(conn, source) if row.name not in in_batch]
+        return SubmitPlan(planned, removed)
+
+    def _apply(self, conn: Connection, plan: SubmitPlan) -> None:
         now = db_now(conn)
-        taken = q.names_taken(conn, [spec.name for spec in specs])
-        if taken:
-            shown = ", ".join(f"'{n}' (job {i}, {st})" for n, i, st in taken)
-            raise PlanError(f"job name(s) already in the queue: {shown}; rename them, or use "
-                            "`sched retry` to run an existing job again (nothing was submitted)")
-        for spec in specs:
-            ids_by_name[spec.name] = q.insert_job(
-                conn, name=spec.name, kind=spec.kind, params=spec.params, priority=spec.priority,
-                gpus=spec.gpus, max_attempts=spec.max_attempts, timeout_s=spec.timeout_s,
-                tags=list(spec.tags), status=QUEUED, attempts=0, created_at=now,
-                preemptible=spec.preemptible, group_name=spec.group_name)
-        self._insert_dependencies(conn, specs, ids_by_name)
-        for spec in specs:
+        ids_by_name: dict[str, int] = {}
+        written = []  # specs whose row was written now: their dependencies are (re)inserted
+        for p in plan.jobs:
+            spec = p.spec
+            if p.action in (SAME, *REFUSED):  # refused ones only reach here in a dry run
+                ids_by_name[spec.name] = p.job_id
+                continue
+            if p.action == REPLACE:
+                if not q.rewrite_job(conn, p.job_id, **self._row_values(spec)):
+                    raise PlanError(f"job '{spec.name}' started meanwhile; submit again (nothing was submitted)")
+                q.delete_dependencies(conn, p.job_id)
+                ids_by_name[spec.name] = p.job_id
+            else:
+                if p.action == RERUN:
+                    q.rename_job(conn, p.job_id, archived_name(spec.name, p.job_id))
+                ids_by_name[spec.name] = self._insert(conn, spec, now, twin=p.twin)
+            p.job_id = ids_by_name[spec.name]
+            written.append(spec)
+        self._insert_dependencies(conn, written, ids_by_name)
+        for spec in written:
             self._fail_if_upstream_already_failed(conn, ids_by_name[spec.name], now)
+
+    @staticmethod
+    def _row_values(spec: JobSpec) -> dict:
+        return dict(name=spec.name, kind=spec.kind, params=spec.params, priority=spec.priority, gpus=spec.gpus,
+                    max_attempts=spec.max_attempts, timeout_s=spec.timeout_s, tags=list(spec.tags),
+                    preemptible=spec.preemptible, group_name=spec.group_name, spec_hash=spec.spec_hash,
+                    source=spec.source, hooks=spec.hooks or None)
+
+    def _insert(self, conn: Connection, spec: JobSpec, now: datetime, *, twin: int | None = None) -> int:
+        """A new queued job; or, reusing `twin`'s results, a job that succeeded as that one did."""
+        values = dict(self._row_values(spec), status=QUEUED, attempts=0, created_at=now)
+        if twin is not None:
+            source = q.job_row(conn, twin)
+            values.update(status=SUCCEEDED, reused_from=twin, started_at=now, finished_at=now,
+                          output_dir=source.output_dir, log_path=source.log_path, exit_code=0,
+                          message=f"reused the results of job {twin} ('{source.name}'): same inputs")
+        job_id = q.insert_job(conn, **values)
+        if twin is not None:
+            q.copy_records(conn, twin, job_id)
+        return job_id
 
     @staticmethod
     def _insert_dependencies(conn: Connection, specs: list[JobSpec], ids_by_name: dict[str, int]) -> None:
@@ -217,9 +299,10 @@ class JobQueue:
             return q.succeed(conn, job_id, worker_id, db_now(conn), exit_code)
 
     def fail(self, job_id: int, worker_id: int, *, kind: str = FAILED, message: str = "",
-             exit_code: int | None = None) -> str | None:
+             exit_code: int | None = None, permanent: bool = False) -> str | None:
         """running -> queued while attempts remain, else -> `kind` (failed or killed).
 
+        `permanent`: the cause cannot change by retrying (bad input): final whatever attempts remain.
         On a final failure every job that depends on it, directly or not, becomes upstream_failed.
         Returns the new status, or None when the job was no longer this worker's.
         """
@@ -232,7 +315,7 @@ class JobQueue:
             row = q.attempts_of(conn, job_id)
             if row is None:
                 return None
-            final = row.attempts >= row.max_attempts
+            final = permanent or row.attempts >= row.max_attempts
             status = kind if final else QUEUED
             if not q.finish_owned(conn, job_id, worker_id, status=status, failure_kind=kind, message=message,
                                   exit_code=exit_code, finished_at=now if final else None,
@@ -304,17 +387,20 @@ class JobQueue:
             raise InvalidTransition(f"job {job_id} ('{row.name}') is {row.status}; only queued or "
                                     "running jobs can be cancelled")
 
-    def retry(self, job_id: int) -> list[int]:
-        """failed/killed/lost/cancelled/upstream_failed -> queued with fresh attempts.
+    def retry(self, job_id: int, *, force: bool = False) -> list[int]:
+        """failed/killed/lost/cancelled/upstream_failed (and, with `force`, succeeded) -> queued
+        with fresh attempts.
 
         Jobs downstream that were upstream_failed because of it are queued again too, unless
         another of their dependencies also ended without success. Returns every job id put back.
         """
+        allowed = (*RETRYABLE, SUCCEEDED) if force else RETRYABLE
         with self.write() as conn:
             row = self._get(conn, job_id)
-            if row.status not in RETRYABLE:
+            if row.status not in allowed:
+                hint = " (--force runs a succeeded job again)" if row.status == SUCCEEDED else ""
                 raise InvalidTransition(f"job {job_id} ('{row.name}') is {row.status}; only "
-                                        f"{', '.join(RETRYABLE)} jobs can be retried")
+                                        f"{', '.join(allowed)} jobs can be retried{hint}")
             blocker = q.failed_dependency(conn, job_id)
             if blocker:
                 raise InvalidTransition(f"job {job_id} ('{row.name}') waits for '{blocker.name}', which "
@@ -332,8 +418,45 @@ class JobQueue:
                     todo.extend(q.dependents(conn, [dep_id]))
             return requeued
 
+    def remove(self, job_ids: list[int]) -> list[Row]:
+        """finished jobs -> removed, with their metrics, artifacts and dependency rows.
+
+        Refuses (changing nothing) a queued or running job, and a job that a queued or running
+        job still waits for. Returns the removed rows (for their run folders).
+        """
+        with self.write() as conn:
+            rows = [self._get(conn, job_id) for job_id in dict.fromkeys(job_ids)]
+            active = [r for r in rows if r.status in (QUEUED, RUNNING)]
+            if active:
+                shown = ", ".join(f"{r.id} ('{r.name}', {r.status})" for r in active[:5])
+                raise InvalidTransition(f"only finished jobs can be removed; not: {shown} (cancel them first)")
+            needed = q.unfinished_dependents(conn, [r.id for r in rows])
+            if needed:
+                shown = ", ".join(f"{n.depends_on} is needed by {n.id} ('{n.name}')" for n in needed[:5])
+                raise InvalidTransition(f"jobs that queued or running jobs wait for cannot be removed: {shown}")
+            if q.delete_finished(conn, [r.id for r in rows]) != len(rows):
+                raise InvalidTransition("a job changed state meanwhile; nothing was removed, try again")
+            return rows
+
+    def find(self, *, statuses=(), kinds=(), tags=(), name_glob: str | None = None,
+             since: datetime | None = None, limit: int | None = None) -> list[Row]:
+        """Jobs matching every filter, oldest first (`tags`: carrying any of them)."""
+        with self.read() as conn:
+            rows = q.list_jobs(conn, statuses=statuses, kinds=kinds, since=since,
+                               name_like=None if name_glob is None else glob_to_like(name_glob))
+        if tags:
+            rows = [r for r in rows if set(tags) & set(r.tags or [])]
+        return rows[:limit] if limit else rows
+
+    def has_tag(self, tag: str) -> bool:
+        with self.read() as conn:
+            return any(tag in tags for tags in q.tag_lists(conn))
+
     def reprioritize(self, job_id: int, priority: int) -> None:
         """Change a job's priority; only a job that has not finished may change."""
+        from .limits import check_priority
+
+        check_priority(priority, f"job {job_id}")
         with self.write() as conn:
             row = self._get(conn, job_id)
             if not q.set_priority(conn, job_id, priority):
@@ -342,17 +465,17 @@ class JobQueue:
 
     # ---- leases, drain, workers ---------------------------------------------------------------
 
-    def requeue_stale(self) -> tuple[list[int], list[int]]:
+    def requeue_stale(self, *, exclude_worker: int | None = None) -> tuple[list[int], list[int]]:
         """running with an expired lease -> queued while attempts remain, else lost.
 
         Returns (requeued ids, lost ids). Judged by the database's clock, so hosts with skewed
-        clocks agree.
+        clocks agree. `exclude_worker`: a live worker's own reaper never takes its worker's jobs.
         """
         message = "its worker stopped renewing the lease (worker killed or host lost)"
         with self.write() as conn:
             now = db_now(conn)
             requeued, lost = [], []
-            for job in q.stale_jobs(conn, now):
+            for job in q.stale_jobs(conn, now, exclude_worker=exclude_worker):
                 if self._cancel_if_requested(conn, job.id, None, now, None):
                     continue  # its cancel was pending: cancelled, not run again
                 if job.attempts < job.max_attempts:
@@ -415,6 +538,11 @@ class JobQueue:
         job_id = self.resolve(ref)
         with self.read() as conn:
             return self._get(conn, job_id)
+
+    def child_error(self, job_id: int) -> str | None:
+        """The one-line failure reason the job's runner reported for its current attempt."""
+        with self.read() as conn:
+            return q.job_error(conn, job_id)
 
     def status_counts(self) -> dict[str, int]:
         with self.read() as conn:

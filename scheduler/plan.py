@@ -28,7 +28,19 @@ from jobs import ParamsError, UnknownKind, get_kind
 from pipeline.util import parse_duration
 
 from .errors import PlanError
+from .fmt import visible
 from .jobqueue import JobSpec
+from .limits import (
+    MAX_ATTEMPTS,
+    MAX_FILE_BYTES,
+    MAX_JOBS_PER_FILE,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    check_document,
+    check_name,
+    check_spec,
+    check_timeout,
+)
 
 _VAR = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -36,17 +48,24 @@ _VAR = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    priority: int | None = None  # higher runs first; ties run in submission order
+    priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)  # higher runs first
     gpus: int | None = Field(default=None, ge=0, le=1)  # 1: needs a GPU slot; 0: runs anywhere
-    max_attempts: int | None = Field(default=None, ge=1)  # tries before the job fails for good
+    max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)  # tries before it fails for good
     timeout: float | str | None = None  # seconds or "30m", "2h"; the job is killed after it
     tags: list[str] | None = None  # labels for filtering results and picking ensemble members
     preemptible: bool | None = None  # may yield its slot to a higher-priority job (backfill)
+    # A program (argv, no shell) the worker runs when the job ends for good / fails for good, with
+    # SCHED_JOB_NAME, SCHED_JOB_STATUS, SCHED_JOB_MESSAGE and SCHED_METRIC_<KEY> in its environment.
+    on_finish: list[str] | None = Field(default=None, min_length=1)
+    on_failure: list[str] | None = Field(default=None, min_length=1)
 
     @field_validator("timeout")
     @classmethod
     def _check_timeout(cls, value):
-        parse_duration(value)
+        try:
+            check_timeout(parse_duration(value), "timeout")
+        except PlanError as exc:
+            raise ValueError(str(exc).removeprefix("timeout: ")) from None
         return value
 
 
@@ -71,7 +90,39 @@ class QueueFile(BaseModel):
     jobs: list[JobEntry] = Field(min_length=1)
 
 
-BUILTIN_DEFAULTS = dict(priority=0, gpus=0, max_attempts=1, timeout=None, tags=[], preemptible=False)
+BUILTIN_DEFAULTS = dict(priority=0, gpus=0, max_attempts=1, timeout=None, tags=[], preemptible=False,
+                        on_finish=None, on_failure=None)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key written twice in one mapping is an error (plain YAML keeps
+    the last one silently, so a typo'd duplicate would drop a setting)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` may be overridden by the mapping's own keys
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark, f"key {key!r} is written twice",
+                        key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> Python values (safe: no Python objects), duplicate keys refused; PlanError."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PlanError(f"{where}: invalid YAML{at}: {visible(getattr(exc, 'problem', None) or exc)}") from None
+    except RecursionError:
+        raise PlanError(f"{where}: values nest too deep") from None
 
 
 def load_plan(path: str | Path, extra_vars: dict[str, Any] | None = None) -> list[JobSpec]:
@@ -79,25 +130,40 @@ def load_plan(path: str | Path, extra_vars: dict[str, Any] | None = None) -> lis
     path = Path(path)
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise PlanError(f"{where}: {path.stat().st_size:,} bytes; a queue file may have at most "
+                            f"{MAX_FILE_BYTES:,}")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PlanError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise PlanError(f"{where}: a folder, not a queue file") from None
     except UnicodeDecodeError:
         raise PlanError(f"{where}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise PlanError(f"{where}: invalid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
-    return build_plan(raw, where, extra_vars)
+    specs = build_plan(parse_yaml(text, where), where, extra_vars)
+    for spec in specs:
+        spec.source = str(path.resolve())
+    return specs
 
 
 def build_plan(raw: Any, where: str = "<queue>", extra_vars: dict[str, Any] | None = None) -> list[JobSpec]:
+    try:
+        return _build_plan(raw, where, extra_vars)
+    except RecursionError:
+        raise PlanError(f"{where}: values nest too deep") from None
+
+
+def _build_plan(raw: Any, where: str, extra_vars: dict[str, Any] | None) -> list[JobSpec]:
     if not isinstance(raw, dict):
         raise PlanError(f"{where}: expected a mapping with a 'jobs:' list at the top")
+    check_document(raw, where)
+    check_document(extra_vars or {}, f"{where} (--var)")
     try:
         queue_file = QueueFile.model_validate(raw)
     except ValidationError as exc:
         raise PlanError(f"{where}: {_describe_validation(exc, raw)}") from None
+    _check_job_count(queue_file, where)
+    _check_default_kinds(queue_file, where)
     variables = {**queue_file.vars, **(extra_vars or {})}
     expanded, by_template = [], {}  # template or group name -> [(job name, its matrix values)]
     for index, entry in enumerate(queue_file.jobs):
@@ -108,9 +174,33 @@ def build_plan(raw: Any, where: str = "<queue>", extra_vars: dict[str, Any] | No
             expanded.append((index, entry, spec))
     _resolve_after(expanded, by_template, where)
     specs = [s for _, _, s in expanded]
+    for index, _, spec in expanded:
+        check_spec(spec, f"{where}: job '{visible(spec.name)}' (jobs[{index}])")
     _check_unique(specs, where)
     _check_acyclic(specs, where)
     return specs
+
+
+def _check_job_count(queue_file: QueueFile, where: str) -> None:
+    """Matrix combinations times `workers`, counted before any job is built."""
+    total = 0
+    for index, entry in enumerate(queue_file.jobs):
+        count = entry.workers
+        for values in (entry.matrix or {}).values():
+            count *= max(len(values), 1)
+        total += count
+        if total > MAX_JOBS_PER_FILE:
+            raise PlanError(f"{where}: job '{visible(entry.name)}' (jobs[{index}]) brings the file to more than "
+                            f"{MAX_JOBS_PER_FILE:,} jobs (matrix combinations x workers); split the file")
+
+
+def _check_default_kinds(queue_file: QueueFile, where: str) -> None:
+    """`defaults.params` for a kind that does not exist (`finetun:`) would be ignored silently."""
+    for kind in queue_file.defaults.params:
+        try:
+            get_kind(kind)
+        except UnknownKind as exc:
+            raise PlanError(f"{where}: defaults.params.{visible(kind)}: {exc}") from None
 
 
 def _describe_validation(exc: ValidationError, raw: dict) -> str:
@@ -122,9 +212,10 @@ def _describe_validation(exc: ValidationError, raw: dict) -> str:
             job = raw.get("jobs", [])[loc[1]]
             name = job.get("name") if isinstance(job, dict) else None
             field = ".".join(str(p) for p in loc[2:]) or "(the entry)"
-            label = f"job '{name}' (jobs[{loc[1]}]), field {field}" if name else f"jobs[{loc[1]}], field {field}"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        messages.append(f"{label}: {msg}")
+            label = (f"job '{visible(name)}' (jobs[{loc[1]}]), field {field}" if name
+                     else f"jobs[{loc[1]}], field {field}")
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        messages.append(f"{visible(label)}: {msg}")
     return "; ".join(messages)
 
 
@@ -152,11 +243,9 @@ def _worker_copy(spec: JobSpec, number: int, workers: int) -> JobSpec:
 
 
 def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict, where: str) -> JobSpec:
-    label = f"{where}: job '{entry.name}' (jobs[{index}])"
-    name = _fill(entry.name, variables, f"{label}, field name")
-    if not isinstance(name, str):
-        raise PlanError(f"{label}, field name: resolves to {name!r}; a name must be text")
-    label = f"{where}: job '{name}' (jobs[{index}])"
+    label = f"{where}: job '{visible(entry.name)}' (jobs[{index}])"
+    name = check_name(_fill(entry.name, variables, f"{label}, field name"), f"{label}, field name")
+    label = f"{where}: job '{visible(name)}' (jobs[{index}])"
     merged = {k: getattr(entry, k) if getattr(entry, k) is not None else
               (getattr(defaults, k) if getattr(defaults, k) is not None else v)
               for k, v in BUILTIN_DEFAULTS.items()}
@@ -172,9 +261,16 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
         name=name, kind=entry.kind, params=params, priority=merged["priority"], gpus=merged["gpus"],
         max_attempts=merged["max_attempts"], timeout_s=parse_duration(merged["timeout"]),
         tags=_fill(list(merged["tags"]), variables, f"{label}, field tags"), preemptible=merged["preemptible"],
+        hooks=_hooks(merged, variables, label),
         # `after` is resolved once every job's name is known; keep the raw strings and variables.
         after=[(a, variables) for a in ([entry.after] if isinstance(entry.after, str) else entry.after)],
     )
+
+
+def _hooks(merged: dict, variables: dict, label: str) -> dict | None:
+    hooks = {key: _fill(list(merged[key]), variables, f"{label}, field {key}")
+             for key in ("on_finish", "on_failure") if merged[key]}
+    return hooks or None
 
 
 def _fill(value: Any, variables: dict, label: str) -> Any:

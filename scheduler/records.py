@@ -48,6 +48,11 @@ class Records:
         with self.queue.write() as conn:
             q.set_progress(conn, job_id, done, total, message)
 
+    def set_error(self, job_id: int, message: str) -> None:
+        """The one-line reason the job failed (its runner reports it; the worker records the ending)."""
+        with self.queue.write() as conn:
+            q.set_error(conn, job_id, message)
+
     def job(self, ref: str | int) -> JobRecord:
         """Another job's record by name or id, with its metrics and artifacts."""
         try:

@@ -1,16 +1,38 @@
-"""Rich rendering of snapshots and plans. Pure functions from dicts to renderables."""
+"""Rich rendering of snapshots and plans. Pure functions from dicts to renderables.
+
+Everything from the database or a queue file (names, messages, hosts, params, paths) is data, not
+markup: cells go through `plain` (a `Text`, so `[/]` or `[red]` in a name is shown as typed) with
+control characters made visible (`fmt.visible`), so no name can crash `sched status`, disguise
+itself, or drive the terminal.
+"""
 
 from __future__ import annotations
 
 import json
 
 from rich.console import Group
-from rich.progress_bar import ProgressBar
-from rich.table import Table
+from rich.table import Table as _RichTable
 from rich.text import Text
 
-from .fmt import duration, number, score
+from .fmt import duration, number, score, visible
 from .jobqueue import JobSpec
+from .tables import NEVER_DROP, Column, cut_left, fit
+
+
+def plain(value, style: str = "") -> Text:
+    """A value shown as it is: never read as markup, control characters made visible."""
+    return Text(visible("" if value is None else value), style=style)
+
+
+class Table(_RichTable):
+    """A rich Table whose text cells and titles are plain text (see the module's docstring)."""
+
+    def __init__(self, *args, title=None, caption=None, **kwargs):
+        super().__init__(*args, title=None if title is None else plain(title),
+                         caption=None if caption is None else plain(caption), **kwargs)
+
+    def add_row(self, *cells, **kwargs):
+        super().add_row(*(plain(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 STATE_STYLE = {
     "queued": "cyan", "running": "bold yellow", "succeeded": "green", "failed": "bold red",
@@ -19,42 +41,77 @@ STATE_STYLE = {
 
 
 def _state(status: str) -> Text:
-    return Text(status, style=STATE_STYLE.get(status, ""))
+    return plain(status, style=STATE_STYLE.get(status, ""))
 
 
 def _board_state(row: dict) -> Text:
     """A leaderboard row's status, marked when an ensemble left the model out (it learned nothing)."""
     text = _state(row["status"])
     if row.get("left_out_by"):
-        text.append(" (left out of " + ", ".join(row["left_out_by"]) + ")", style="yellow")
+        text.append_text(plain(" (left out of " + ", ".join(row["left_out_by"]) + ")", style="yellow"))
     return text
 
 
-def _progress(job: dict):
+def progress_text(p: dict | None) -> str:
+    """`120/400 steps · epoch 1.2/3`: done/total with at most one decimal, then the job's words."""
+    if not p:
+        return ""
+    message = p.get("message") or ""
+    if not p.get("total"):
+        return message
+    done = p["done"]
+    shown = f"{done:.0f}" if float(done).is_integer() or p["total"] >= 100 else f"{done:.1f}"
+    return f"{shown}/{p['total']:g}" + (f" {message}" if message else "")
+
+
+def _progress(job: dict) -> str:
+    """Progress with a short bar of eighths in front when the total is known: `▉▉▉▌    120/400 steps`."""
+    text = progress_text(job.get("progress"))
     p = job.get("progress")
     if not p or not p.get("total"):
-        return Text(p["message"] or "" if p else "")
-    bar = ProgressBar(total=p["total"], completed=p["done"], width=20)
-    label = f" {p['done']:g}/{p['total']:g}" + (f" {p['message']}" if p.get("message") else "")
-    table = Table.grid()
-    table.add_row(bar, Text(label))
-    return table
+        return text
+    share = min(max(p["done"] / p["total"], 0.0), 1.0)
+    eighths = round(share * 8 * 8)
+    bar = "█" * (eighths // 8) + ("" if eighths % 8 == 0 else " ▏▎▍▌▋▊▉"[eighths % 8])
+    return f"{bar:<8} {text}"
 
 
-def status_view(snap: dict) -> Group:
+def metric_text(metric: dict | None) -> str:
+    if not metric:
+        return ""
+    return f"{metric['key']} {metric['value']:.3g}" + (f" @{metric['step']}" if metric.get("step") is not None else "")
+
+
+def status_view(snap: dict, *, width: int = 120, height: int | None = None) -> Group:
+    """`sched status`: counts, workers, running jobs, failures, the queue and recent endings.
+    With `height` (`--watch`) the queue and recent tables are cut to fit, failures always shown."""
     counts = Text("  ".join(f"{state} {n}" for state, n in snap["counts"].items() if n) or "no jobs")
-    parts = [Text.assemble(("Jobs: ", "bold"), counts, ("   ", ""), _busy_text(snap["busy"]))]
+    head = [Text.assemble(("Jobs: ", "bold"), counts, ("   ", ""), _busy_text(snap["busy"]))]
+    if snap.get("expired"):
+        head.append(Text(f"{len(snap['expired'])} running job(s) with an expired lease: their worker may be "
+                         "gone; any worker's reaper queues them again", style="bold magenta"))
+    if snap.get("eta"):
+        head.append(Text(snap["eta"]))
     if snap["drained"]:
-        parts.append(Text("Queue is drained: workers take no new job (sched resume)", style="bold yellow"))
-    parts.append(_workers_table(snap["workers"]))
+        head.append(Text("Queue is drained: workers take no new job (sched resume)", style="bold yellow"))
+    parts = [*head, _workers_table(snap["workers"], width) if snap["workers"] else
+             Text("Workers: none running (start one: sched worker)", style="yellow")]
     if snap["running"]:
-        parts.append(_running_table(snap["running"]))
-    if snap["queue"]:
-        parts.append(_queue_table(snap["queue"], snap["counts"].get("queued", 0)))
-    if snap["recent"]:
-        parts.append(_recent_table(snap["recent"]))
+        parts.append(_running_table(snap["running"], width))
     if snap["failures"]:
-        parts.append(_failures_table(snap["failures"]))
+        parts.append(_failures_table(snap["failures"], width))
+    queue, recent = snap["queue"], snap["recent"]
+    if height is not None:
+        tables = [len(snap["running"]), len(snap["failures"]), sum(len(w["slot_use"]) for w in snap["workers"])]
+        used = len(head) + sum(5 + rows for rows in tables if rows)  # a table: title, 3 border lines, rows
+        room = max(0, height - used - 2)
+        queue_rows = min(len(queue), max(0, room - 5) if not recent else max(0, (room * 2) // 3 - 5))
+        recent_rows = min(len(recent), max(0, room - (queue_rows + 5 if queue_rows else 0) - 5))
+        queue, recent = queue[:queue_rows], recent[:recent_rows]
+    if queue:
+        parts.append(_queue_table(queue, snap["counts"].get("queued", 0), width))
+    if recent:
+        parts.append(_recent_table(recent, width))
     return Group(*parts)
 
 
@@ -67,75 +124,97 @@ def _busy_text(busy: dict) -> Text:
     return Text(f"{label}: {share} ({busy['slots']} slot{'s' if busy['slots'] != 1 else ''})", style="bold")
 
 
-def _workers_table(workers: list[dict]) -> Table:
-    table = Table(title="Workers", title_justify="left")
-    for col in ("worker", "host", "slot", "job", "GPU use", "heartbeat"):
-        table.add_column(col)
+def _workers_table(workers: list[dict], width: int):
+    columns = [Column("worker", NEVER_DROP), Column("host", 60, text=True), Column("slot", NEVER_DROP),
+               Column("job", name=True), Column("GPU use", 40), Column("heartbeat", 30, justify="right")]
+    rows = []
     for w in workers:
         for i, slot in enumerate(w["slot_use"]):
             stats = slot["gpu_stats"]
             gpu = (f"{stats['util']}% · {stats['mem_used'] / 1024:.1f}/{stats['mem_total'] / 1024:.0f} GiB"
                    if stats else "")
             first = i == 0
-            table.add_row(f"{w['id']} ({w['state']})" if first else "", w["host"] if first else "", slot["slot"],
-                          slot["job"] or Text("idle", style="dim"), gpu,
-                          f"{duration(w['heartbeat_age_s'])} ago" if first else "")
-    if not workers:
-        table.add_row("-", "no worker running (start one: sched worker)", "", "", "", "")
-    return table
+            rows.append([f"{w['id']} ({w['state']})" if first else "", w["host"] if first else "", slot["slot"],
+                         slot["job"] or Text("idle", style="dim"), gpu,
+                         f"{duration(w['heartbeat_age_s'])} ago" if first else ""])
+    return fit(columns, rows, width, title="Workers")
 
 
-def _running_table(jobs: list[dict]) -> Table:
-    table = Table(title="Running", title_justify="left")
-    for col in ("id", "name", "kind", "slot", "try", "elapsed", "progress", "ETA", "latest metric"):
-        table.add_column(col)
+def _running_table(jobs: list[dict], width: int):
+    columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("kind", 30),
+               Column("slot", 60), Column("try", 20), Column("elapsed", 70, justify="right"),
+               Column("progress", 80, text=True), Column("ETA", 75, justify="right"), Column("latest metric", 40)]
+    rows = []
     for j in jobs:
-        metric = j.get("latest_metric")
-        shown = f"{metric['key']}={metric['value']:.4g}" if metric else ""
-        table.add_row(str(j["id"]), j["name"], j["kind"], j["slot"] or "", f"{j['attempts']}/{j['max_attempts']}",
-                      duration(j["elapsed_s"]), _progress(j), duration(j.get("eta_s")), shown)
-    return table
+        if j.get("lease_expired_s") is not None:
+            eta = Text(f"lost? lease expired {duration(j['lease_expired_s'])} ago", style="bold magenta")
+        else:
+            eta = duration(j.get("eta_s"))
+        rows.append([str(j["id"]), j["name"], j["kind"], j["slot"] or "", f"{j['attempts']}/{j['max_attempts']}",
+                     duration(j["elapsed_s"]), _progress(j),
+                     eta, metric_text(j.get("latest_metric"))])
+    return fit(columns, rows, width, title="Running")
 
 
-def _queue_table(jobs: list[dict], total: int) -> Table:
+def _queue_table(jobs: list[dict], total: int, width: int):
     shown = f" (first {len(jobs)} of {total})" if total > len(jobs) else ""
-    table = Table(title=f"Queue, in claim order{shown}", title_justify="left")
-    for col in ("id", "name", "kind", "priority", "gpus", "waits for"):
-        table.add_column(col)
+    columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("kind", 40),
+               Column("prio", 50, justify="right"), Column("gpus", 20, justify="right"),
+               Column("waits for", 90, text=True)]
+    rows = []
     for j in jobs:
         why = j.get("why") or ""
         if j.get("failure_kind"):
-            why += f" (was {j['failure_kind']}: {(j['message'] or '')[:60]})"
-        table.add_row(str(j["id"]), j["name"], j["kind"], str(j["priority"]), str(j["gpus"]), why)
-    return table
+            why += f" (was {j['failure_kind']}: {(j['message'] or '').splitlines()[0] if j['message'] else ''})"
+        rows.append([str(j["id"]), j["name"], j["kind"], str(j["priority"]), str(j["gpus"]), why])
+    return fit(columns, rows, width, title=f"Queue, in claim order{shown}")
 
 
-def _recent_table(jobs: list[dict]) -> Table:
-    table = Table(title="Recently finished", title_justify="left")
-    for col in ("id", "name", "kind", "status", "duration", "score"):
-        table.add_column(col)
+def _recent_table(jobs: list[dict], width: int):
+    columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("kind", 30),
+               Column("status", 90), Column("duration", 60, justify="right"), Column("score", 70)]
+    rows = []
     for j in jobs:
         shown = j.get("score")
-        table.add_row(str(j["id"]), j["name"], j["kind"], _state(j["status"]), duration(j["elapsed_s"]),
-                      "" if shown is None else f"{shown['key']} {score(shown['value'])}")
-    return table
+        rows.append([str(j["id"]), j["name"], j["kind"], _state(j["status"]), duration(j["elapsed_s"]),
+                     "" if shown is None else f"{shown['key']} {score(shown['value'])}"])
+    return fit(columns, rows, width, title="Recently finished")
 
 
-def _failures_table(jobs: list[dict]) -> Table:
-    table = Table(title="Failures", title_justify="left")
-    for col in ("id", "name", "status", "reason"):
-        table.add_column(col)
-    for j in jobs:
-        table.add_row(str(j["id"]), j["name"], _state(j["status"]), (j["message"] or "").splitlines()[0][:120]
-                      if j["message"] else "")
-    return table
+def _failures_table(jobs: list[dict], width: int):
+    columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("status", 90),
+               Column("reason", 80, text=True)]
+    rows = [[str(j["id"]), j["name"], _state(j["status"]),
+             (j["message"] or "").splitlines()[0] if j["message"] else ""] for j in jobs]
+    return fit(columns, rows, width, title="Failures")
 
 
-def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120) -> Table:
-    """The expanded plan; params are shown only when the terminal is wide enough for them."""
+def jobs_table(jobs: list[dict], *, width: int = 120):
+    """`sched ls`: one row per job."""
+    columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("kind", 50),
+               Column("status", 90), Column("prio", 30, justify="right"), Column("try", 20),
+               Column("started", 40), Column("time", 60, justify="right"), Column("tags", 25, text=True),
+               Column("message", 70, text=True)]
+    rows = [[str(j["id"]), j["name"], j["kind"], _state(j["status"]), str(j["priority"]),
+             f"{j['attempts']}/{j['max_attempts']}", (j["started_at"] or "").replace("T", " "),
+             duration(j["elapsed_s"]), ",".join(j["tags"]),
+             (j["message"] or "").splitlines()[0] if j["message"] else ""] for j in jobs]
+    return fit(columns, rows, width, title=f"Jobs ({len(jobs)})")
+
+
+ACTION_STYLE = {"new": "green", "same": "dim", "replace": "yellow", "rerun": "yellow", "reuse": "cyan",
+                "changed": "bold red", "running": "bold red"}
+
+
+def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120, plan=None) -> Table:
+    """The expanded plan; with a SubmitPlan, what submitting does to each job (new, same, changed,
+    ...). Params are shown only when the terminal is wide enough for them."""
     show_params = width >= 140
+    actions = {p.spec.name: p for p in plan.jobs} if plan is not None else {}
     table = Table(title=f"{title} ({len(specs)} jobs)", title_justify="left")
     table.add_column("#")
+    if actions:
+        table.add_column("action")
     table.add_column("name", ratio=3, overflow="fold")
     for col in ("kind", "prio", "gpus"):
         table.add_column(col)
@@ -146,26 +225,44 @@ def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120) -
         table.add_column("params", overflow="ellipsis", no_wrap=True, max_width=50)
     for i, spec in enumerate(specs, 1):
         after = spec.after[0] + (f" +{len(spec.after) - 1} more" if len(spec.after) > 1 else "") if spec.after else ""
-        row = [str(i), spec.name, spec.kind, str(spec.priority), str(spec.gpus), after,
-               str(spec.max_attempts), duration(spec.timeout_s)]
+        row = [str(i)]
+        if actions:
+            planned = actions[spec.name]
+            label = planned.action + (f" #{planned.twin}" if planned.twin else "")
+            row.append(plain(label, style=ACTION_STYLE.get(planned.action, "")))
+        row += [spec.name, spec.kind, str(spec.priority), str(spec.gpus), after, str(spec.max_attempts),
+                duration(spec.timeout_s)]
         if show_params:
             row.append(json.dumps(spec.params, ensure_ascii=False))
         table.add_row(*row)
+    if plan is not None and plan.removed:
+        for job_id, name, status in plan.removed:
+            table.add_row("", plain("removed", style="magenta"), name, "", "", "", plain(f"#{job_id} {status}"),
+                          "", "", *([""] if show_params else []))
     return table
 
 
-def job_view(detail: dict) -> Group:
+def plan_summary(plan) -> Text:
+    counts = plan.counts()
+    order = ("new", "reuse", "replace", "rerun", "same", "changed", "running", "removed")
+    parts = [f"{counts[a]} {a}" for a in order if counts.get(a)]
+    return plain(", ".join(parts) or "nothing to do")
+
+
+def job_view(detail: dict, *, width: int = 120) -> Group:
     info = Table.grid(padding=(0, 2))
     for key in ("id", "name", "kind", "status", "priority", "gpus", "tags", "attempts", "max_attempts",
                 "failure_kind", "message", "created_at", "started_at", "finished_at", "exit_code",
                 "slot", "output_dir", "log_path"):
         value = detail.get(key)
         if value not in (None, [], ""):
-            info.add_row(Text(key, style="bold"), _state(value) if key == "status" else Text(str(value)))
+            if key in ("output_dir", "log_path"):
+                value = cut_left(str(value), max(20, width - 16))
+            info.add_row(Text(key, style="bold"), _state(value) if key == "status" else plain(value))
     if detail["after"]:
         after = ", ".join(f"{d['name']} ({d['status']})" for d in detail["after"])
-        info.add_row(Text("after", style="bold"), Text(after))
-    info.add_row(Text("params", style="bold"), Text(json.dumps(detail["params"], ensure_ascii=False, indent=1)))
+        info.add_row(Text("after", style="bold"), plain(after))
+    info.add_row(Text("params", style="bold"), plain(json.dumps(detail["params"], ensure_ascii=False, indent=1)))
     parts = [info]
     if detail["metrics"]:
         table = Table(title="Metrics", title_justify="left")
@@ -176,18 +273,20 @@ def job_view(detail: dict) -> Group:
         parts.append(table)
     if detail["artifacts"]:
         table = Table(title="Artifacts", title_justify="left")
-        table.add_column("name")
-        table.add_column("path")
+        table.add_column("name", no_wrap=True)
+        table.add_column("path", no_wrap=True)
+        longest = max(len(name) for name in detail["artifacts"])
         for name, path in detail["artifacts"].items():
-            table.add_row(name, path)
+            table.add_row(name, cut_left(path, max(20, width - longest - 7)))
         parts.append(table)
     return Group(*parts)
 
 
-def results_table(rows: list[dict], sort: str | None) -> Table:
-    """The leaderboard at a glance: the first two scores and the first detail column, the key params
+def results_table(rows: list[dict], sort: str | None, *, width: int = 120):
+    """The leaderboard at a glance: the first two scores, the first detail column, the key params
     that differ between rows (the differences explain the ranking; the shared ones go in the
-    caption). --json and --csv have every column."""
+    caption). Too narrow a terminal loses params, time, model and kind before anything wraps.
+    --json and --csv have every column."""
     from .kinds import leaderboard_layout
     from .results import headline_column, param_summary, shown_scores
 
@@ -196,26 +295,17 @@ def results_table(rows: list[dict], sort: str | None) -> Table:
     details = [c for c in layout.details if any(r[c] is not None for r in rows)][:1]
     params = param_summary(rows)
     caption = params.caption()
-    table = Table(title=f"Results ({len(rows)} jobs, by {sort or headline_column(rows)})", title_justify="left",
-                  caption=f"same for every job that has it: {caption}" if caption else None,
-                  caption_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("job", overflow="fold")
-    table.add_column("kind")
-    table.add_column("model", overflow="fold", max_width=28)
-    for column in scores:  # scores never shrink into an ellipsis
-        table.add_column(column.replace("_", " "), justify="right", no_wrap=True, min_width=6)
-    for column in details:
-        table.add_column(column.replace("_", " "), justify="right")
-    table.add_column("time", justify="right")
-    table.add_column("params", overflow="fold")
-    table.add_column("status")
-    for i, r in enumerate(rows, 1):
-        table.add_row(str(i), Text(r["job"]), Text(r["kind"]), Text(r["model"] or ""),
-                      *(score(r[c]) for c in scores), *(number(r[c]) for c in details),
-                      duration(r["duration_s"]), Text(params.row(r)), _board_state(r))
+    columns = [Column("#", 45, justify="right"), Column("job", name=True), Column("kind", 35),
+               Column("model", 40, text=True),
+               *(Column(c.replace("_", " "), NEVER_DROP - 1 - i, justify="right") for i, c in enumerate(scores)),
+               *(Column(c.replace("_", " "), 55, justify="right") for c in details),
+               Column("time", 30, justify="right"), Column("params", 20, text=True), Column("status", 80)]
+    table_rows = [[str(i), r["job"], r["kind"], r["model"] or "", *(score(r[c]) for c in scores),
+                   *(number(r[c]) for c in details), duration(r["duration_s"]), params.row(r), _board_state(r)]
+                  for i, r in enumerate(rows, 1)]
     if not rows:
         kinds = " or ".join(layout.model_kinds) or "model"
-        table.add_row("", Text(f"no models yet (submit {kinds} jobs)", style="dim"),
-                      *[""] * (len(table.columns) - 2))
-    return table
+        table_rows.append(["", Text(f"no models yet (submit {kinds} jobs)", style="dim"),
+                           *[""] * (len(columns) - 2)])
+    return fit(columns, table_rows, width, title=f"Results ({len(rows)} jobs, by {sort or headline_column(rows)})",
+               caption=f"same for every job that has it: {caption}" if caption else None)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from .fmt import duration as fmt_duration
 from .fmt import iso
 from .jobqueue import JobQueue
 from .kinds import headline_metrics
 from .store import queries as q
 from .store.engine import db_now
-from .store.states import ALL_STATES, QUEUED, SUCCEEDED
+from .store.states import ALL_STATES, QUEUED, RUNNING, SUCCEEDED
 
 RECENT_LIMIT = 10
 FAILURE_LIMIT = 5
@@ -40,7 +41,11 @@ def job_dict(job, now: datetime | None = None) -> dict:
         "message": job.message, "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "elapsed_s": elapsed, "exit_code": job.exit_code,
         "timeout_s": job.timeout_s, "output_dir": job.output_dir, "log_path": job.log_path,
-        "preemptible": bool(job.preemptible),
+        "preemptible": bool(job.preemptible), "lease_until": iso(job.lease_until),
+        "reused_from": job.reused_from,
+        # A running job whose lease ran out: its worker stopped renewing it (killed? cut off?).
+        "lease_expired_s": ((now - job.lease_until).total_seconds()
+                            if now and job.status == RUNNING and job.lease_until and job.lease_until < now else None),
     }
 
 
@@ -77,10 +82,32 @@ def status_snapshot(queue: JobQueue, *, all_jobs: bool = True, jobs_limit: int =
         _add_scores(conn, recent)
         failures = [job_dict(j, now) for j in q.recent_endings(conn, FAILURE_LIMIT, failures_only=True)]
         busy = _busy_share(conn, now, workers, running)
+        eta = _queue_eta(conn, now, workers, running)
         jobs = [job_dict(j, now) for j in q.newest_jobs(conn, jobs_limit)] if all_jobs else []
+    expired = [j["id"] for j in running if j["lease_expired_s"] is not None]
     return {"now": iso(now), "drained": drained, "counts": counts, "workers": workers,
             "running": running, "queue": queue_rows, "recent": recent, "failures": failures,
-            "busy": busy, "jobs": jobs}
+            "busy": busy, "expired": expired, "eta": eta, "jobs": jobs}
+
+
+def _queue_eta(conn, now: datetime, workers: list[dict], running: list[dict]) -> str | None:
+    """When the queue may be done: every queued job's kind's typical duration (median of its recent
+    successes), plus what running jobs have left, spread over the live workers' slots."""
+    queued = q.queued_counts_by_kind(conn)
+    if not queued:
+        return None
+    slots = sum(len(w["slots"]) for w in workers)
+    typical = q.typical_durations(conn, list(queued), now - timedelta(days=14))
+    known = [k for k in queued if k in typical]
+    if not slots or not known:
+        return f"{sum(queued.values())} queued" + ("" if slots else "; no worker running") + \
+            ("" if known else "; no finished job of their kinds to estimate from yet")
+    work = sum(queued[k] * typical[k] for k in known) + sum(j.get("eta_s") or 0 for j in running)
+    seconds = work / slots
+    unknown = sum(queued[k] for k in queued if k not in typical)
+    end = (now + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M")
+    caveat = f" (+{unknown} job(s) of kinds not run yet)" if unknown else ""
+    return f"Queue: about {fmt_duration(seconds)} of work left on {slots} slot(s), done around {end} UTC{caveat}"
 
 
 def _add_scores(conn, jobs: list[dict]) -> None:

@@ -13,16 +13,26 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from jobs.proc import kill_all, processes_with
+
+from .fmt import visible
+from .hooks import reap as reap_hooks
+from .hooks import run_hooks
 from .jobqueue import DEFAULT_LEASE_S, ClaimedJob, JobQueue
-from .runner import ERROR_FILE, PREEMPTED_EXIT
+from .runner import ERROR_FILE, INPUT_ERROR_EXIT, PREEMPTED_EXIT
 from .slots import Slot, gpu_readings
-from .store.states import FAILED, KILLED, QUEUED, RUNNING, WorkerState
+from .store.states import CANCELLED, FAILED, KILLED, QUEUED, RUNNING, SUCCEEDED, WorkerState
+
+RUN_TOKEN = "SCHED_RUN_TOKEN"  # in every job process's environment: finds what a dead runner left
+PASSWORD_FD = "SCHED_DB_PASSWORD_FD"  # the runner reads the database password from this pipe
 
 log = logging.getLogger("sched.worker")
 
@@ -38,6 +48,7 @@ class Child:
     stop_reason: str | None = None  # why we signalled it: cancel, timeout, shutdown, lease_lost
     term_sent_at: float | None = None
     killed: bool = False
+    token: str = ""  # RUN_TOKEN of this attempt's processes
 
 
 @dataclass
@@ -62,6 +73,8 @@ class WorkerLoop:
     stopping: bool = False
     last_worker_heartbeat: float = float("-inf")
     last_preempt_check: float = float("-inf")
+    database_was_down: bool = False  # the next step renews every lease before anything else
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this worker's part of RUN_TOKEN
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -84,8 +97,13 @@ class WorkerLoop:
         from .reaper import start_reaper
 
         self.start()
-        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        reaper = start_reaper(self.queue, self.options.reaper_s)
+        # Signals reach the main thread only; a loop run elsewhere (an embedding program) is stopped
+        # with request_stop().
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
+            if main else {}
+        reaper = start_reaper(self.queue, self.options.reaper_s, worker_id=self.worker_id,
+                              lease_s=self.options.lease_s)
         failures = 0
         try:
             while True:
@@ -97,23 +115,50 @@ class WorkerLoop:
                         break
                     failures = 0
                 except SQLAlchemyError as exc:
-                    # The database is unreachable or locked for a while: keep the jobs running
-                    # and try again; leases decide what happens if the outage outlasts them.
                     failures += 1
-                    delay = min(30.0, self.options.poll_s * 2 ** failures)
-                    log.warning("database error (%s); retrying in %.1fs", str(exc).splitlines()[0], delay)
-                    time.sleep(delay)
+                    time.sleep(self._after_database_error(exc, failures))
                     continue
                 if not busy:
                     time.sleep(self.options.poll_s)
         finally:
             for child in self.children.values():  # only after an unexpected error: leave nothing behind
                 self._kill_group(child, signal.SIGKILL)
+                kill_all(processes_with(RUN_TOKEN, child.token))
             reaper.shutdown(wait=False)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.queue.worker_heartbeat(self.worker_id, state=WorkerState.STOPPED.value)
             log.info("worker %s stopped after %d job(s)", self.worker_id, self.claimed)
+
+    def _after_database_error(self, exc: SQLAlchemyError, failures: int) -> float:
+        """The database is unreachable, locked, or lost its tables: keep the jobs running and try
+        again soon. The wait stays well under the lease (at most half a heartbeat interval), and
+        the first step that reaches the database renews every lease before anything else, so an
+        outage longer than the lease does not cost this worker its jobs."""
+        self.database_was_down = True
+        message = str(exc).splitlines()[0]
+        if _tables_missing(exc):
+            self._recreate_tables(message)
+        delay = min(self.options.heartbeat_s / 2, self.options.poll_s * 2 ** failures)
+        log.warning("database error (%s); retrying in %.1fs", message, delay)
+        return delay
+
+    def _recreate_tables(self, message: str) -> None:
+        """The database was dropped and created again (its tables are gone): build them again and
+        register this worker anew. The jobs it was running are no longer in any queue: stopped."""
+        from .store.migrate import ensure_schema
+
+        try:
+            ensure_schema(self.queue.engine)
+        except Exception as exc:  # noqa: BLE001 - still unreachable: the next step tries again
+            log.warning("cannot recreate the queue's tables yet (%s)", str(exc).splitlines()[0])
+            return
+        log.error("the queue database lost its tables (%s): created them again; this worker registers "
+                  "anew, and the %d job(s) it was running, gone from the queue, are stopped",
+                  message, len(self.children))
+        for child in self.children.values():
+            self._signal(child, "lease_lost", time.monotonic(), signal.SIGKILL)
+        self.worker_id = None
 
     def _nothing_left(self) -> bool:
         """After a step that claimed nothing: True when no job can start here any more.
@@ -138,6 +183,9 @@ class WorkerLoop:
         """One step of the loop. Returns True when something happened (a job started or ended)."""
         now = time.monotonic() if now is None else now
         self.start()
+        if self.database_was_down:  # back after an outage: renew every lease before anything else
+            self._renew_leases(now, force=True)
+            self.database_was_down = False
         changed = self._reap_finished()
         self._renew_leases(now)
         self._enforce_limits(now)
@@ -155,55 +203,74 @@ class WorkerLoop:
             code = child.proc.poll()
             if code is None:
                 continue
-            # Whatever the job left running in its process group (a server, `cmd &`) would hold
-            # the slot's GPU after the slot is given to the next job.
+            # Whatever the job left running (a server, `cmd &`, a daemon of a runner that died
+            # abruptly) would hold the slot's GPU after the slot is given to the next job.
             self._kill_group(child, signal.SIGKILL)
-            self._record_ending(child, code)
+            kill_all(processes_with(RUN_TOKEN, child.token))
+            final = self._record_ending(child, code)
             del self.children[slot_name]  # only once recorded: a database error retries the step
+            if final is not None:
+                run_hooks(self.queue, child.job.id, final)
             changed = True
+        reap_hooks()
         return changed
 
-    def _record_ending(self, child: Child, code: int) -> None:
+    def _record_ending(self, child: Child, code: int) -> str | None:
+        """Record how the child ended; returns the job's final state (None: queued again, or no
+        longer this worker's)."""
         # Why we stopped it comes first: a job that honours a timeout or cancel by raising
         # Preempted (exit 75) has still timed out or been cancelled, not been preempted.
         job, reason = child.job, child.stop_reason
         if reason == "lease_lost":
-            log.warning("%s: lease lost; another worker owns it now", job.call)
-        elif code == 0:
+            log.warning("%s: lease lost; another worker owns it now", job.label)
+            return None
+        if code == 0:
             if self.queue.succeed(job.id, self.worker_id):
-                log.info("%s succeeded", job.call)
-            else:
-                log.warning("%s finished, but the job is no longer this worker's (cancelled or requeued "
-                            "meanwhile); its result is not recorded", job.call)
-        elif reason == "cancel":
-            self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
-            log.info("%s cancelled", job.call)
-        elif reason == "timeout":
-            self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
-        elif reason in ("shutdown", "preempt") or code == PREEMPTED_EXIT:
+                log.info("%s succeeded", job.label)
+                return SUCCEEDED
+            log.warning("%s finished, but the job is no longer this worker's (cancelled or requeued "
+                        "meanwhile); its result is not recorded", job.label)
+            return None
+        if reason == "cancel":
+            done = self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
+            log.info("%s cancelled", job.label)
+            return CANCELLED if done else None
+        if reason == "timeout":
+            return self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
+        if reason in ("shutdown", "preempt") or code == PREEMPTED_EXIT:
             self.queue.preempt(job.id, self.worker_id, message=_preempt_message(reason))
-            log.info("%s preempted; queued again", job.call)
-        elif code < 0:
-            self._fail(job, KILLED, f"killed by signal {signal.Signals(-code).name}", code)
-        else:
-            self._fail(job, FAILED, _error_message(job, code), code)
+            log.info("%s preempted; queued again", job.label)
+            return None
+        if code < 0:
+            return self._fail(job, KILLED, f"killed by signal {signal.Signals(-code).name}", code)
+        # A wrong input (missing file, bad label, unknown model) fails the same way every time.
+        return self._fail(job, FAILED, self._error_message(job, code), code, permanent=code == INPUT_ERROR_EXIT)
 
-    def _fail(self, job: ClaimedJob, kind: str, message: str, code: int) -> None:
-        status = self.queue.fail(job.id, self.worker_id, kind=kind, message=message, exit_code=code)
+    def _fail(self, job: ClaimedJob, kind: str, message: str, code: int | None,
+              permanent: bool = False) -> str | None:
+        status = self.queue.fail(job.id, self.worker_id, kind=kind, message=message, exit_code=code,
+                                 permanent=permanent)
         if status == QUEUED:
-            log.warning("%s %s (attempt %d of %d), will retry: %s", job.call, kind, job.attempts,
+            log.warning("%s %s (attempt %d of %d), will retry: %s", job.label, kind, job.attempts,
                         job.max_attempts, message)
-        else:
-            log.error("%s %s: %s", job.call, kind, message)
+            return None
+        why = " (an input error: not retried)" if permanent and job.attempts < job.max_attempts else ""
+        log.error("%s %s%s: %s", job.label, kind, why, message)
+        return status
 
-    def _renew_leases(self, now: float) -> None:
-        if now - self.last_worker_heartbeat >= self.options.heartbeat_s:
+    def _error_message(self, job: ClaimedJob, code: int) -> str:
+        """The reason its runner reported (database first: the run folder may be gone)."""
+        return self.queue.child_error(job.id) or _error_file_message(job) or \
+            f"exited with code {code} (see {job.log_path})"
+
+    def _renew_leases(self, now: float, *, force: bool = False) -> None:
+        if force or now - self.last_worker_heartbeat >= self.options.heartbeat_s:
             self.last_worker_heartbeat = now
             # Idle workers heartbeat too, so `sched status` can show them and their GPUs.
             gpus = [slot.gpu for slot in self.slots if slot.gpu is not None]
             self.queue.worker_heartbeat(self.worker_id, gpu_stats=gpu_readings(gpus))
         for child in self.children.values():
-            if now - child.last_heartbeat < self.options.heartbeat_s:
+            if not force and now - child.last_heartbeat < self.options.heartbeat_s:
                 continue
             child.last_heartbeat = now
             reply = self.queue.heartbeat(child.job.id, self.worker_id, lease_s=self.options.lease_s)
@@ -270,7 +337,7 @@ class WorkerLoop:
                 continue  # a free slot could take the waiting job; the claim found nothing for it
             waiting = self.queue.top_waiting_priority(slot.gpus)
             if waiting is not None and waiting > child.job.priority:
-                log.info("%s: asking it to yield %s to a job of priority %d", child.job.call, slot.name, waiting)
+                log.info("%s: asking it to yield %s to a job of priority %d", child.job.label, slot.name, waiting)
                 self._signal(child, "preempt", now, signal.SIGUSR1)
                 return
 
@@ -291,28 +358,47 @@ class WorkerLoop:
             except OSError as exc:  # runs folder not writable, disk full, ...
                 self._fail(job, FAILED, f"could not start the job: {exc}", None)
                 continue
-            self.children[slot.name] = Child(job, proc, now, now)
+            self.children[slot.name] = Child(job, proc, now, now, token=self._run_token(job))
             log.info("%s started on %s (attempt %d of %d)", job.call, slot.name, job.attempts,
                      job.max_attempts)
             started = True
         return started
 
+    def _run_token(self, job: ClaimedJob) -> str:
+        return f"{self.token}-{job.id}-{job.attempts}"
+
     def _spawn(self, job: ClaimedJob, slot: Slot) -> subprocess.Popen:
+        from .store.engine import without_password
+
         output_dir = Path(job.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **slot.child_env(job.gpus), "SCHED_DB": self.queue.url,
-               "PYTHONUNBUFFERED": "1"}
-        with open(job.log_path, "a", encoding="utf-8") as log_file:
-            log_file.write(f"=== {job.call} attempt {job.attempts}/{job.max_attempts} on "
-                           f"{socket.gethostname()} {slot.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
-            log_file.flush()
-            # A new session makes the child a process-group leader: timeout, cancel and shutdown
-            # signal the whole group, so programs the job started go too.
-            return subprocess.Popen(
-                [sys.executable, "-m", "scheduler.runner", str(job.id), str(os.getpid())],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, cwd=os.getcwd(),
-            )
+        # The job's environment gets the database URL without its password (programs print their
+        # environment, crash reports copy it); the runner reads the password from a pipe.
+        url, password = without_password(self.queue.url)
+        env = {**os.environ, **slot.child_env(job.gpus), "SCHED_DB": url, "PYTHONUNBUFFERED": "1",
+               RUN_TOKEN: self._run_token(job)}
+        env.pop(PASSWORD_FD, None)
+        pass_fds: tuple[int, ...] = ()
+        if password is not None:
+            read_end, write_end = os.pipe()
+            os.write(write_end, password.encode())
+            os.close(write_end)
+            env[PASSWORD_FD], pass_fds = str(read_end), (read_end,)
+        try:
+            with open(job.log_path, "a", encoding="utf-8") as log_file:
+                log_file.write(f"=== {visible(job.call)} attempt {job.attempts}/{job.max_attempts} on "
+                               f"{socket.gethostname()} {slot.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
+                log_file.flush()
+                # A new session makes the child a process-group leader: timeout, cancel and shutdown
+                # signal the whole group, so programs the job started go too.
+                return subprocess.Popen(
+                    [sys.executable, "-m", "scheduler.runner", str(job.id), str(os.getpid())],
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    start_new_session=True, cwd=os.getcwd(), pass_fds=pass_fds,
+                )
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
 
 
 def _preempt_message(reason: str | None) -> str:
@@ -321,9 +407,14 @@ def _preempt_message(reason: str | None) -> str:
     return "preempted: stopped on request so a higher-priority job could run"
 
 
-def _error_message(job: ClaimedJob, code: int) -> str:
-    error_file = Path(job.output_dir) / ERROR_FILE
+def _error_file_message(job: ClaimedJob) -> str | None:
     try:
-        return json.loads(error_file.read_text())["message"]
-    except (OSError, ValueError, KeyError):
-        return f"exited with code {code} (see {job.log_path})"
+        return json.loads((Path(job.output_dir) / ERROR_FILE).read_text())["message"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _tables_missing(exc: SQLAlchemyError) -> bool:
+    """The error says the queue's tables do not exist (PostgreSQL: UndefinedTable; SQLite)."""
+    text = str(exc)
+    return "sched_" in text and ("does not exist" in text or "no such table" in text)

@@ -152,6 +152,8 @@ def test_add_show_priority_cancel_retry(run, sqlite_url):
 
 
 def test_errors_for_unknown_jobs_and_invalid_changes(run):
+    assert "no experiments.db here" in run("show", "ghost", ok=False).output  # and none is created
+    run("init")
     assert "no job named or numbered 'ghost'" in run("show", "ghost", ok=False).output
     run("add", "echo", "--name", "one")
     run("cancel", "one")

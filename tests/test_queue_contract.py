@@ -181,14 +181,17 @@ def test_drain_stops_claims_until_resume(queue, worker):
     assert drain_order(queue, worker) == ["b"]
 
 
-def test_submit_is_all_or_nothing(queue):
+def test_submit_is_all_or_nothing(queue, worker):
     with pytest.raises(PlanError, match="unknown dependency 'nope'"):
         queue.submit([spec("ok"), spec("bad", after=["nope"])])
     assert queue.status_counts() == {}
     queue.submit([spec("ok")])
-    with pytest.raises(PlanError, match="already in the queue"):
-        queue.submit([spec("new"), spec("ok")])
-    assert queue.status_counts() == {"queued": 1}
+    assert queue.submit([spec("new"), spec("ok")])[1] == queue.resolve("ok")  # unchanged: left alone
+    assert queue.status_counts() == {"queued": 2}
+    drain_order(queue, worker)
+    with pytest.raises(PlanError, match=r"1 job\(s\) refused, nothing was submitted: 'ok': changed, and job \d+ "):
+        queue.submit([spec("newer"), spec("ok", priority=3, kind="sleep")])
+    assert queue.status_counts() == {"succeeded": 2}
 
 
 def test_dry_run_submits_nothing(queue):

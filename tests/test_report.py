@@ -299,6 +299,7 @@ def test_cli_reports_an_unwritable_path_in_one_line(sqlite_url, tmp_path, monkey
 
     monkeypatch.setitem(cli.commands, "report", report)
     (tmp_path / "file").write_text("x")
+    CliRunner().invoke(cli, ["--db", sqlite_url, "init"])
     result = CliRunner().invoke(cli, ["--db", sqlite_url, "report", "--out", str(tmp_path / "file" / "r.html")])
     assert result.exit_code == 1
     assert "cannot write the report" in result.output and "Traceback" not in result.output

@@ -83,9 +83,9 @@ def test_snapshot_has_every_part(busy_queue):
 def test_rendering_shows_each_section(busy_queue):
     queue, *_ = busy_queue
     console = Console(record=True, width=160)
-    console.print(status_view(status_snapshot(queue, all_jobs=False)))
+    console.print(status_view(status_snapshot(queue, all_jobs=False), width=160))
     text = console.export_text()
-    for expected in ("gpu-host", "87%", "epoch 0.75", "loss=0.9876", "waiting for train", "0.6125",
+    for expected in ("gpu-host", "87%", "epoch 0.75", "loss 0.988", "waiting for train", "0.6125",
                      "ValueError: label 7 out of range", "timed out after 60s", "GPU busy", "Failures"):
         assert expected in text, expected
     assert "more lines" not in text  # one line per failure

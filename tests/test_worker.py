@@ -30,15 +30,16 @@ def make_loop(queue, tmp_path, slots=None, **options):
     return WorkerLoop(queue, slots or [Slot("cpu0", None)], WorkerOptions(**opts))
 
 
-def runner_pids() -> list[int]:
+def runner_pids(worker_pid: int) -> list[int]:
+    """The live runners started by that worker (their command line names the worker's pid)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                cmd = (proc / "cmdline").read_bytes()
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"scheduler.runner" in cmd:
+            if b"scheduler.runner" in cmd and str(worker_pid).encode() in cmd:
                 pids.append(int(proc.name))
     return pids
 
@@ -98,8 +99,7 @@ def test_cancel_of_a_running_job_kills_it(queue, tmp_path):
 def test_shutdown_preempts_running_jobs_and_queues_them_again(queue, tmp_path):
     job_id = submit(queue, "long", "sleep", params={"seconds": 60}, max_attempts=1)
     loop = make_loop(queue, tmp_path)
-    step_until(loop, lambda: queue.get(job_id).status == "running")
-    time.sleep(0.5)  # let the child install its signal handlers
+    step_until(loop, lambda: queue.get(job_id).progress_done is not None)  # the job itself is running
     loop.request_stop()
     step_until(loop, lambda: not loop.children)
     row = queue.get(job_id)
@@ -175,12 +175,12 @@ def test_killed_worker_leaves_no_child_and_its_job_runs_again_once(db_url, tmp_p
     while not (marker.exists() and queue.get(job_id).status == "running"):
         assert time.monotonic() < deadline, "job never started"
         time.sleep(0.1)
-    before = set(runner_pids())
+    before = set(runner_pids(first.pid))
     assert before
     first.send_signal(signal.SIGKILL)
     first.wait()
     time.sleep(0.5)
-    assert not before & set(runner_pids())  # the child died with its worker
+    assert not before & set(runner_pids(first.pid))  # the child died with its worker
     assert queue.get(job_id).status == "running"  # until the lease expires
     second = subprocess.run(args + ["--until-empty"], env=env, cwd=tmp_path, timeout=60)
     assert second.returncode == 0
@@ -208,7 +208,7 @@ def test_status_shows_the_worker_and_the_running_job_with_progress(queue, tmp_pa
     console = Console(record=True, width=120)
     console.print(status_view(snap))
     text = console.export_text()
-    assert "napper" in text and "sleeping" in text and "waiting for" in text
+    assert "napper" in text and "steps of 0.05 s" in text and "waiting for" in text
     loop.request_stop()
     step_until(loop, lambda: not loop.children)
 

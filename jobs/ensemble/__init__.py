@@ -122,8 +122,22 @@ def _write_artifact(ctx: JobContext, artifact: str, file: str, text: str) -> Non
     ctx.add_artifact(artifact, path)
 
 
+def preflight(params: Params, pre) -> None:
+    """Named members and `test_from` jobs exist and leave logits (tagged members are found at run time)."""
+    for name in params.members:
+        pre.produces("params.members", name, "val_logits")
+    for member, name in params.test_from.items():
+        pre.produces(f"params.test_from.{member}", name, "test_logits")
+    sub = params.submission
+    if sub is not None and sub.test_csv and sub.id_from != "index":
+        pre.text_csv("params.submission.test_csv", sub.test_csv, sub.id_from)  # the id column is there
+
+
 KIND = Kind(
-    "ensemble", Params, run,
+    "ensemble", Params, run, preflight=preflight,
+    outputs=("val_logits", "test_logits", "val_probs", "test_probs", "val_predictions", "test_predictions",
+             "submission", "weights", "ensemble", "val_split", "result", "val_accuracy", "val_f1",
+             "val_accuracy_in_sample", "val_f1_in_sample"),
     summary="soft-vote finished models, weighted by their logged validation scores (scored out of fold)",
     display=Display(model=True, model_param=None, scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
                     params={"weighting": "weighting", "vote": "vote"}, colour="#ef8636", left_out="left_out"),

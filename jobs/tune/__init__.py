@@ -48,12 +48,23 @@ from ..registry import Column, Display, Kind
 from .params import Params, SpaceParam, parse_until, study_name
 from .tuner import FIRST_START_ATTR, JOB_ATTR, SURPLUS_ATTR, TINY_ATTR, RetryTrial, run
 
+
+def preflight(params: Params, pre) -> None:
+    """Every trial trains the fixed fine-tune settings: the same checks as a fine-tune's."""
+    from ..finetune import preflight as finetune_preflight
+
+    finetune_preflight(params.finetune, pre)
+
+
 # On the leaderboard a tune is its best trial: that trial's scores and epochs, the fixed fine-tune
 # settings with the best trial's params over them.
 KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settings, resumable, shared by k jobs",
             display=Display(model=True, scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
                             details={"epochs": Column("epochs_run", param="epochs")}, study=study_name,
-                            params_of="finetune", param_metrics="best_", colour="#8c5fb0"))
+                            params_of="finetune", param_metrics="best_", colour="#8c5fb0"),
+            preflight=preflight,
+            outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial",
+                     "val_accuracy", "val_f1", "epochs_run"))
 
 __all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
            "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]

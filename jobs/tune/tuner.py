@@ -235,7 +235,7 @@ class _Tuner:
 
         def on_progress(step: int, total: int, _message: str) -> None:
             self.ctx.progress(done + step / max(total, 1), self.params.n_trials,
-                              f"trial {trial.number}: step {step}/{total}")
+                              f"trials · trial {trial.number}: step {step}/{total}")
 
         reporter = EpochReporter(trial, self.params.metric, cfg.epochs,
                                  base=Hooks(on_progress=on_progress, should_stop=self.ctx.should_stop))

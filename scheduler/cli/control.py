@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .app import console, open_queue
+from .app import complete_job, console, open_queue
 
 
 @click.command()
-@click.argument("jobs", nargs=-1, required=True)
+@click.argument("jobs", nargs=-1, required=True, shell_complete=complete_job)
 @click.pass_context
 def cancel(ctx: click.Context, jobs: tuple[str, ...]) -> None:
     """Cancel jobs: queued ones at once, running ones are killed by their worker.
@@ -28,23 +28,25 @@ def cancel(ctx: click.Context, jobs: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.argument("jobs", nargs=-1, required=True)
+@click.argument("jobs", nargs=-1, required=True, shell_complete=complete_job)
+@click.option("--force", is_flag=True, help="Also run succeeded jobs again (their old metrics stay in the log).")
 @click.pass_context
-def retry(ctx: click.Context, jobs: tuple[str, ...]) -> None:
+def retry(ctx: click.Context, jobs: tuple[str, ...], force: bool) -> None:
     """Queue failed, killed, lost or cancelled jobs again (and their upstream_failed dependents).
 
     \b
     Example:
       sched retry finetune-klue/bert-base
+      sched retry --force retrain-best
     """
     queue = open_queue(ctx)
     for ref in jobs:
-        requeued = queue.retry(queue.resolve(ref))
+        requeued = queue.retry(queue.resolve(ref), force=force)
         console.print(f"queued again: job(s) {', '.join(map(str, requeued))}")
 
 
-@click.command()
-@click.argument("job")
+@click.command(context_settings={"ignore_unknown_options": True})  # `priority JOB -10`: -10 is a number
+@click.argument("job", shell_complete=complete_job)
 @click.argument("priority", type=int)
 @click.pass_context
 def priority(ctx: click.Context, job: str, priority: int) -> None:
@@ -52,7 +54,7 @@ def priority(ctx: click.Context, job: str, priority: int) -> None:
 
     \b
     Example:
-      sched priority tune-roberta -- -10
+      sched priority tune-roberta -10
     """
     queue = open_queue(ctx)
     job_id = queue.resolve(job)

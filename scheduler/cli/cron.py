@@ -38,7 +38,7 @@ def cron_add(ctx: click.Context, expression: str, queue_file: Path, name: str | 
 
     from ..cron import add_cron
 
-    added = add_cron(open_queue(ctx), expression, queue_file, name)
+    added = add_cron(open_queue(ctx, create=True), expression, queue_file, name)
     console.print(Text(f"cron '{added['name']}' ({expression}, UTC) submits {added['file']}; "
                        f"next run {added['next_run']:%Y-%m-%d %H:%M} UTC"))
 
@@ -53,10 +53,10 @@ def cron_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       sched cron list
     """
-    from rich.table import Table
     from rich.text import Text
 
     from ..cron import list_crons
+    from ..render import Table
 
     crons = list_crons(open_queue(ctx))
     if as_json:

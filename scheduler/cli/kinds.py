@@ -15,10 +15,11 @@ def kinds() -> None:
     Example:
       sched kinds
     """
-    from rich.table import Table
     from rich.text import Text
 
     from jobs import all_kinds
+
+    from ..render import Table
 
     table = Table(title="Job kinds", title_justify="left")
     table.add_column("kind", no_wrap=True)

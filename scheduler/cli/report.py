@@ -25,9 +25,13 @@ def report(ctx: click.Context, out: Path, tag: str | None) -> None:
       sched report
       sched report --tag round2 --out reports/round2.html
     """
+    from ..errors import SchedError
     from ..report import write_report
 
-    summary = write_report(open_queue(ctx), out, tag=tag)
+    queue = open_queue(ctx)
+    if tag is not None and not queue.has_tag(tag):
+        raise SchedError(f"no job carries the tag {tag!r}; no report written")
+    summary = write_report(queue, out, tag=tag)
     lanes = len({row["lane"] for row in summary.timeline_rows})
     say = dict(highlight=False, soft_wrap=True, markup=False)
     console.print(f"wrote {summary.path.resolve()}", **say)

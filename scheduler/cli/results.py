@@ -35,15 +35,21 @@ def results(ctx: click.Context, sort, ascending, tag, kind, status, limit, as_js
     """
     from ..render import results_table
     from ..results import leaderboard
+    from ..store.states import ALL_STATES
 
+    if status is not None and status not in ALL_STATES:
+        raise SchedError(f"unknown state {status!r}; states: {', '.join(ALL_STATES)}")
     rows = leaderboard(open_queue(ctx), tag=tag, kind=kind, sort=sort, status=status, limit=limit,
                        descending=None if ascending is None else not ascending)
+    filters = " ".join(f"--{k} {v}" for k, v in (("tag", tag), ("kind", kind), ("status", status)) if v)
+    if not rows and filters:
+        raise SchedError(f"no job on the leaderboard matches {filters}")
     if csv_path is not None:
         _write_csv(rows, csv_path)
     if as_json:
         click.echo(json.dumps(rows, indent=1, ensure_ascii=False))
     else:
-        console.print(results_table(rows, sort))
+        console.print(results_table(rows, sort, width=console.width))
         if csv_path is not None:
             console.print(f"wrote {len(rows)} row(s) to {csv_path}", markup=False, highlight=False)
 

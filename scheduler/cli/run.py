@@ -40,7 +40,7 @@ def worker(ctx, gpus, cpu_slots, until_empty, max_jobs, runs, lease, heartbeat, 
     setup_logging(ctx.find_root().obj["verbose"])
     options = WorkerOptions(runs_root=runs, lease_s=lease, heartbeat_s=heartbeat, stop_grace_s=grace,
                             max_jobs=max_jobs, reaper_s=max(1.0, lease / 4))
-    WorkerLoop(open_queue(ctx), parse_slots(gpus, cpu_slots), options).run(until_empty=until_empty)
+    WorkerLoop(open_queue(ctx, create=True), parse_slots(gpus, cpu_slots), options).run(until_empty=until_empty)
 
 
 @click.command()
@@ -56,4 +56,4 @@ def demo(ctx: click.Context, runs: Path) -> None:
     from ..demo import run_demo
 
     setup_logging(ctx.find_root().obj["verbose"])
-    run_demo(open_queue(ctx), runs, console)
+    run_demo(open_queue(ctx, create=True), runs, console)

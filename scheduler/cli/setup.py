@@ -21,7 +21,7 @@ def init(ctx: click.Context) -> None:
     from ..store.engine import shown_url
     from .app import open_queue
 
-    queue = open_queue(ctx)
+    queue = open_queue(ctx, create=True)
     console.print(f"queue ready at {shown_url(queue.engine.url)}", **PLAIN)
 
 

@@ -11,11 +11,11 @@ import math
 import click
 
 from ..errors import NotFound, SchedError
-from .app import console
+from .app import complete_job, console
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_job)
 @click.option("--top", "-n", default=5, show_default=True, type=click.IntRange(0),
               help="Show the N best trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -23,7 +23,7 @@ from .app import console
 def study(ctx: click.Context, name: str, top: int, as_json: bool) -> None:
     """Show a tuning study: best trial, trials by state, parameter importances.
 
-    NAME is a study name, or the name of a job that works on one (a tune job's study: its `study`
+    NAME is a study name, or the name or id of a job that works on one (a tune job's study: its `study`
     param, else its `workers: k` group, else its own name). For charts, run optuna-dashboard on
     the same URL.
 
@@ -58,7 +58,8 @@ def _study_name(engine, name: str, names: list[str]) -> str:
         return name
     if inspect(engine).has_table(jobs.name):
         with engine.connect() as conn:
-            row = q.job_identity(conn, name)
+            by_id = q.job_name(conn, int(name)) if name.isdigit() else None
+            row = q.job_identity(conn, by_id or name)
         if row is not None:
             candidate = study_of(row.kind, row.params, row.name, row.group_name)
             if candidate in names:
@@ -143,8 +144,9 @@ def _fmt(value) -> str:
 
 def study_view(summary: dict):
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
+
+    from ..render import Table
 
     parts = []
     counts = ", ".join(f"{state} {n}" for state, n in sorted(summary["counts"].items())) or "no trials"

@@ -11,26 +11,51 @@ from .app import console, open_queue, parse_pairs
 
 @click.command()
 @click.argument("queue_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Show the expanded plan and check it; submit nothing.")
+@click.option("--dry-run", is_flag=True, help="Show what submitting would do to each job; change nothing.")
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Set or override a {var}.")
+@click.option("--no-check", is_flag=True, help="Skip the input checks (files, columns, labels, models).")
+@click.option("--rerun-changed", is_flag=True,
+              help="Queue changed jobs that already ran again (the old one stays as NAME@ID).")
+@click.option("--reuse", is_flag=True, help="A new job with the same inputs as a succeeded one takes its results.")
 @click.pass_context
-def submit(ctx: click.Context, queue_file: Path, dry_run: bool, variables: tuple[str, ...]) -> None:
+def submit(ctx: click.Context, queue_file: Path, dry_run: bool, variables: tuple[str, ...], no_check: bool,
+           rerun_changed: bool, reuse: bool) -> None:
     """Submit every job of a queue file, all or nothing.
+
+    Submitting an edited file again compares it with the queue job by job: new jobs are added,
+    unchanged ones left alone, changed ones that never started replaced; changed ones that ran
+    are refused unless --rerun-changed. --dry-run prints that plan.
 
     \b
     Example:
       sched submit queue.yaml --dry-run
       sched submit queue.yaml --var train=data/reviews_train.csv
+      sched submit queue.yaml --rerun-changed
     """
     from ..plan import load_plan
-    from ..render import plan_table
 
     specs = load_plan(queue_file, dict(parse_pairs(variables, "--var")))
-    ids = open_queue(ctx).submit(specs, dry_run=dry_run)
-    console.print(plan_table(specs, title="Plan (dry run, nothing submitted)" if dry_run else "Submitted",
-                             width=console.width))
-    if not dry_run:
-        console.print(f"submitted {len(ids)} job(s): ids {ids[0]}..{ids[-1]}")
+    _submit(ctx, specs, dry_run=dry_run, check=not no_check, rerun_changed=rerun_changed, reuse=reuse,
+            title="Plan (dry run, nothing submitted)" if dry_run else "Submitted")
+
+
+def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reuse: bool, title: str):
+    from ..render import plan_summary, plan_table
+    from ..submission import preflight
+
+    queue = open_queue(ctx, create=True)
+    notes = preflight(queue, specs) if check else []
+    plan = queue.plan(specs, dry_run=dry_run, rerun_changed=rerun_changed, reuse=reuse)
+    console.print(plan_table(specs, title=title, width=console.width, plan=plan))
+    for note in notes:
+        console.print(f"note: {note}", style="yellow", markup=False, highlight=False)
+    console.print(plan_summary(plan))
+    for refused in plan.refused:  # only a dry run gets here with refusals
+        console.print(f"refused: '{refused.spec.name}': {refused.why}", style="bold red", markup=False,
+                      highlight=False)
+    if plan.refused:
+        ctx.exit(1)
+    return plan
 
 
 @click.command()
@@ -45,8 +70,9 @@ def submit(ctx: click.Context, queue_file: Path, dry_run: bool, variables: tuple
 @click.option("--preemptible", is_flag=True, help="May yield its slot to a higher-priority job.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A job parameter; VALUE is read as YAML (numbers, lists).")
+@click.option("--no-check", is_flag=True, help="Skip the input checks (files, columns, labels, models).")
 @click.pass_context
-def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, preemptible, params) -> None:
+def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, preemptible, params, no_check) -> None:
     """Add one job.
 
     \b
@@ -56,11 +82,19 @@ def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, pre
     """
     from rich.text import Text
 
+    from ..fmt import visible
     from ..plan import build_plan
+    from ..submission import preflight
 
     entry = {"name": name, "kind": kind, "priority": priority, "gpus": gpus, "after": list(after),
              "max_attempts": max_attempts, "timeout": timeout, "tags": list(tags),
              "preemptible": preemptible, "params": dict(parse_pairs(params, "-p"))}
     specs = build_plan({"jobs": [entry]}, where="sched add")
-    job_id = open_queue(ctx).submit(specs)[0]
-    console.print(Text(f"added job {job_id} '{name}' ({kind}, priority {priority})"))
+    specs[0].source = "sched add"
+    queue = open_queue(ctx, create=True)
+    notes = [] if no_check else preflight(queue, specs)
+    planned = queue.plan(specs).jobs[0]
+    for note in notes:
+        console.print(Text(f"note: {visible(note)}", style="yellow"))
+    verb = {"same": "already queued, unchanged:", "replace": "replaced queued job"}.get(planned.action, "added job")
+    console.print(Text(f"{verb} {planned.job_id} '{visible(name)}' ({kind}, priority {priority})"))

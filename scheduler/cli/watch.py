@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import SchedError
-from .app import console, open_queue
+from .app import complete_job, console, open_queue
 
 
 @click.command()
@@ -37,20 +37,23 @@ def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, limi
     elif watch:
         from rich.live import Live
 
-        with Live(status_view(status_snapshot(queue, all_jobs=False)), console=console._console,
-                  auto_refresh=False, screen=False) as live:
+        def view():  # sized to the terminal as it is now (it may have been resized)
+            return status_view(status_snapshot(queue, all_jobs=False), width=console.width, height=console.height)
+
+        with Live(view(), console=console._console, auto_refresh=False, screen=False,
+                  vertical_overflow="crop") as live:
             try:
                 while True:
                     time.sleep(interval)
-                    live.update(status_view(status_snapshot(queue, all_jobs=False)), refresh=True)
+                    live.update(view(), refresh=True)
             except KeyboardInterrupt:
                 pass
     else:
-        console.print(status_view(status_snapshot(queue, all_jobs=False)))
+        console.print(status_view(status_snapshot(queue, all_jobs=False), width=console.width))
 
 
 @click.command()
-@click.argument("job")
+@click.argument("job", shell_complete=complete_job)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def show(ctx: click.Context, job: str, as_json: bool) -> None:
@@ -67,11 +70,11 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(detail, indent=1, ensure_ascii=False))
     else:
-        console.print(job_view(detail))
+        console.print(job_view(detail, width=console.width))
 
 
 @click.command()
-@click.argument("job")
+@click.argument("job", shell_complete=complete_job)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.option("-n", "--lines", default=0, help="Only the last N lines (0: all).")
 @click.pass_context

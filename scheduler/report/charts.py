@@ -70,8 +70,16 @@ def plot_timeline(timeline: dict) -> bytes | None:
         y = y_of[r["lane"]]
         groups.setdefault((y, r["status"], r["running"]), []).append((x0, w))
         fits = int((w * px_per_day - 6) / 5.6)  # about 5.6 px per character at 7.5 pt
+        # Every bar says which job it is: its name where that fits, else its id (the page lists
+        # every bar's id and name under the chart); a sliver too thin even for an id is in that list.
         if fits >= 6 or fits >= len(r["job"]):
-            ax.text(x0 + w / 2, y, clip(r["job"], fits), ha="center", va="center", fontsize=7.5,
+            text, size = clip(r["job"], fits), 7.5
+        elif w * px_per_day >= 4.5 * len(str(r["id"])) + 3:
+            text, size = str(r["id"]), 6
+        else:
+            text = None
+        if text:
+            ax.text(x0 + w / 2, y, text, ha="center", va="center", fontsize=size,
                     color="white" if r["status"] in ("succeeded", "failed", "killed", "lost") else "black",
                     clip_on=True, zorder=3)
     # One artist per lane and state, not one per job: thousands of bars draw in a fraction of a second.

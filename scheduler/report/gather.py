@@ -14,12 +14,13 @@ from ..results import effective_params, headline_column, leaderboard, model_name
 from ..store import queries as q
 from ..store.engine import db_now, shown_url
 from ..store.states import ALL_STATES, RUNNING
-from ..views import status_snapshot
+from ..views import job_dict, status_snapshot
 
 # Bounds that keep every query an index range with a LIMIT (or an IN over such a list).
 TIMELINE_LIMIT = 2000  # most recent jobs that ran
 CURVE_JOB_LIMIT = 40  # most recent jobs with training curves
 STUDY_LIMIT = 20  # most recent Optuna studies
+FAILURE_LIMIT = 200  # most recent failures listed with their reasons
 
 
 def has_tag(tags, tag: str | None) -> bool:
@@ -46,6 +47,17 @@ def summary_data(queue: JobQueue, tag: str | None = None) -> dict:
 
 def _natural(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def failures_data(queue: JobQueue, tag: str | None = None, limit: int = FAILURE_LIMIT) -> list[dict]:
+    """The most recent jobs that ended without success, with their one-line reasons."""
+    with queue.read() as conn:
+        now = db_now(conn)
+        rows = q.recent_endings(conn, limit if tag is None else limit * 10, failures_only=True)
+    chosen = [job_dict(r, now) for r in rows if has_tag(r.tags, tag)][:limit]
+    for job in chosen:
+        job["message"] = (job["message"] or "").splitlines()[0] if job["message"] else ""
+    return chosen
 
 
 def timeline_data(queue: JobQueue, tag: str | None = None, limit: int = TIMELINE_LIMIT) -> dict:
@@ -204,6 +216,7 @@ def gather(queue: JobQueue, tag: str | None = None) -> dict:
     """Everything the report shows, as plain data."""
     rows = leaderboard(queue, tag=tag)
     return {"summary": summary_data(queue, tag), "timeline": timeline_data(queue, tag),
+            "failures": failures_data(queue, tag),
             "leaderboard": rows, "score": headline_column(rows),
             "curves": curves_data(queue, tag), "studies": study_data(queue, tag)}
 

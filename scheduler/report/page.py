@@ -86,8 +86,9 @@ def render_html(data: dict, charts: dict) -> str:
     out.append(f"<h1>sched report{e(' · tag ' + summary['tag']) if summary['tag'] else ''}</h1>")
     out.append(f'<p class="meta">generated {e(summary["now"] or "")} UTC · database <code>'
                f'{e(summary["database"])}</code></p>')
-    out.append('<nav><a href="#timeline">GPU timeline</a><a href="#leaderboard">Leaderboard</a>'
-               '<a href="#curves">Training curves</a><a href="#studies">Tuning studies</a></nav>')
+    out.append('<nav><a href="#timeline">GPU timeline</a><a href="#failures">Failures</a>'
+               '<a href="#leaderboard">Leaderboard</a><a href="#curves">Training curves</a>'
+               '<a href="#studies">Tuning studies</a></nav>')
     if summary["jobs"] == 0:
         out.append('<p class="note">No jobs in this queue' + (f" with tag {e(summary['tag'])}" if summary["tag"]
                    else "") + " yet: submit some (sched submit queue.yaml) and run a worker; "
@@ -118,8 +119,13 @@ def render_html(data: dict, charts: dict) -> str:
         out.append(_img(charts.get("timeline"), "timeline of jobs per worker slot"))
         if timeline["truncated"]:
             out.append(f'<p class="note">only the {TIMELINE_LIMIT} most recent jobs are drawn</p>')
+        out.append(_timeline_table(timeline["rows"]))
     else:
         out.append('<p class="note">No job has run yet.</p>')
+
+    # -- failures
+    out.append('<h2 id="failures">Failures</h2>')
+    out.append(_failures_table(data["failures"]) if data["failures"] else '<p class="note">No failures.</p>')
 
     # -- leaderboard
     out.append('<h2 id="leaderboard">Leaderboard</h2>')
@@ -180,6 +186,27 @@ def _study_caption(st: dict) -> str:
         text += f"<br>best: trial {st['best']['number']}, value {st['best']['value']:.6g}" + (
             f" ({e(params)})" if params else "")
     return text + "</p>"
+
+
+def _timeline_table(rows: list[dict]) -> str:
+    """Every bar of the timeline by id (bars too narrow for a name show their id)."""
+    e = html.escape
+    body = "".join(
+        f'<tr><td class="n">{r["id"]}</td><td>{e(r["job"])}</td><td>{e(r["lane"])}</td><td>{e(r["start"])}</td>'
+        f'<td class="n">{e(duration(r["duration_s"]))}</td><td>{e(r["status"])}</td></tr>' for r in rows[::-1])
+    return ('<details><summary class="meta">every bar: id, job, slot, start, duration, state</summary>'
+            '<div class="scroll"><table><tr><th>id</th><th>job</th><th>slot</th><th>start (UTC)</th>'
+            f"<th>duration</th><th>state</th></tr>{body}</table></div></details>")
+
+
+def _failures_table(failures: list[dict]) -> str:
+    e = html.escape
+    body = "".join(
+        f'<tr><td class="n">{f["id"]}</td><td>{e(f["name"])}</td><td>{e(f["kind"])}</td><td>{e(f["status"])}</td>'
+        f'<td>{e(f["finished_at"] or "")}</td><td>{f["attempts"]}/{f["max_attempts"]}</td>'
+        f'<td>{e(f["message"] or "")}</td></tr>' for f in failures)
+    return ('<div class="scroll"><table><tr><th>id</th><th>job</th><th>kind</th><th>state</th><th>ended (UTC)</th>'
+            f"<th>tries</th><th>reason</th></tr>{body}</table></div>")
 
 
 def _leaderboard_table(rows: list[dict]) -> str:

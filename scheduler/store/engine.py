@@ -45,6 +45,19 @@ def shown_url(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
+def without_password(url: str) -> tuple[str, str | None]:
+    """(`url` with its password removed, the password or None)."""
+    parsed = make_url(url)
+    if parsed.password is None:
+        return url, None
+    # URL.set(password=None) keeps the password ("no change"); the tuple's _replace clears it.
+    return parsed._replace(password=None).render_as_string(hide_password=False), str(parsed.password)
+
+
+def with_password(url: str, password: str) -> str:
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
 def sqlite_path(url: str | URL) -> Path | None:
     """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
     parsed = url if isinstance(url, URL) else make_url(url)

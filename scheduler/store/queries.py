@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.engine import CursorResult
 
 from .schema import artifacts, cron_fires, deps, jobs, meta, metrics, workers
@@ -67,7 +67,7 @@ CLAIM = (
     .values(status=RUNNING, worker_id=bindparam("b_worker"), slot=bindparam("b_slot"),
             attempts=jobs.c.attempts + 1, lease_until=bindparam("b_lease"),
             started_at=bindparam("b_now"), finished_at=None, exit_code=None, cancel_requested=False,
-            progress_done=None, progress_total=None, progress_message=None,
+            progress_done=None, progress_total=None, progress_message=None, error=None,
             output_dir=bindparam("b_output_dir"), log_path=bindparam("b_log_path"))
     .returning(*CLAIMED_COLUMNS)
 )
@@ -113,9 +113,53 @@ def _changed(result: CursorResult) -> bool:
 # ---- submitting ----------------------------------------------------------------------------
 
 
-def names_taken(conn: Connection, names: list[str]) -> list[Row]:
-    """(name, id, status) of the jobs already called one of `names`."""
-    return conn.execute(select(jobs.c.name, jobs.c.id, jobs.c.status).where(jobs.c.name.in_(names))).all()
+def jobs_named(conn: Connection, names: list[str]) -> list[Row]:
+    """(id, name, status, attempts, spec_hash) of the jobs called one of `names`."""
+    if not names:
+        return []
+    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.status, jobs.c.attempts, jobs.c.spec_hash)
+                        .where(jobs.c.name.in_(names))).all()
+
+
+def succeeded_with_hashes(conn: Connection, hashes: Iterable[str]) -> dict[str, int]:
+    """{hash: the oldest succeeded job with it} (it may itself reuse another's results)."""
+    hashes = list(set(hashes))
+    if not hashes:
+        return {}
+    rows = conn.execute(select(jobs.c.spec_hash, func.min(jobs.c.id)).where(
+        jobs.c.spec_hash.in_(hashes), jobs.c.status == SUCCEEDED).group_by(jobs.c.spec_hash)).all()
+    return dict(rows)
+
+
+def jobs_from_source(conn: Connection, source: str) -> list[Row]:
+    """(id, name, status) of the jobs a file submitted."""
+    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.status).where(jobs.c.source == source)
+                        .order_by(jobs.c.id)).all()
+
+
+def rewrite_job(conn: Connection, job_id: int, **values) -> bool:
+    """A queued job that never started takes the new spec (resubmitted campaign)."""
+    return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == QUEUED,
+                                                    jobs.c.attempts == 0).values(**values)))
+
+
+def delete_dependencies(conn: Connection, job_id: int) -> None:
+    conn.execute(deps.delete().where(deps.c.job_id == job_id))
+
+
+def rename_job(conn: Connection, job_id: int, name: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(name=name))
+
+
+def copy_records(conn: Connection, source_id: int, target_id: int) -> None:
+    """Metrics and artifacts of `source_id` also recorded for `target_id` (a reused result)."""
+    conn.execute(insert(metrics).from_select(
+        ["job_id", "key", "value", "step", "split", "time"],
+        select(literal(target_id), metrics.c.key, metrics.c.value, metrics.c.step, metrics.c.split, metrics.c.time)
+        .where(metrics.c.job_id == source_id).order_by(metrics.c.id)))
+    conn.execute(insert(artifacts).from_select(
+        ["job_id", "name", "path"],
+        select(literal(target_id), artifacts.c.name, artifacts.c.path).where(artifacts.c.job_id == source_id)))
 
 
 def insert_job(conn: Connection, **values) -> int:
@@ -219,10 +263,13 @@ def set_priority(conn: Connection, job_id: int, priority: int) -> bool:
                                  .values(priority=priority)))
 
 
-def stale_jobs(conn: Connection, now: datetime) -> list[Row]:
-    """Running jobs whose lease expired: (id, name, attempts, max_attempts)."""
-    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.attempts, jobs.c.max_attempts).where(
-        jobs.c.status == RUNNING, jobs.c.lease_until < now)).all()
+def stale_jobs(conn: Connection, now: datetime, *, exclude_worker: int | None = None) -> list[Row]:
+    """Running jobs whose lease expired (not `exclude_worker`'s): (id, name, attempts, max_attempts)."""
+    query = select(jobs.c.id, jobs.c.name, jobs.c.attempts, jobs.c.max_attempts).where(
+        jobs.c.status == RUNNING, jobs.c.lease_until < now)
+    if exclude_worker is not None:
+        query = query.where(jobs.c.worker_id != exclude_worker)
+    return conn.execute(query).all()
 
 
 def end_stale(conn: Connection, job_id: int, now: datetime, *, requeue: bool, message: str) -> bool:
@@ -293,6 +340,11 @@ def job_names_where(conn: Connection, *, kind: str | None = None, status: str | 
     return conn.execute(query).all()
 
 
+def tag_lists(conn: Connection) -> list[list]:
+    """Every job's tags (JSON lists, filtered in Python: portable across backends)."""
+    return [tags or [] for tags in conn.execute(select(jobs.c.tags)).scalars()]
+
+
 def statuses_and_tags(conn: Connection) -> list[Row]:
     """(status, tags) of every job: counts per state for one tag."""
     return conn.execute(select(jobs.c.status, jobs.c.tags)).all()
@@ -316,6 +368,14 @@ def put_artifact(conn: Connection, job_id: int, name: str, path: str) -> None:
 def set_progress(conn: Connection, job_id: int, done: float, total: float | None, message: str | None) -> None:
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(
         progress_done=done, progress_total=total, progress_message=message))
+
+
+def set_error(conn: Connection, job_id: int, message: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(error=message))
+
+
+def job_error(conn: Connection, job_id: int) -> str | None:
+    return conn.execute(select(jobs.c.error).where(jobs.c.id == job_id)).scalar()
 
 
 def job_metrics(conn: Connection, job_id: int) -> list[Row]:
@@ -361,6 +421,45 @@ def latest_metric(conn: Connection, job_ids: list[int]) -> dict[int, Row]:
     return {row.job_id: row for row in rows}
 
 
+# ---- listing and removing ------------------------------------------------------------------
+
+
+def list_jobs(conn: Connection, *, statuses: Iterable[str] = (), kinds: Iterable[str] = (),
+              name_like: str | None = None, since: datetime | None = None, limit: int | None = None) -> list[Row]:
+    """Jobs matching every filter given, oldest first (tags are filtered by the caller)."""
+    query = select(jobs).order_by(jobs.c.id)
+    if statuses := list(statuses):
+        query = query.where(jobs.c.status.in_(statuses))
+    if kinds := list(kinds):
+        query = query.where(jobs.c.kind.in_(kinds))
+    if name_like is not None:
+        query = query.where(jobs.c.name.like(name_like, escape="\\"))
+    if since is not None:
+        query = query.where(jobs.c.created_at >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    return conn.execute(query).all()
+
+
+def unfinished_dependents(conn: Connection, job_ids: list[int]) -> list[Row]:
+    """(job id, its name, the dependency's id) of queued or running jobs waiting for these jobs."""
+    if not job_ids:
+        return []
+    return conn.execute(select(jobs.c.id, jobs.c.name, deps.c.depends_on).join(deps, deps.c.job_id == jobs.c.id)
+                        .where(deps.c.depends_on.in_(job_ids), jobs.c.status.in_((QUEUED, RUNNING)))).all()
+
+
+def delete_finished(conn: Connection, job_ids: list[int]) -> int:
+    """Remove finished jobs (their metrics, artifacts and dependency rows go with them)."""
+    if not job_ids:
+        return 0
+    guard = [jobs.c.id.in_(job_ids), jobs.c.status.not_in((QUEUED, RUNNING))]
+    conn.execute(metrics.delete().where(metrics.c.job_id.in_(job_ids)))
+    conn.execute(artifacts.delete().where(artifacts.c.job_id.in_(job_ids)))
+    conn.execute(deps.delete().where(or_(deps.c.job_id.in_(job_ids), deps.c.depends_on.in_(job_ids))))
+    return conn.execute(jobs.delete().where(*guard)).rowcount
+
+
 # ---- status --------------------------------------------------------------------------------
 
 
@@ -385,6 +484,25 @@ def pending_dependencies(conn: Connection, job_ids: list[int]) -> dict[int, list
     for job_id, name in rows:
         pending.setdefault(job_id, []).append(name)
     return pending
+
+
+def queued_counts_by_kind(conn: Connection) -> dict[str, int]:
+    return dict(conn.execute(select(jobs.c.kind, func.count()).where(jobs.c.status == QUEUED)
+                             .group_by(jobs.c.kind)).all())
+
+
+def typical_durations(conn: Connection, kinds: list[str], since: datetime, per_kind: int = 50) -> dict[str, float]:
+    """{kind: median seconds of its latest (at most `per_kind`) successes since `since`}."""
+    out = {}
+    for kind in kinds:
+        rows = conn.execute(select(jobs.c.started_at, jobs.c.finished_at).where(
+            jobs.c.kind == kind, jobs.c.status == SUCCEEDED, jobs.c.finished_at > since,
+            jobs.c.started_at.is_not(None), jobs.c.reused_from.is_(None))
+            .order_by(jobs.c.finished_at.desc()).limit(per_kind)).all()
+        spans = sorted((end - start).total_seconds() for start, end in rows)
+        if spans:
+            out[kind] = spans[len(spans) // 2]
+    return out
 
 
 def recent_endings(conn: Connection, limit: int, *, failures_only: bool = False) -> list[Row]:
@@ -502,8 +620,8 @@ def jobs_of_kinds(conn: Connection, kinds: Iterable[str]) -> list[Row]:
 
 
 def job_identity(conn: Connection, name: str) -> Row | None:
-    """(name, kind, group_name, params) of the job called `name`."""
-    return conn.execute(select(jobs.c.name, jobs.c.kind, jobs.c.group_name, jobs.c.params)
+    """(name, kind, group_name, params, status) of the job called `name`."""
+    return conn.execute(select(jobs.c.name, jobs.c.kind, jobs.c.group_name, jobs.c.params, jobs.c.status)
                         .where(jobs.c.name == name)).first()
 
 

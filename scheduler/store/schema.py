@@ -63,6 +63,15 @@ jobs = Table(
     Column("progress_done", Float, nullable=True),
     Column("progress_total", Float, nullable=True),
     Column("progress_message", Text, nullable=True),
+    # The one-line reason its runner reported for the current attempt's failure (kept in the
+    # database: the run folder may be gone when the worker reads it).
+    Column("error", Text, nullable=True),
+    # kind + params + the hashes of its dependencies (+ its input files' contents): a resubmitted
+    # campaign compares jobs by it, and `--reuse` finds a succeeded twin by it.
+    Column("spec_hash", String(64), nullable=True, index=True),
+    Column("source", Text, nullable=True),  # the queue file that submitted it, or "sched add"
+    Column("reused_from", Integer, nullable=True),  # the succeeded job whose results stand for this one
+    Column("hooks", JSON, nullable=True),  # {"on_finish": argv, "on_failure": argv}
 )
 # The claim query walks this index in claim order (priority high to low, then FIFO) and stops at
 # the first runnable row, so a claim stays fast with 100,000 queued jobs.

@@ -1,0 +1,123 @@
+"""Chaos: workers killed with SIGKILL at random while they drain a queue, on SQLite and PostgreSQL.
+
+Every few seconds a random worker is killed and a new one started. At the end every job must have
+succeeded, none may have started more often than the queue counted (a double claim), and a killed
+worker's jobs must be queued again within about one lease. Size it with SCHED_CHAOS_JOBS and
+SCHED_CHAOS_KILL_S; `pytest tests/chaos -s` prints the figures:
+jobs, kills, duplicates, lost, and the longest time from a kill to the requeue of its jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from scheduler.jobqueue import JobQueue, JobSpec
+
+pytestmark = pytest.mark.chaos
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS = int(os.environ.get("SCHED_CHAOS_JOBS", "40"))
+KILL_EVERY_S = float(os.environ.get("SCHED_CHAOS_KILL_S", "2.5"))
+WORKERS = 3
+LEASE_S = 2.0
+
+
+def _start_worker(url: str, runs: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "--db", url, "worker", "--gpus", "none", "--cpu-slots", "2",
+         "--lease", str(LEASE_S), "--heartbeat", "0.3", "--runs", str(runs)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+class _Requeues:
+    """Watches the jobs a killed worker held and records how long until each left it."""
+
+    def __init__(self, url: str):
+        self.queue = JobQueue(url)
+        self.waits: list[float] = []
+        self.pending: list[tuple[float, int, int]] = []  # (kill time, job id, dead worker id)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def killed(self, worker_pid: int) -> None:
+        from sqlalchemy import select
+
+        from scheduler.store.schema import jobs, workers
+
+        now = time.monotonic()
+        with self.queue.read() as conn:
+            held = conn.execute(select(jobs.c.id, jobs.c.worker_id).join(workers, workers.c.id == jobs.c.worker_id)
+                                .where(workers.c.pid == worker_pid, jobs.c.status == "running")).all()
+        self.pending.extend((now, job_id, worker_id) for job_id, worker_id in held)
+
+    def _watch(self) -> None:
+        while not self.stop.is_set():
+            still = []
+            for since, job_id, worker_id in self.pending:
+                row = self.queue.get(job_id)
+                if row.status == "running" and row.worker_id == worker_id:
+                    still.append((since, job_id, worker_id))
+                else:
+                    self.waits.append(time.monotonic() - since)
+            self.pending = still
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.queue.dispose()
+
+
+def test_exactly_once_while_workers_are_killed_at_random(db_url, tmp_path):
+    queue = JobQueue(db_url)
+    marker = tmp_path / "starts.txt"
+    queue.submit([JobSpec(name=f"chaos-{i}", kind="sleep", params={"seconds": 0.3, "marker": str(marker)},
+                          max_attempts=20, priority=i % 5) for i in range(JOBS)])
+    runs = tmp_path / "runs"
+    workers = [_start_worker(db_url, runs) for _ in range(WORKERS)]
+    requeues = _Requeues(db_url)
+    rng = random.Random(0)
+    kills = 0
+    deadline = time.monotonic() + 240
+    next_kill = time.monotonic() + KILL_EVERY_S
+    try:
+        while queue.status_counts().get("succeeded", 0) < JOBS:
+            assert time.monotonic() < deadline, f"not drained: {queue.status_counts()}"
+            if time.monotonic() >= next_kill:
+                victim = workers.pop(rng.randrange(len(workers)))
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                requeues.killed(victim.pid)
+                kills += 1
+                workers.append(_start_worker(db_url, runs))
+                next_kill = time.monotonic() + KILL_EVERY_S
+            time.sleep(0.1)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=30)
+        requeues.close()
+    starts = Counter(marker.read_text().split())
+    rows = {row.name: row for row in (queue.get(f"chaos-{i}") for i in range(JOBS))}
+    duplicates = sorted(name for name, row in rows.items() if starts[name] > row.attempts)
+    lost = sorted(name for name, row in rows.items() if row.status != "succeeded")
+    longest = max(requeues.waits, default=0.0)
+    print(f"\nchaos on {db_url.split(':')[0]}: {JOBS} jobs, {kills} kills, {sum(starts.values())} starts, "
+          f"{len(duplicates)} duplicates, {len(lost)} lost, {len(requeues.waits)} jobs requeued after a kill, "
+          f"longest kill-to-requeue {longest:.1f}s (lease {LEASE_S:g}s)")
+    assert kills >= 2
+    assert duplicates == [] and lost == []
+    assert longest <= LEASE_S * 2 + 2  # the lease, the reaper's interval, and this watcher's polling
+    queue.dispose()
