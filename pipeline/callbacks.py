@@ -102,7 +102,8 @@ class HealthCallback(TrainerCallback):
     single NaN loss is not enough: with fp16 the gradient scaler skips such a step and training goes
     on, which is why the Trainer's `logging_nan_inf_filter` stays on.
 
-    Not learning: from epoch `not_learning_epoch` on, no evaluation so far looked alive. A classifier
+    Not learning: from epoch `not_learning_epoch` on (and optimizer step `min_steps`), no evaluation
+    so far looked alive. A classifier
     is dead when its validation predictions are one class or score at or below the majority class
     (`classify`); a masked LM when its held-out loss is not below the loss it had before training
     (the Trainer's evaluation at epoch 0). The verdict reads the Trainer's log history, which a
@@ -110,10 +111,11 @@ class HealthCallback(TrainerCallback):
     before that epoch's checkpoint is written.
     """
 
-    def __init__(self, check_steps: int, not_learning_epoch: int, *, classify: bool,
+    def __init__(self, check_steps: int, not_learning_epoch: int, *, classify: bool, min_steps: int = 0,
                  collapse_share: float = 1.0, min_gain: float = 0.0, majority: float = 0.0):
         self.check_steps = check_steps
         self.not_learning_epoch = not_learning_epoch
+        self.min_steps = min_steps
         self.classify = classify
         self.collapse_share, self.min_gain, self.majority = collapse_share, min_gain, majority
 
@@ -132,7 +134,7 @@ class HealthCallback(TrainerCallback):
         if "eval_loss" in metrics:
             check_loss(float(metrics["eval_loss"]), state.global_step, "validation loss")
         epoch = int(round(state.epoch or 0))
-        if not self.not_learning_epoch or epoch < self.not_learning_epoch:
+        if not self.not_learning_epoch or epoch < self.not_learning_epoch or state.global_step < self.min_steps:
             return
         # Every evaluation after training began, this one included (the Trainer logs before this call).
         evals = [h for h in state.log_history if "eval_loss" in h and h.get("epoch", 0) > 0]

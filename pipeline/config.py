@@ -32,6 +32,9 @@ class _TrainCommon:
     # Runs that cannot lead anywhere stop early with the reason (pipeline/health.py), not at the end:
     nan_check_steps: int = 50  # check the weights for NaN/inf every N steps (0: only the logged losses)
     not_learning_epoch: int = 2  # from this epoch on, fail a run whose evaluations never looked alive (0: never)
+    # ...and not before this many optimizer steps: a model trained from scratch may predict one class
+    # for its first ~50-100 updates and then learn (two epochs of 800 rows are only 50 steps)
+    not_learning_min_steps: int = 100
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -46,6 +49,7 @@ class _TrainCommon:
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.nan_check_steps >= 0, "nan_check_steps must be >= 0"),
             (self.not_learning_epoch >= 0, "not_learning_epoch must be >= 0"),
+            (self.not_learning_min_steps >= 0, "not_learning_min_steps must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -340,6 +340,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     fp16, bf16 = resolve_precision(cfg.precision)
     collator = PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if (fp16 or bf16) else None)
     health = HealthCallback(cfg.nan_check_steps, cfg.not_learning_epoch if evaluate else 0, classify=True,
+                            min_steps=cfg.not_learning_min_steps,
                             collapse_share=cfg.collapse_share, min_gain=cfg.min_gain_over_majority,
                             majority=majority_share(val_df["label"]) if evaluate else 0.0)
 
@@ -464,7 +465,8 @@ def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
         set_seed(cfg.seed)
         model, _ = load_mlm(source)
         hooks_cb = HooksCallback(hooks, MLM_NAMES, batch, accum, perplexity=True)
-        health = HealthCallback(cfg.nan_check_steps, cfg.not_learning_epoch, classify=False)
+        health = HealthCallback(cfg.nan_check_steps, cfg.not_learning_epoch, classify=False,
+                                min_steps=cfg.not_learning_min_steps)
         args = _training_args(cfg, os.path.join(output_dir, CHECKPOINTS), batch, accum, evaluate=True,
                               eval_on_start=True, train_sampling_strategy="group_by_length")
         trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=subset(train_idx),

@@ -211,7 +211,8 @@ def test_demo_runs_the_campaign_to_the_end(run, sqlite_url, tmp_path, monkeypatc
         assert rows[name]["left_out_by"] == []
     assert rows["tune"]["lr"] != rows["finetune-s1"]["lr"]  # the tune's row shows its best trial's lr
     records = Records(queue)
-    ensemble, predicted = (records.job(rows[n]["job"]) for n in ("ensemble", "predict"))
+    ensemble = records.job(rows["ensemble"]["job"])
+    predicted = records.job(rows["ensemble"]["job"].replace("-ensemble", "-predict"))
     val = pd.read_csv(ensemble.artifacts["val_predictions"])  # out of fold, as its val_accuracy
     assert rows["ensemble"]["val_accuracy"] == pytest.approx((val["pred"] == val["label"]).mean())
     labels = pd.read_csv(DATA / "reviews_test.csv")["label"].to_numpy()

@@ -475,7 +475,9 @@ jobs:
   # learns nothing (lr 1e-9) but is not stopped for it: the ensemble must leave it out
   - {name: ft-dead, kind: finetune, tags: [models], params: {lr: 1.0e-9, epochs: 1}}
   # learns nothing and is stopped for it: its reason is the job's message
-  - {name: ft-stalled, kind: finetune, params: {lr: 1.0e-9, not_learning_epoch: 1, min_gain_over_majority: 0.05}}
+  - name: ft-stalled
+    kind: finetune
+    params: {lr: 1.0e-9, not_learning_epoch: 1, not_learning_min_steps: 0, min_gain_over_majority: 0.05}
   - name: ens
     kind: ensemble
     after: [ft-a, base, ft-dead]
@@ -537,7 +539,8 @@ def test_finetunes_a_baseline_an_ensemble_and_predict_through_the_queue(small_da
     # the leaderboard: the stalled run has no score, the dead member is marked
     board = {r["job"]: r for r in leaderboard(queue)}
     assert board["ft-stalled"]["val_accuracy"] is None and board["ft-stalled"]["status"] == "failed"
-    assert board["ft-dead"]["left_out_by"] == ["ens"] and board["ft-a"]["left_out_by"] == []
+    for name in ("ft-a", "base", "ft-dead"):  # ft-a may have learned nothing either on 320 rows
+        assert board[name]["left_out_by"] == (["ens"] if name in left_out else [])
     assert board["base"]["kind"] == "baseline" and board["base"]["val_accuracy"] == base.metrics["val_accuracy"]
     shown = CliRunner().invoke(cli, ["--db", url, "results"], catch_exceptions=False, terminal_width=200).output
     assert "left out of ens" in shown

@@ -21,7 +21,7 @@ from ..finetune import Params as FinetuneParams
 # (num_labels is the data's, full_data has no validation, cache_dir is where tokens are cached, the
 # health checks say when a trial is dead) and list-valued ones (Optuna's categorical choices are scalars).
 _NOT_TUNABLE = {"full_data", "cache_dir", "num_labels", "nan_check_steps", "not_learning_epoch",
-                "collapse_share", "min_gain_over_majority"}
+                "not_learning_min_steps", "collapse_share", "min_gain_over_majority"}
 _HINTS = typing.get_type_hints(FinetuneConfig)
 
 

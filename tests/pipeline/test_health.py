@@ -48,6 +48,11 @@ def test_the_callback_waits_for_the_grace_epoch_then_fails_a_classifier_that_nev
     with pytest.raises(NotLearning, match="accuracy 0.2400 is at or below the majority class's share 0.2500"):
         cb.on_evaluate(ARGS, _state(3.0, [{**low, "epoch": 3.0}]), None, metrics=low)
     HealthCallback(0, 0, classify=True, majority=0.25).on_evaluate(ARGS, _state(5.0, [dead]), None, metrics=dead)
+    # too few optimizer steps yet (40 < 100): a model from scratch may still leave its one-class start
+    patient = HealthCallback(0, 2, classify=True, min_steps=100, collapse_share=0.95, majority=0.25)
+    patient.on_evaluate(ARGS, _state(2.0, [{**dead, "epoch": 2.0}]), None, metrics=dead)
+    with pytest.raises(NotLearning):
+        patient.on_evaluate(ARGS, _state(4.0, [{**dead, "epoch": 4.0}], step=100), None, metrics=dead)
 
 
 def test_the_callback_fails_a_masked_lm_whose_held_out_loss_did_not_fall():
@@ -82,6 +87,7 @@ def test_a_real_run_with_an_absurd_lr_stops_at_once_with_the_reason(small_split,
         finetune(tiny_cfg(epochs=3, lr=1e6, nan_check_steps=1), data, small_split.val, None, tmp_path / "hot")
     assert not (tmp_path / "hot" / "model").exists()  # no final model: it never finished
     with pytest.raises(NotLearning, match=r"after epoch 2 \(lr 1e-09\)"):
-        finetune(tiny_cfg(epochs=4, lr=1e-9, not_learning_epoch=2, min_gain_over_majority=0.05), data,
+        finetune(tiny_cfg(epochs=4, lr=1e-9, not_learning_epoch=2, not_learning_min_steps=0,
+                          min_gain_over_majority=0.05), data,
                  small_split.val, None, tmp_path / "cold")
     assert not (tmp_path / "cold" / "checkpoints" / "checkpoint-15").exists()  # stopped before epoch 3
