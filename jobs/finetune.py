@@ -68,13 +68,15 @@ def load_data(params):
     frame = load_labeled_csv(data_path(params.train), params.text_column, params.label_column, params.num_labels)
     if params.max_train_rows:
         frame = frame.head(params.max_train_rows)
+    # Each row keeps its number in the train file: the validation predictions file names its rows by it.
+    frame.insert(0, "id", range(len(frame)))
     split = stratified_split(frame, params.val_fraction, params.split_seed)
     test = None
     if params.test:
         from pipeline.data import load_texts
 
         texts = load_texts(data_path(params.test), params.text_column)
-        test = pd.DataFrame({"text": texts})
+        test = pd.DataFrame({"id": range(len(texts)), "text": texts})
     return split, test
 
 

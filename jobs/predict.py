@@ -1,61 +1,184 @@
-"""`predict`: logits and predicted classes of any saved classifier on any CSV.
+"""`predict`: a finished model's predictions on any CSV: a fine-tune, a baseline or a whole ensemble.
 
-    - name: predict-test
+    - name: predict-new
       kind: predict
-      after: [retrain-best]
-      params: {model: {from: retrain-best}, csv: data/reviews_test.csv}
+      after: [ensemble]
+      params: {model: {from: ensemble}, csv: data/reviews_test.csv}
 
-Artifacts `logits` (.npy, one row per CSV row) and `predictions` (CSV with the text and the class).
+`model: {from: JOB}` takes what JOB left: a fine-tune's or a tune's model folder (read with the
+tokenizer saved beside it and the max_length it was trained with), a baseline's model file, or an
+ensemble's members and weights as it stored them (each member predicted as above, then combined
+as the ensemble did; a member the ensemble took from `test_from` is predicted by that job's model).
+A predict job named there stands for the model it ran. A plain folder or hub name works too.
+
+Writes `test_predictions` (the project's predictions file: id, text, label when the CSV has the
+`label_column`, pred, pred_name, one prob_<class> column per class) and `test_logits` (.npy, one row
+per CSV row; log-probabilities for a baseline or an ensemble), so an ensemble's `test_from` can use
+it. Logs `predicted_share` (step = class) and, when the CSV has labels, `test_accuracy` and
+`test_f1` on those rows.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from .common import TRAINING_MODULES, ModelRef, data_path, resolve_model
+from pipeline.errors import InputError
+
+from .common import TRAINING_MODULES, FromJob, ModelRef, data_path
 from .context import JobContext
-from .registry import Kind
+from .registry import Kind, known_kind
+
+BASELINE_SUFFIX = ".joblib"  # a `model` artifact with this suffix is a baseline, not a model folder
+MAX_DEPTH = 8  # ensembles of ensembles: deeper than this is a reference cycle
 
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: ModelRef  # a saved classifier: folder, hub name, or {from: job}
+    model: ModelRef  # {from: JOB} (a finetune, baseline, ensemble or tune job), or a model folder / hub name
     csv: str  # the rows to predict
-    text_column: str = "review"
-    batch_size: int = Field(default=64, ge=1)
-    max_length: int = Field(default=128, ge=8)
+    text_column: str = "review"  # the column holding the text
+    label_column: str | None = "label"  # true classes, when the CSV has this column (then test_accuracy/f1)
+    id_column: str | None = None  # a column of row ids for the predictions file (default: row number from 0)
+    batch_size: int = Field(default=64, ge=1)  # rows per forward pass
+    max_length: int | None = Field(default=None, ge=8)  # tokens per text; null: what each model was trained with
+
+
+@dataclass
+class Predictor:
+    """What to run: a model folder ("hf"), a baseline file ("baseline"), or a weighted vote of others."""
+
+    kind: str
+    path: str | None = None
+    members: list[tuple[float, Predictor]] = field(default_factory=list)
+    vote: str = "probs"
+
+
+class PredictError(InputError):
+    """The model reference cannot be predicted with; the message names the job and why (retrying
+    cannot fix it)."""
+
+
+def resolve(ctx: JobContext, ref: ModelRef, depth: int = 0) -> Predictor:
+    """The predictor behind a model reference (jobs followed by name, ensembles member by member)."""
+    if depth > MAX_DEPTH:
+        raise PredictError(f"model: ensembles nested deeper than {MAX_DEPTH} (a cycle?)")
+    if not isinstance(ref, FromJob):
+        return _of_path(ref)
+    record = ctx.job(ref.from_)
+    if record.status != "succeeded":
+        raise PredictError(f"model: job '{ref.from_}' is {record.status}, not succeeded; add it to `after`")
+    if ref.artifact is not None:
+        if ref.artifact not in record.artifacts:
+            raise PredictError(f"model: job '{ref.from_}' has no artifact '{ref.artifact}' "
+                               f"(it has: {', '.join(sorted(record.artifacts)) or 'none'})")
+        return _of_path(record.artifacts[ref.artifact])
+    if "ensemble" in record.artifacts:
+        return _ensemble(ctx, record.artifacts["ensemble"], depth)
+    for name in ("model", "best_model"):  # a fine-tune's or baseline's model; a tune's best trial's
+        if name in record.artifacts:
+            return _of_path(record.artifacts[name])
+    ran = (record.params or {}).get("model")
+    if record.kind == "predict" and isinstance(ran, dict | str):
+        return resolve(ctx, FromJob.model_validate(ran) if isinstance(ran, dict) else ran, depth + 1)
+    raise PredictError(f"model: job '{ref.from_}' ({record.kind}) saved no model (its artifacts: "
+                       f"{', '.join(sorted(record.artifacts)) or 'none'}); use a finetune, baseline or ensemble job")
+
+
+def _of_path(path: str) -> Predictor:
+    return Predictor("baseline" if path.endswith(BASELINE_SUFFIX) else "hf", path=path)
+
+
+def _ensemble(ctx: JobContext, recipe_path: str, depth: int) -> Predictor:
+    with open(recipe_path, encoding="utf-8") as f:
+        recipe = json.load(f)
+    members = [(float(weight), resolve(ctx, FromJob.model_validate({"from": recipe["predict_with"].get(name, name)}),
+                                       depth + 1))
+               for name, weight in recipe["weights"].items() if weight > 0]
+    return Predictor("ensemble", members=members, vote=recipe.get("vote", "probs"))
+
+
+def logits_of(predictor: Predictor, texts: list[str], params: Params, device: str):
+    """[n_texts, n_classes] logits: raw for a model folder, log-probabilities otherwise."""
+    if predictor.kind == "hf":
+        from pipeline.training import predict
+
+        return predict(predictor.path, texts, batch_size=params.batch_size, max_length=params.max_length,
+                       device=device)
+    if predictor.kind == "baseline":
+        from pipeline.baseline import predict_baseline
+
+        return predict_baseline(predictor.path, texts)
+    from pipeline import ensemble as E
+
+    weights = [w for w, _ in predictor.members]
+    member_logits = [logits_of(p, texts, params, device) for _, p in predictor.members]
+    return E.as_logits(E.combine(member_logits, weights, predictor.vote))
 
 
 def run(params: Params, ctx: JobContext) -> None:
     import numpy as np
-    import pandas as pd
 
-    from pipeline.data import LABEL_NAMES, load_texts
-    from pipeline.training import predict
+    from pipeline.data import load_rows
+    from pipeline.metrics import accuracy, macro_f1, softmax
+    from pipeline.predictions import write_predictions
 
-    texts = load_texts(data_path(params.csv), params.text_column)
-    model = resolve_model(ctx, params.model, None)
-    ctx.progress(0, len(texts), "rows")
-    logits = predict(model, texts, batch_size=params.batch_size, max_length=params.max_length,
-                     device=ctx.device)
-    ctx.progress(len(texts), len(texts), "rows")
-    logits_path = ctx.output_dir / "logits.npy"
-    np.save(logits_path, logits)
-    classes = logits.argmax(axis=1)
-    names = [LABEL_NAMES[c] if c < len(LABEL_NAMES) else str(c) for c in classes]
-    pd.DataFrame({"text": texts, "prediction": classes, "label_name": names}).to_csv(
-        ctx.output_dir / "predictions.csv", index=False)
-    ctx.add_artifact("logits", logits_path)
-    ctx.add_artifact("predictions", ctx.output_dir / "predictions.csv")
-    for label, count in zip(*np.unique(classes, return_counts=True)):
-        ctx.log_metric("predicted_share", count / len(classes), step=int(label))
+    path = data_path(params.csv)
+    rows = load_rows(path, params.text_column, id_column=params.id_column)
+    predictor = resolve(ctx, params.model)
+    ctx.progress(0, len(rows), "rows")
+    logits = logits_of(predictor, rows["text"].tolist(), params, ctx.device)
+    labels = _labels(path, params, logits.shape[1])
+    out = ctx.output_dir
+    np.save(out / "test_logits.npy", logits)
+    probs = softmax(logits)
+    write_predictions(out / "test_predictions.csv", probs, ids=rows["id"], texts=rows["text"], labels=labels)
+    ctx.add_artifact("test_logits", out / "test_logits.npy")
+    ctx.add_artifact("test_predictions", out / "test_predictions.csv")
+    preds = probs.argmax(-1)
+    for label, count in enumerate(np.bincount(preds, minlength=probs.shape[1])):
+        ctx.log_metric("predicted_share", count / len(preds), step=label, split="test")
+    if labels is not None:
+        ctx.log_metric("test_accuracy", accuracy(labels, preds))
+        ctx.log_metric("test_f1", macro_f1(labels, preds, probs.shape[1]))
+    ctx.progress(len(rows), len(rows), "rows")
+
+
+def _labels(path: str, params: Params, num_labels: int):
+    """The CSV's true classes (checked to be 0..num_labels-1), or None when it has no label column."""
+    from pipeline.data import has_column, load_labeled_csv
+
+    if params.label_column is None or not has_column(path, params.label_column):
+        return None
+    return load_labeled_csv(path, params.text_column, params.label_column, num_labels)["label"].to_numpy()
+
+
+# What a `{from: JOB}` must leave for predict to run it (an ensemble's recipe, or a model).
+PREDICTABLE = ("ensemble", "model", "best_model")
 
 
 def preflight(params: Params, pre) -> None:
+    """The CSV and its text column, and a model: a folder or hub name, or a job that leaves one."""
     pre.text_csv("params.csv", params.csv, params.text_column)
-    pre.model("params.model", params.model)
+    ref = params.model
+    if not isinstance(ref, FromJob) or ref.artifact is not None:
+        pre.model("params.model", ref)
+        return
+    other = pre.job(ref.from_)
+    if other is None:
+        pre.problems.append(f"params.model: no job named '{ref.from_}' in this file or the queue")
+        return
+    kind = known_kind(other.kind)
+    outputs = set(kind.outputs) if kind is not None else set()
+    if other.kind != "predict" and outputs and not outputs & set(PREDICTABLE):
+        pre.problems.append(f"params.model: job '{ref.from_}' is a {other.kind} job; it leaves no model to "
+                            "predict with (a finetune, baseline, ensemble or tune job does)")
 
 
-KIND = Kind("predict", Params, run, summary="logits and predicted classes of a saved classifier on a CSV",
-            preflight=preflight, outputs=("logits", "predictions"), preload=TRAINING_MODULES)
+KIND = Kind("predict", Params, run,
+            summary="predictions of a fine-tune, baseline or ensemble on a CSV (test_accuracy when it has labels)",
+            preflight=preflight, outputs=("test_logits", "test_predictions", "test_accuracy", "test_f1"),
+            preload=TRAINING_MODULES)

@@ -76,6 +76,11 @@ class Display:
     colour: str | None = None  # its bars in the report's charts
     # The Optuna study a job of this kind works on: (params, job name, group) -> study name.
     study: Callable[[dict, str, str | None], str | None] | None = None
+    params_of: str | None = None  # the row's params are this entry of the job's params (a tune's `finetune`)
+    # a param column P shows the metric "<param_metrics>P" when the job logged it (a tune's best trial's lr)
+    param_metrics: str | None = None
+    # a metric whose step is the id of a job this one left out (an ensemble's dead member): marked on the board
+    left_out: str | None = None
 
 
 @dataclass(frozen=True)

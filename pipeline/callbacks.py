@@ -1,4 +1,5 @@
-"""TrainerCallbacks that connect the HF Trainer to our Hooks, and stochastic weight averaging (SWA)."""
+"""TrainerCallbacks that connect the HF Trainer to our Hooks, stop runs that cannot lead anywhere, and
+stochastic weight averaging (SWA)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from transformers import TrainerCallback
 
+from pipeline.health import Diverged, NotLearning, check_loss, dead_reason_of
 from pipeline.hooks import Hooks, StopRequested
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,79 @@ class HooksCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.hooks.fault("train_end", self._state(args, state))
+
+
+class HealthCallback(TrainerCallback):
+    """Fails a run early, with the reason, when it diverged or is not learning (`pipeline.health`).
+
+    Diverged: the weights hold NaN or infinity (checked every `check_steps` optimizer steps: one
+    CPU-GPU sync then, none per step), or a logged training or validation loss is NaN or infinite. A
+    single NaN loss is not enough: with fp16 the gradient scaler skips such a step and training goes
+    on, which is why the Trainer's `logging_nan_inf_filter` stays on.
+
+    Not learning: from epoch `not_learning_epoch` on (and optimizer step `min_steps`), no evaluation
+    so far looked alive. A classifier
+    is dead when its validation predictions are one class or score at or below the majority class
+    (`classify`); a masked LM when its held-out loss is not below the loss it had before training
+    (the Trainer's evaluation at epoch 0). The verdict reads the Trainer's log history, which a
+    resumed run restores from its checkpoint. The exception propagates out of `Trainer.train`
+    before that epoch's checkpoint is written.
+    """
+
+    def __init__(self, check_steps: int, not_learning_epoch: int, *, classify: bool, min_steps: int = 0,
+                 collapse_share: float = 1.0, min_gain: float = 0.0, majority: float = 0.0):
+        self.check_steps = check_steps
+        self.not_learning_epoch = not_learning_epoch
+        self.min_steps = min_steps
+        self.classify = classify
+        self.collapse_share, self.min_gain, self.majority = collapse_share, min_gain, majority
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.check_steps and model is not None and state.global_step % self.check_steps == 0:
+            if not _all_finite(model):
+                raise Diverged(f"weights became NaN or infinite by step {state.global_step} (the training "
+                               "loss diverged); try a lower lr")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            check_loss(float(logs["loss"]), state.global_step)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics = metrics or {}
+        if "eval_loss" in metrics:
+            check_loss(float(metrics["eval_loss"]), state.global_step, "validation loss")
+        epoch = int(round(state.epoch or 0))
+        if not self.not_learning_epoch or epoch < self.not_learning_epoch or state.global_step < self.min_steps:
+            return
+        # Every evaluation after training began, this one included (the Trainer logs before this call).
+        evals = [h for h in state.log_history if "eval_loss" in h and h.get("epoch", 0) > 0]
+        reasons = [self._reason(h, state) for h in evals] or [self._reason(metrics, state)]
+        if all(reasons):  # none looked alive: the kept (best) model is dead too
+            raise NotLearning(f"{reasons[-1]} after epoch {epoch} (lr {args.learning_rate:g}); try another lr "
+                              "(docs/job-kinds.md lists learning rates that learn)")
+
+    def _reason(self, metrics: dict, state) -> str | None:
+        if not self.classify:
+            return self._mlm_reason(state, metrics)
+        if "eval_top_share" not in metrics or "eval_accuracy" not in metrics:
+            return None
+        reason = dead_reason_of(metrics["eval_top_share"], metrics["eval_accuracy"], self.majority,
+                                collapse_share=self.collapse_share, min_gain=self.min_gain)
+        return None if reason is None else f"validation {reason}"
+
+    @staticmethod
+    def _mlm_reason(state, metrics: dict) -> str | None:
+        before = next((h["eval_loss"] for h in state.log_history
+                       if "eval_loss" in h and h.get("epoch", 0) == 0), None)
+        loss = metrics.get("eval_loss")
+        if before is None or loss is None or loss < before:
+            return None
+        return f"held-out MLM loss {loss:.4f} is not below its {before:.4f} before training"
+
+
+def _all_finite(model) -> bool:
+    with torch.no_grad():
+        return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
 class SWACallback(TrainerCallback):

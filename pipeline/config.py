@@ -29,6 +29,12 @@ class _TrainCommon:
     eval_batch_size: int | None = None  # default: 2 x batch_size (no gradients to hold)
     logging_steps: int = 0  # 0: log the train loss once per epoch
     cache_dir: str | None = None  # tokenization cache; default $SCHED_CACHE_DIR or ~/.cache/sched/tokens
+    # Runs that cannot lead anywhere stop early with the reason (pipeline/health.py), not at the end:
+    nan_check_steps: int = 50  # check the weights for NaN/inf every N steps (0: only the logged losses)
+    not_learning_epoch: int = 2  # from this epoch on, fail a run whose evaluations never looked alive (0: never)
+    # ...and not before this many optimizer steps: a model trained from scratch may predict one class
+    # for its first ~50-100 updates and then learn (two epochs of 800 rows are only 50 steps)
+    not_learning_min_steps: int = 100
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -41,6 +47,9 @@ class _TrainCommon:
             (self.scheduler_type in SCHEDULERS, f"scheduler_type must be one of {SCHEDULERS}"),
             (self.max_length >= 8, "max_length must be >= 8"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (self.nan_check_steps >= 0, "nan_check_steps must be >= 0"),
+            (self.not_learning_epoch >= 0, "not_learning_epoch must be >= 0"),
+            (self.not_learning_min_steps >= 0, "not_learning_min_steps must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -77,6 +86,9 @@ class FinetuneConfig(_TrainCommon):
     full_data: bool = False  # train on train+val, no evaluation (the final run of a campaign)
     length_grouping: bool = True  # batch similar lengths together: less padding, faster
     special_tokens: list[str] | None = None  # added to the tokenizer; the embeddings grow to match
+    # What "not learning" means for a classifier (the ensemble leaves such members out by the same test):
+    collapse_share: float = 0.95  # one class: the most predicted class takes this share of validation rows
+    min_gain_over_majority: float = 0.0  # alive: validation accuracy beats the majority class's share by more
 
     def validate(self) -> None:
         super().validate()
@@ -94,6 +106,10 @@ class FinetuneConfig(_TrainCommon):
             raise ValueError(f"FinetuneConfig: metric_for_best must be one of {BEST_METRICS}")
         if self.num_labels < 2:
             raise ValueError("FinetuneConfig: num_labels must be >= 2")
+        if not 0 < self.collapse_share <= 1:
+            raise ValueError("FinetuneConfig: collapse_share must be in (0, 1]")
+        if not 0 <= self.min_gain_over_majority < 1:
+            raise ValueError("FinetuneConfig: min_gain_over_majority must be in [0, 1)")
 
 
 @dataclass

@@ -188,6 +188,26 @@ def load_texts(path: str | os.PathLike, text_column: str = "review") -> list[str
     return _clean_texts(df[text_column], text_column, path).tolist()
 
 
+def has_column(path: str | os.PathLike, column: str) -> bool:
+    """Whether the CSV's header names `column` (reads the header only)."""
+    try:
+        header = pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return False
+    return column in header
+
+
+def load_rows(path: str | os.PathLike, text_column: str = "review", id_column: str | None = None) -> pd.DataFrame:
+    """Rows to predict: columns ``id`` (the `id_column`'s values, else the row number from 0) and ``text``."""
+    df = _read_csv(path)
+    _require_column(df, text_column, path)
+    ids = list(range(len(df)))
+    if id_column is not None:
+        _require_column(df, id_column, path)
+        ids = df[id_column].tolist()
+    return pd.DataFrame({"id": ids, "text": _clean_texts(df[text_column], text_column, path)})
+
+
 def rows_fingerprint(df: pd.DataFrame) -> str:
     """Short sha256 over the sorted (text, label) identities of the rows: order-independent."""
     h = hashlib.sha256()

@@ -9,7 +9,7 @@ whichever way the weights were chosen.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -183,22 +183,44 @@ def fit_weights(optimizer: str, logits: Sequence[np.ndarray], labels, vote: str 
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
 
-def cross_validated_accuracy(optimizer: str, logits: Sequence[np.ndarray], labels, vote: str = "probs",
-                             folds: int = 5, seed: int = 0, **options) -> float:
-    """Accuracy of fitted weights on rows they were not fitted on (k-fold over the validation rows).
+def above_majority(scores: Sequence[float], majority: float) -> np.ndarray:
+    """Weights in proportion to each member's accuracy above the majority class's share.
 
-    Fitted weights scored on the rows they were fitted on look better than they are; this is the
-    honest number to compare with a fixed weighting.
+    Members at 0.40-0.48 on a 4-class task get nearly uniform `normalized` weights (0.40 vs 0.48 is a
+    1.2x ratio); measured from the 0.25 floor a model gets for free, the same members weigh 0.15 vs
+    0.23 (1.5x). A member at or below the floor gets 0; if all are, weights are uniform.
+    """
+    return normalized(np.asarray(scores, dtype=np.float64) - majority)
+
+
+def out_of_fold(fit: Callable[[np.ndarray], np.ndarray], logits: Sequence[np.ndarray], labels,
+                vote: str = "probs", folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Each row's ensemble probabilities from weights fitted on the other folds, ``[n_rows, n_classes]``.
+
+    ``fit(rows)`` returns the weights a strategy picks from those validation rows alone. Weights
+    fitted on the rows they are scored on look better than they are; scoring every row with weights
+    that never saw it is the honest validation number to compare with a single model's.
     """
     stack = _stack(logits)
     labels = np.asarray(labels, dtype=np.int64)
+    if not 2 <= folds <= len(labels):
+        raise ValueError(f"folds must be in 2..{len(labels)} (the rows), got {folds}")
     order = np.random.default_rng(seed).permutation(len(labels))
-    correct = 0
+    out = np.zeros(stack.shape[1:])
     for held in np.array_split(order, folds):
         fit_rows = np.setdiff1d(order, held)
-        w = fit_weights(optimizer, stack[:, fit_rows], labels[fit_rows], vote, **options)
-        correct += int((combine(stack[:, held], w, vote).argmax(-1) == labels[held]).sum())
-    return correct / len(labels)
+        out[held] = combine(stack[:, held], fit(fit_rows), vote)
+    return out
+
+
+def cross_validated_accuracy(optimizer: str, logits: Sequence[np.ndarray], labels, vote: str = "probs",
+                             folds: int = 5, seed: int = 0, **options) -> float:
+    """Accuracy of weights fitted by `optimizer`, each row scored by weights fitted without it."""
+    stack = _stack(logits)
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = out_of_fold(lambda rows: fit_weights(optimizer, stack[:, rows], labels[rows], vote, **options),
+                        stack, labels, vote, folds, seed)
+    return float((probs.argmax(-1) == labels).mean())
 
 
 def align_rows(reference: Sequence[str], texts: Sequence[str], values: np.ndarray) -> np.ndarray:

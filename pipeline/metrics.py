@@ -40,9 +40,11 @@ def macro_f1(labels, preds, num_labels: int | None = None) -> float:
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
-    """``Trainer(compute_metrics=...)``: accuracy and macro-F1 from an EvalPrediction."""
+    """``Trainer(compute_metrics=...)``: accuracy, macro-F1 and the share of the most predicted class
+    (1.0: the model predicts one class; `pipeline.health` reads it) from an EvalPrediction."""
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):  # some models return (logits, hidden_states, ...)
         logits = logits[0]
     preds = np.asarray(logits).argmax(-1)
-    return {"accuracy": accuracy(labels, preds), "f1": macro_f1(labels, preds)}
+    top_share = float(np.bincount(preds).max() / preds.size) if preds.size else 0.0
+    return {"accuracy": accuracy(labels, preds), "f1": macro_f1(labels, preds), "top_share": top_share}

@@ -36,25 +36,29 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from pipeline.batching import EncodedDataset, MLMPadCollator, PadCollator
 from pipeline.cache import TokenCache
-from pipeline.callbacks import HooksCallback, SWACallback
+from pipeline.callbacks import HealthCallback, HooksCallback, SWACallback
 from pipeline.checkpoints import drop_incomplete_checkpoints
 from pipeline.config import FinetuneConfig, TaptConfig
-from pipeline.data import LABEL_NAMES, rows_fingerprint
+from pipeline.data import rows_fingerprint
+from pipeline.health import majority_share
 from pipeline.hooks import NULL_HOOKS, Hooks, StopRequested
 from pipeline.losses import make_compute_loss_func
 from pipeline.metrics import accuracy, compute_metrics, macro_f1, softmax
 from pipeline.models import load_classifier, load_mlm, load_tokenizer, resolve_model_source
+from pipeline.predictions import write_predictions
 from pipeline.tokenizers import add_special_tokens
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "FinetuneConfig", "FinetuneResult", "Hooks", "StopRequested", "TaptConfig", "TaptResult",
-    "finetune", "predict", "predict_logits", "tapt",
+    "finetune", "inference_settings", "predict", "predict_logits", "tapt",
 ]
 
 CHECKPOINTS = "checkpoints"
 RUN_STATE = "run_state.json"
+INFERENCE = "inference.json"  # in a fine-tune's model folder: how to read texts for it (max_length)
+DEFAULT_MAX_LENGTH = 128  # for a classifier saved without inference.json
 CLASSIFY_NAMES = {"loss": "loss", "accuracy": "accuracy", "f1": "f1"}
 MLM_NAMES = {"loss": "mlm_loss"}
 
@@ -171,8 +175,10 @@ def _start_run_state(output_dir: str, cfg) -> dict:
     path = os.path.join(output_dir, RUN_STATE)
     state = _read_json(path)
     has_checkpoint = _last_checkpoint(output_dir) is not None
-    if state is not None and has_checkpoint and state["config"] != cfg.to_dict():
-        changed = sorted(k for k in cfg.to_dict() if state["config"].get(k) != cfg.to_dict()[k])
+    # A setting the saved config lacks was added by a later version: the run began without it.
+    changed = [] if state is None else sorted(k for k, v in cfg.to_dict().items()
+                                              if k in state["config"] and state["config"][k] != v)
+    if state is not None and has_checkpoint and changed:
         raise ValueError(
             f"{output_dir} holds checkpoints of a run with a different config (changed: {changed}); "
             "use a fresh output_dir or delete the old one"
@@ -255,26 +261,29 @@ def predict_logits(model, input_ids: Sequence[np.ndarray], pad_id: int, batch_si
     return out
 
 
-def predict(model_path: str, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
+def inference_settings(model_path: str) -> dict:
+    """How a fine-tune read its texts ({"max_length": ...}), saved beside its model; {} for other models."""
+    return _read_json(os.path.join(model_path, INFERENCE)) or {}
+
+
+def predict(model_path: str, texts: Sequence[str], batch_size: int = 64, max_length: int | None = None,
             device: str | None = None, cache_dir: str | None = None) -> np.ndarray:
-    """Logits [n_texts, num_labels] of a saved classifier (e.g. ``FinetuneResult.model_dir``)."""
+    """Logits [n_texts, num_labels] of a saved classifier (e.g. ``FinetuneResult.model_dir``).
+
+    ``max_length`` None: the length the model was fine-tuned with (its `inference.json`), else 128.
+    The tokenizer is the one saved with the model (special tokens included).
+    """
     model, tokenizer = load_classifier(model_path, num_labels=None)
+    max_length = max_length or inference_settings(model_path).get("max_length") or DEFAULT_MAX_LENGTH
     enc = TokenCache(cache_dir).encode(tokenizer, list(texts), max_length)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return predict_logits(model, enc.input_ids, tokenizer.pad_token_id, batch_size, device)
 
 
-def _write_predictions(path: str, texts: Sequence[str], logits: np.ndarray, labels=None) -> None:
-    probs = softmax(logits)
-    preds = probs.argmax(-1)
-    names = LABEL_NAMES if logits.shape[1] == len(LABEL_NAMES) else [str(i) for i in range(logits.shape[1])]
-    df = pd.DataFrame({"text": list(texts)})
-    if labels is not None:
-        df["label"] = np.asarray(labels)
-    df["pred"] = preds
-    df["pred_name"] = [names[p] for p in preds]
-    df["confidence"] = probs.max(-1).round(4)
-    df.to_csv(path, index=False)
+def _write_predictions(path: str, df: pd.DataFrame, logits: np.ndarray) -> None:
+    """The project's predictions file (`pipeline.predictions`): ids from the frame's `id` column if any."""
+    write_predictions(path, softmax(logits), ids=df["id"] if "id" in df else None, texts=df["text"],
+                      labels=df["label"] if "label" in df else None)
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -330,6 +339,10 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     val_ds = EncodedDataset(val_enc.input_ids, val_df["label"].to_numpy()) if evaluate else None
     fp16, bf16 = resolve_precision(cfg.precision)
     collator = PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if (fp16 or bf16) else None)
+    health = HealthCallback(cfg.nan_check_steps, cfg.not_learning_epoch if evaluate else 0, classify=True,
+                            min_steps=cfg.not_learning_min_steps,
+                            collapse_share=cfg.collapse_share, min_gain=cfg.min_gain_over_majority,
+                            majority=majority_share(val_df["label"]) if evaluate else 0.0)
 
     def build(batch: int, accum: int) -> tuple[Trainer, HooksCallback]:
         set_seed(cfg.seed)  # the classifier head's init, identical on every (re)try
@@ -343,7 +356,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
             callbacks.append(SWACallback(cfg.swa_epochs, cfg.epochs, resume_from=_last_checkpoint(output_dir)))
         if evaluate and cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
-        callbacks.append(hooks_cb)
+        callbacks += [hooks_cb, health]  # health last: the epoch's metrics are logged before it fails
         args = _training_args(
             cfg, os.path.join(output_dir, CHECKPOINTS), batch, accum, evaluate,
             train_sampling_strategy="group_by_length" if cfg.length_grouping else "random",
@@ -364,6 +377,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     trainer, hooks_cb, resumed_from = _train_with_oom_retry(build, output_dir, run_state, hooks)
     model_dir = os.path.join(output_dir, "model")
     _save_final(trainer, tokenizer, model_dir)
+    _write_json(os.path.join(model_dir, INFERENCE), {"max_length": cfg.max_length, "num_labels": cfg.num_labels})
     result = _finish_finetune(cfg, trainer, hooks_cb, tokenizer, cache, output_dir, model_dir, val_df,
                               val_enc, test_df, run_state, resumed_from)
     _write_json(os.path.join(output_dir, "result.json"), dataclasses.asdict(result))
@@ -405,7 +419,7 @@ def _save_logits(output_dir: str, split: str, df: pd.DataFrame, logits: np.ndarr
     logits_path = os.path.join(output_dir, f"{split}_logits.npy")
     preds_path = os.path.join(output_dir, f"{split}_predictions.csv")
     np.save(logits_path, logits)
-    _write_predictions(preds_path, df["text"], logits, df["label"] if "label" in df else None)
+    _write_predictions(preds_path, df, logits)
     return logits_path, preds_path
 
 
@@ -451,10 +465,12 @@ def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
         set_seed(cfg.seed)
         model, _ = load_mlm(source)
         hooks_cb = HooksCallback(hooks, MLM_NAMES, batch, accum, perplexity=True)
+        health = HealthCallback(cfg.nan_check_steps, cfg.not_learning_epoch, classify=False,
+                                min_steps=cfg.not_learning_min_steps)
         args = _training_args(cfg, os.path.join(output_dir, CHECKPOINTS), batch, accum, evaluate=True,
                               eval_on_start=True, train_sampling_strategy="group_by_length")
         trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=subset(train_idx),
-                          eval_dataset=subset(eval_idx), processing_class=tokenizer, callbacks=[hooks_cb])
+                          eval_dataset=subset(eval_idx), processing_class=tokenizer, callbacks=[hooks_cb, health])
         return trainer, hooks_cb
 
     trainer, hooks_cb, resumed_from = _train_with_oom_retry(build, output_dir, run_state, hooks)

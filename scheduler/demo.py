@@ -1,5 +1,6 @@
-"""`sched demo`: the campaign's shape (TAPT, three fine-tunes, ensemble, a short tune, a full-data
-retrain) on the tiny preset and the shipped data sample, run to the end on this machine's CPU.
+"""`sched demo`: the campaign's shape (three fine-tunes, a TF-IDF baseline, an ensemble, its
+predictions on a CSV, a short tune, a full-data retrain) on the tiny preset and the shipped data
+sample, run to the end on this machine's CPU.
 
 It runs a worker until the queue is empty, then prints the status and the leaderboard, and leaves
 the database for `sched status`, `sched results` and `sched report`.

@@ -16,7 +16,7 @@ from functools import lru_cache
 from jobs.registry import Column, Curve, Kind, KindConflict, all_kinds, known_kind
 
 FIXED_FRONT = ("job", "id", "kind", "model", "status")
-FIXED_BACK = ("tags",)
+FIXED_BACK = ("left_out_by", "tags")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class LeaderboardLayout:
     scores: dict[str, str]  # column -> metric key
     details: dict[str, Column]  # column -> metric (and a param to fall back on)
     params: dict[str, str]  # param -> short label
+    param_prefixes: tuple[str, ...] = ()  # kinds' `param_metrics`: params shown from metrics
+    left_out_keys: tuple[str, ...] = ()  # kinds' `left_out` metrics: which jobs another left out
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -34,7 +36,8 @@ class LeaderboardLayout:
 
     @property
     def metric_keys(self) -> set[str]:
-        return {*self.scores.values(), *(c.metric for c in self.details.values())}
+        return {*self.scores.values(), *(c.metric for c in self.details.values()),
+                *(prefix + param for prefix in self.param_prefixes for param in self.params)}
 
     @property
     def default_sort(self) -> str:
@@ -57,7 +60,13 @@ def _layout(kinds: list[Kind]) -> LeaderboardLayout:
         _merge(scores, kind.display.scores, kind, "score")
         _merge(details, kind.display.details, kind, "column")
         _merge(params, kind.display.params, kind, "param")
-    return LeaderboardLayout(tuple(k.name for k in kinds if k.display.model), scores, details, params)
+    return LeaderboardLayout(tuple(k.name for k in kinds if k.display.model), scores, details, params,
+                             _unique(k.display.param_metrics for k in kinds),
+                             _unique(k.display.left_out for k in kinds))
+
+
+def _unique(values: Iterable[str | None]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v for v in values if v))
 
 
 def leaderboard_layout() -> LeaderboardLayout:

@@ -44,6 +44,14 @@ def _state(status: str) -> Text:
     return plain(status, style=STATE_STYLE.get(status, ""))
 
 
+def _board_state(row: dict) -> Text:
+    """A leaderboard row's status, marked when an ensemble left the model out (it learned nothing)."""
+    text = _state(row["status"])
+    if row.get("left_out_by"):
+        text.append_text(plain(" (left out of " + ", ".join(row["left_out_by"]) + ")", style="yellow"))
+    return text
+
+
 def progress_text(p: dict | None) -> str:
     """`120/400 steps · epoch 1.2/3`: done/total with at most one decimal, then the job's words."""
     if not p:
@@ -293,7 +301,7 @@ def results_table(rows: list[dict], sort: str | None, *, width: int = 120):
                *(Column(c.replace("_", " "), 55, justify="right") for c in details),
                Column("time", 30, justify="right"), Column("params", 20, text=True), Column("status", 80)]
     table_rows = [[str(i), r["job"], r["kind"], r["model"] or "", *(score(r[c]) for c in scores),
-                   *(number(r[c]) for c in details), duration(r["duration_s"]), params.row(r), _state(r["status"])]
+                   *(number(r[c]) for c in details), duration(r["duration_s"]), params.row(r), _board_state(r)]
                   for i, r in enumerate(rows, 1)]
     if not rows:
         kinds = " or ".join(layout.model_kinds) or "model"

@@ -1,10 +1,14 @@
 """The leaderboard behind `sched results`: every model and ensemble with its validation scores.
 
 A row per job of a model kind (kinds that say `Display(model=True)`) and per any other job that
-logged one of the leaderboard's score metrics (a tuning trial, a custom shell job). The columns
-are what the kinds declare (`scheduler.kinds`). Built from two queries whatever the number of jobs
-(the last value of the leaderboard's metric keys per job, then the jobs themselves), never one
-query per job. Rows are plain dicts, shared by the rich table, `--json` and `--csv`.
+logged one of the leaderboard's score metrics (a custom shell job). The columns are what the kinds
+declare (`scheduler.kinds`). Only a succeeded job carries scores: a failed, cancelled or running
+job is listed with its status and no score, whatever it logged before it ended. A kind may show
+its row's params from metrics (a tune's row is its best trial) and mark the jobs another left out
+(an ensemble's dead members: `left_out_by`). Built from three queries whatever the number of jobs
+(the last value of the leaderboard's metric keys per job, the left-out marks, then the jobs
+themselves), never one query per job. Rows are plain dicts, shared by the rich table, `--json` and
+`--csv`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .jobqueue import JobQueue
 from .kinds import LeaderboardLayout, kind_display, leaderboard_layout
 from .store import queries as q
 from .store.engine import db_now
+from .store.states import SUCCEEDED
 
 
 def columns() -> tuple[str, ...]:
@@ -40,9 +45,10 @@ def leaderboard(queue: JobQueue, tag: str | None = None, kind: str | None = None
     with queue.read() as conn:
         now = db_now(conn)
         metrics = q.last_values_of_keys(conn, layout.metric_keys, kind)
+        left_out = q.left_out_marks(conn, layout.left_out_keys)
         jobs = q.leaderboard_jobs(conn, model_kinds=layout.model_kinds, score_keys=layout.scores.values(),
                                   kind=kind, status=status)
-    rows = [_row(layout, job, metrics.get(job.id, {}), now) for job in jobs
+    rows = [_row(layout, job, metrics.get(job.id, {}), now, left_out.get(job.id, [])) for job in jobs
             if tag is None or tag in (job.tags or [])]
     sort = sort or headline_column(rows)
     present = [r for r in rows if r[sort] is not None]
@@ -53,16 +59,18 @@ def leaderboard(queue: JobQueue, tag: str | None = None, kind: str | None = None
     return ordered[:limit] if limit else ordered
 
 
-def _row(layout: LeaderboardLayout, job, metrics: dict[str, float], now: datetime) -> dict:
+def _row(layout: LeaderboardLayout, job, metrics: dict[str, float], now: datetime, left_out_by: list[str]) -> dict:
     display = kind_display(job.kind)
-    params = effective_params(job.kind, job.params or {})
+    params = row_params(display, job.kind, job.params or {}, metrics, layout)
     duration = None
     if job.started_at is not None:
         duration = ((job.finished_at or now) - job.started_at).total_seconds()
     model_param = display.model_param if display is not None else "model"
     row = {"job": job.name, "id": job.id, "kind": job.kind, "status": job.status,
            "model": model_name(params.get(model_param)) if model_param else None}
-    row.update({column: metrics.get(key) for column, key in layout.scores.items()})
+    # A score is what a finished job achieved: what a failed or running job logged is not one.
+    scored = job.status == SUCCEEDED
+    row.update({column: metrics.get(key) if scored else None for column, key in layout.scores.items()})
     own = display.details if display is not None else {}
     for column, spec in layout.details.items():
         value = metrics.get(spec.metric)
@@ -73,8 +81,22 @@ def _row(layout: LeaderboardLayout, job, metrics: dict[str, float], now: datetim
         row[column] = value
     row["duration_s"] = duration
     row.update({key: _scalar(params.get(key)) for key in layout.params})
+    row["left_out_by"] = left_out_by
     row["tags"] = list(job.tags or [])
     return {column: row[column] for column in layout.columns}
+
+
+def row_params(display, kind: str, params: dict, metrics: dict[str, float], layout: LeaderboardLayout) -> dict:
+    """The params a job's row shows: its params with defaults filled in, or the entry of them its kind
+    names (`params_of`), with params its kind logs as metrics (`param_metrics`) over them."""
+    params = effective_params(kind, params)
+    if display is not None and display.params_of:
+        inner = params.get(display.params_of)
+        params = inner if isinstance(inner, dict) else {}
+    if display is not None and display.param_metrics:
+        logged = {p: metrics[display.param_metrics + p] for p in layout.params if display.param_metrics + p in metrics}
+        params = {**params, **{p: int(v) if float(v).is_integer() else v for p, v in logged.items()}}
+    return params
 
 
 @dataclass

@@ -16,7 +16,7 @@ from .kinds import headline_metrics
 from .store import busy
 from .store import queries as q
 from .store.engine import db_now
-from .store.states import ALL_STATES, QUEUED, RUNNING
+from .store.states import ALL_STATES, QUEUED, RUNNING, SUCCEEDED
 
 RECENT_LIMIT = 10
 FAILURE_LIMIT = 5
@@ -112,13 +112,15 @@ def _queue_eta(conn, now: datetime, workers: list[dict], running: list[dict]) ->
 
 
 def _add_scores(conn, jobs: list[dict]) -> None:
-    """Each job's headline score (the first score its kind puts on the leaderboard), if it logged one."""
+    """Each job's headline score (the first score its kind puts on the leaderboard), if it logged one
+    and succeeded: what a failed job logged before it failed is not its score."""
     keys = headline_metrics({j["kind"] for j in jobs})
     values = q.last_metric_values(conn, [j["id"] for j in jobs], set(keys.values()))
     for job in jobs:
         key = keys.get(job["kind"])
         value = values.get(job["id"], {}).get(key)
-        job["score"] = None if value is None else {"key": key, "value": value}
+        scored = value is not None and job["status"] == SUCCEEDED
+        job["score"] = {"key": key, "value": value} if scored else None
 
 
 def _workers(conn, now: datetime, running: list[dict]) -> list[dict]:

@@ -1,6 +1,6 @@
 """The `ensemble` job (fake members with synthetic logits) and `sched results` (SQLite and PostgreSQL).
 
-The last test runs two tiny fine-tunes and an ensemble through the real queue.
+The last test runs tiny fine-tunes, a baseline, ensembles and predict jobs through the real queue.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 from sqlalchemy import event
 
 from jobs import ParamsError, get_kind
@@ -22,9 +23,11 @@ from jobs.context import JobContext, MemoryReporter
 from jobs.ensemble import EnsembleError
 from pipeline.ensemble import combine
 from pipeline.metrics import accuracy
+from scheduler.cli import cli
 from scheduler.cli.results import results
 from scheduler.jobqueue import JobQueue, JobSpec
 from scheduler.records import JobRecord, Records
+from scheduler.render import results_table
 from scheduler.results import columns, leaderboard
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -45,7 +48,7 @@ def campaign(tmp_path):
     reporter = MemoryReporter()
     seeds = iter(range(1, 100))
 
-    def member(name, *, noise=2.0, metrics=None, status="succeeded", split="split-a", kind="finetune",
+    def member(name, *, noise=2.0, signal=2.0, metrics=None, status="succeeded", split="split-a", kind="finetune",
                params=None, tags=(), order=None, artifacts=("val_logits", "test_logits", "val_predictions",
                                                              "test_predictions", "val_split")):
         """A finished model: noisy logits that favour the true class, written where a finetune writes them."""
@@ -53,7 +56,7 @@ def campaign(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         val = r.normal(0, noise, (N_VAL, CLASSES))
-        val[np.arange(N_VAL), labels] += 2.0
+        val[np.arange(N_VAL), labels] += signal
         test = r.normal(0, noise, (N_TEST, CLASSES))
         rows = np.arange(N_VAL) if order is None else np.asarray(order)
         files = {"val_logits": "val_logits.npy", "test_logits": "test_logits.npy",
@@ -101,8 +104,14 @@ def test_accuracy_weights_are_the_normalised_logged_accuracies(campaign):
     np.testing.assert_allclose(list(weights.values()), expected)
     np.testing.assert_allclose([logged(campaign.reporter, "weight")[i] for i in range(3)], expected)
     ensemble_acc = accuracy(campaign.labels, combine(vals, expected).argmax(-1))
-    assert logged(campaign.reporter, "val_accuracy")[None] == pytest.approx(ensemble_acc)
+    assert logged(campaign.reporter, "val_accuracy_in_sample")[None] == pytest.approx(ensemble_acc)
     assert 0 <= logged(campaign.reporter, "val_f1")[None] <= 1
+    # the validation outputs are out of fold, as val_accuracy is, in the project's predictions layout
+    val_out = pd.read_csv(campaign.reporter.artifacts["val_predictions"])
+    assert list(val_out.columns) == ["id", "text", "label", "pred", "pred_name", *(f"prob_{c}" for c in range(4))]
+    hits = (val_out["pred"] == val_out["label"]).mean()
+    assert logged(campaign.reporter, "val_accuracy")[None] == pytest.approx(hits)
+    np.testing.assert_allclose(val_out[["prob_0", "prob_1", "prob_2", "prob_3"]].sum(axis=1), 1.0, atol=1e-5)
     assert sum(v for s, v in logged(campaign.reporter, "predicted_share").items()) == pytest.approx(1.0)
     artifacts = campaign.reporter.artifacts
     assert {"val_logits", "test_logits", "val_probs", "test_probs", "val_predictions", "test_predictions",
@@ -126,17 +135,64 @@ def test_f1_uniform_and_sharpened_weights(campaign):
     np.testing.assert_allclose(list(logged(campaign.reporter, "weight").values()), w / w.sum())
 
 
-def test_optimized_weights_favour_the_good_member_and_report_a_cross_validated_score(campaign):
+def test_optimized_weights_favour_the_good_member(campaign):
     campaign.member("good", noise=0.3)
     campaign.member("noisy-1", noise=6.0)
     campaign.member("noisy-2", noise=6.0)
     for optimizer in ("logloss", "greedy"):
         campaign.reporter.metrics.clear()
-        campaign.run(members=["good", "noisy-1", "noisy-2"], weighting="optimized", optimizer=optimizer)
+        campaign.run(members=["good", "noisy-1", "noisy-2"], weighting="optimized", optimizer=optimizer,
+                     leave_out_dead=False)
         weights = logged(campaign.reporter, "weight")
         assert weights[0] > 0.5, (optimizer, weights)
-        assert 0 <= logged(campaign.reporter, "val_accuracy_cv")[None] <= 1
         assert logged(campaign.reporter, "val_accuracy")[None] >= 0.9
+        assert logged(campaign.reporter, "val_accuracy_in_sample")[None] >= 0.9
+
+
+def test_fitted_weights_are_scored_out_of_fold(campaign):
+    # Members that know nothing: weights fitted on the validation rows find lucky combinations there,
+    # which the rows they were not fitted on do not confirm.
+    names = [f"noise-{i}" for i in range(6)]
+    for name in names:
+        campaign.member(name, signal=0.0)
+    campaign.run(members=names, weighting="optimized", optimizer="greedy", greedy_metric="accuracy",
+                 leave_out_dead=False)
+    honest, in_sample = (logged(campaign.reporter, k)[None] for k in ("val_accuracy", "val_accuracy_in_sample"))
+    assert in_sample > honest + 0.05, (in_sample, honest)
+    assert honest < 0.4  # four classes: chance is about 0.25
+    result = json.loads(Path(campaign.reporter.artifacts["result"]).read_text())
+    assert (result["val_accuracy"], result["val_accuracy_in_sample"]) == (honest, in_sample)
+
+
+def test_members_that_learned_nothing_are_left_out_with_a_warning(campaign, caplog):
+    campaign.member("good", metrics={"val_accuracy": 0.9})
+    one_class, _ = campaign.member("one-class", metrics={"val_accuracy": 0.3})
+    np.save(campaign.reporter.others["one-class"].artifacts["val_logits"], np.tile([5.0, 0, 0, 0], (N_VAL, 1)))
+    campaign.member("chance", signal=0.0, noise=0.01, metrics={"val_accuracy": 0.25})
+    campaign.member("fair", noise=3.0, metrics={"val_accuracy": 0.6})
+    with caplog.at_level(logging.WARNING, logger="jobs.ensemble"):
+        campaign.run(members=["good", "one-class", "chance", "fair"])
+    assert "member 'one-class' left out: its validation predictions are one class (100.0% of rows" in caplog.text
+    assert "member 'chance' left out: its validation accuracy" in caplog.text
+    assert list(json.loads((campaign.out / "weights.json").read_text())) == ["good", "fair"]
+    left_out = json.loads(Path(campaign.reporter.artifacts["result"]).read_text())["left_out"]
+    assert set(left_out) == {"one-class", "chance"} and "majority" in left_out["chance"]
+    ids = {n: campaign.reporter.others[n].id for n in ("one-class", "chance")}
+    assert logged(campaign.reporter, "left_out") == {ids["one-class"]: 1.0, ids["chance"]: 1.0}
+    with pytest.raises(EnsembleError, match="every member learned nothing.*one-class: predictions are one class"):
+        campaign.run(members=["one-class", "chance"])
+    campaign.run(members=["one-class", "good"], leave_out_dead=False)  # the check can be turned off
+    assert list(json.loads((campaign.out / "weights.json").read_text())) == ["one-class", "good"]
+
+
+def test_above_majority_weights_measure_accuracy_from_the_majority_floor(campaign):
+    campaign.member("ft-a", metrics={"val_accuracy": 0.70})
+    campaign.member("ft-b", metrics={"val_accuracy": 0.50})
+    campaign.run(members=["ft-a", "ft-b"], weighting="above_majority")
+    floor = np.bincount(campaign.labels).max() / N_VAL
+    gains = np.array([0.70, 0.50]) - floor
+    np.testing.assert_allclose(list(logged(campaign.reporter, "weight").values()), gains / gains.sum())
+    assert gains[0] / gains[1] > 0.70 / 0.50  # sharper than accuracy weights
 
 
 def test_a_member_without_the_metric_warns_and_gets_the_mean_of_the_others(campaign, caplog):
@@ -188,7 +244,7 @@ def test_members_listing_validation_rows_in_another_order_are_aligned(campaign):
     val_b, _ = campaign.member("ft-b", metrics={"val_accuracy": 0.5}, order=order)
     campaign.run(members=["ft-a", "ft-b"])
     expected = accuracy(campaign.labels, combine([val_a, val_b], [0.5, 0.5]).argmax(-1))
-    assert logged(campaign.reporter, "val_accuracy")[None] == pytest.approx(expected)
+    assert logged(campaign.reporter, "val_accuracy_in_sample")[None] == pytest.approx(expected)
 
 
 def test_default_members_are_the_succeeded_held_out_finetunes_and_tags_select_too(campaign):
@@ -346,7 +402,7 @@ def test_results_is_a_constant_number_of_queries(board):
     records = Records(board)
     for i in range(30):
         records.log_metric(board.resolve(f"more-{i}"), "val_accuracy", i / 100)
-    assert statements() == before <= 4
+    assert statements() == before <= 5  # BEGIN, the clock, metrics, left-out marks, jobs
     assert len(leaderboard(board)) == 35
 
 
@@ -365,6 +421,46 @@ def test_results_commands_run_inside_the_sched_group(board):
     assert result.exit_code == 1 and "error: cannot sort by 'nope'" in result.output
 
 
+def test_only_succeeded_jobs_carry_scores_a_tune_is_its_best_trial_and_left_out_members_are_marked(board):
+    board.cancel(board.resolve("ft-later"))
+    board.submit([
+        JobSpec("ft-broken", "finetune", {"lr": 1e-2}),
+        JobSpec("tune-x", "tune", {"space": {"lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}},
+                                   "finetune": {"model": {"from": "tapt"}, "batch_size": 16, "epochs": 2}}),
+        JobSpec("ens-2", "ensemble", {"members": ["ft-a", "ft-b", "ft-c"]}),
+        JobSpec("ens-failed", "ensemble", {"members": ["ft-a"]}),
+    ])
+    worker = board.register_worker("host-2", 1, ["cpu0"])
+    records, ids = Records(board), {n: board.resolve(n) for n in ("ft-broken", "tune-x", "ens-2", "ens-failed", "ft-c")}
+    for name in ("ft-broken", "tune-x", "ens-2", "ens-failed"):
+        job = board.claim(worker, "cpu0", 0)
+        assert job is not None and job.name == name
+        records.log_metric(job.id, "val_accuracy", 0.99)  # logged before it ended either way
+        if name in ("ft-broken", "ens-failed"):
+            records.log_metric(job.id, "left_out", 1.0, step=ids["ft-c"])
+            assert board.fail(job.id, worker, message="boom") == "failed"
+        else:
+            assert board.succeed(job.id, worker)
+    records.log_metric(ids["ens-2"], "left_out", 1.0, step=ids["ft-c"])
+    for key, value in (("val_f1", 0.5), ("epochs_run", 2), ("best_lr", 3e-4), ("best_trial", 1)):
+        records.log_metric(ids["tune-x"], key, value)
+    rows = {r["job"]: r for r in json.loads(invoke_results(board, "--json").output)}
+    assert rows["ft-broken"]["val_accuracy"] is None and rows["ft-broken"]["status"] == "failed"
+    assert rows["ens-failed"]["val_accuracy"] is None
+    tune = rows["tune-x"]
+    assert (tune["val_accuracy"], tune["val_f1"], tune["epochs"]) == (0.99, 0.5, 2)
+    assert (tune["lr"], tune["batch_size"], tune["model"]) == (3e-4, 16, "from:tapt")  # best trial over fixed
+    assert rows["ft-c"]["left_out_by"] == ["ens-2"]  # a failed ensemble's marks do not count
+    assert rows["ft-a"]["left_out_by"] == []
+    wide = Console(width=220, record=True)
+    wide.print(results_table(leaderboard(board), None))
+    shown = {line.split("│")[2].strip(): line for line in wide.export_text().splitlines() if line.count("│") > 3}
+    assert "(left out of ens-2)" in shown["ft-c"] and "left out" not in shown["ft-a"]
+    status = json.loads(CliRunner().invoke(cli, ["--db", board.url, "status", "--json"]).output)
+    scores = {j["name"]: j["score"] for j in status["recent"]}
+    assert scores["ft-broken"] is None and scores["tune-x"]["value"] == 0.99
+
+
 # ---------------------------------------------------------------- end to end through the queue
 
 ENSEMBLE_QUEUE = """
@@ -372,37 +468,82 @@ vars: {train: "%(train)s", test: "%(test)s"}
 defaults:
   params:
     finetune: {model: tiny, train: "{train}", test: "{test}", epochs: 2, batch_size: 32, max_length: 48,
-               lr: 2e-3, precision: fp32}
+               lr: 2e-3, precision: fp32, not_learning_epoch: 0}
 jobs:
   - {name: ft-a, kind: finetune, tags: [models], params: {seed: 1}}
-  - {name: ft-b, kind: finetune, tags: [models], params: {seed: 2, lr: 3e-3}}
+  - {name: base, kind: baseline, tags: [models], params: {train: "{train}", test: "{test}"}}
+  # learns nothing (lr 1e-9) but is not stopped for it: the ensemble must leave it out
+  - {name: ft-dead, kind: finetune, tags: [models], params: {lr: 1.0e-9, epochs: 1}}
+  # learns nothing and is stopped for it: its reason is the job's message
+  - name: ft-stalled
+    kind: finetune
+    params: {lr: 1.0e-9, not_learning_epoch: 1, not_learning_min_steps: 0, min_gain_over_majority: 0.05}
   - name: ens
     kind: ensemble
-    after: [ft-a, ft-b]
+    after: [ft-a, base, ft-dead]
     params: {member_tags: [models], submission: {id_column: review_id, id_from: index}}
+  - {name: predict-ens, kind: predict, after: [ens], params: {model: {from: ens}, csv: "{test}"}}
+  - {name: predict-a, kind: predict, after: [ft-a], params: {model: {from: ft-a}, csv: "{test}"}}
+  - name: ens-from-predict
+    kind: ensemble
+    after: [ft-a, base, predict-a]
+    params: {members: [ft-a, base], weighting: uniform, leave_out_dead: false, test_from: {ft-a: predict-a}}
 """
 
 
 @pytest.mark.slow
-def test_two_finetunes_and_an_ensemble_through_the_queue(small_data, tmp_path, monkeypatch):
+def test_finetunes_a_baseline_an_ensemble_and_predict_through_the_queue(small_data, tmp_path, monkeypatch):
     from tests.helpers import run_campaign
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SCHED_CACHE_DIR", str(tmp_path / "token-cache"))
     url = run_campaign(textwrap.dedent(ENSEMBLE_QUEUE % {"train": small_data[0], "test": small_data[1]}), tmp_path)
-    queue = JobQueue(url)
-    rows = json.loads(invoke_results(queue, "--json").output)
-    assert {r["job"]: r["status"] for r in rows} == dict.fromkeys(["ft-a", "ft-b", "ens"], "succeeded"), rows
-    for r in rows:
-        assert 0 <= r["val_accuracy"] <= 1 and 0 <= r["val_f1"] <= 1, r
-    ens = Records(queue).job("ens")
+    queue, records = JobQueue(url), Records(JobQueue(url))
+    status = json.loads(CliRunner().invoke(cli, ["--db", url, "status", "--json"]).output)
+    states = {j["name"]: j["status"] for j in status["jobs"]}
+    assert states.pop("ft-stalled") == "failed" and set(states.values()) == {"succeeded"}, states
+    stalled = next(j for j in status["jobs"] if j["name"] == "ft-stalled")
+    assert stalled["message"].startswith("NotLearning: validation "), stalled["message"]
+    assert "after epoch 1 (lr 1e-09)" in stalled["message"]
+
+    # the baseline is a model like the fine-tunes: scored on the same rows, logits saved
+    base = records.job("base")
+    assert 0.25 < base.metrics["val_accuracy"] <= 1 and base.metrics["cpu_seconds"] > 0
+    assert np.load(base.artifacts["test_logits"]).shape == (60, 4)
+    ens = records.job("ens")
     weights = json.loads(Path(ens.artifacts["weights"]).read_text())
-    members = {n: Records(queue).job(n).metrics["val_accuracy"] for n in ("ft-a", "ft-b")}
+    left_out = json.loads(Path(ens.artifacts["result"]).read_text())["left_out"]
+    assert "ft-dead" in left_out and "ft-dead" not in weights and "base" in weights
+    members = {n: records.job(n).metrics["val_accuracy"] for n in weights}
     assert weights == pytest.approx({n: a / sum(members.values()) for n, a in members.items()})
-    assert ens.metrics["best_member_val_accuracy"] == pytest.approx(max(members.values()))
     sub = pd.read_csv(ens.artifacts["submission"])
     assert list(sub.columns) == ["review_id", "label"] and len(sub) == 60
-    assert np.load(ens.artifacts["test_logits"]).shape == (60, 4)
+
+    # predict re-runs every member on the CSV: the ensemble's own test predictions, reproduced
+    predicted = records.job("predict-ens")
+    np.testing.assert_allclose(np.exp(np.load(predicted.artifacts["test_logits"])),
+                               np.load(ens.artifacts["test_probs"]), atol=1e-5)
+    rows = pd.read_csv(predicted.artifacts["test_predictions"])
+    assert list(rows.columns) == ["id", "text", "label", "pred", "pred_name", "prob_0", "prob_1", "prob_2", "prob_3"]
+    labels = pd.read_csv(small_data[1])["label"].to_numpy()
+    assert predicted.metrics["test_accuracy"] == pytest.approx((rows["pred"].to_numpy() == labels).mean())
+    assert 0 <= predicted.metrics["test_f1"] <= 1
+    # ...and one fine-tune, with the max_length it was trained with (48, not predict's old 128)
+    np.testing.assert_allclose(np.load(records.job("predict-a").artifacts["test_logits"]),
+                               np.load(records.job("ft-a").artifacts["test_logits"]), atol=1e-4)
+    # test_from takes a predict job: its test logits stand in for the member's
+    both = records.job("ens-from-predict")
+    expected = combine([np.load(records.job(n).artifacts["test_logits"]) for n in ("predict-a", "base")], [0.5, 0.5])
+    np.testing.assert_allclose(np.load(both.artifacts["test_probs"]), expected, atol=1e-6)
+
+    # the leaderboard: the stalled run has no score, the dead member is marked
+    board = {r["job"]: r for r in leaderboard(queue)}
+    assert board["ft-stalled"]["val_accuracy"] is None and board["ft-stalled"]["status"] == "failed"
+    for name in ("ft-a", "base", "ft-dead"):  # ft-a may have learned nothing either on 320 rows
+        assert board[name]["left_out_by"] == (["ens"] if name in left_out else [])
+    assert board["base"]["kind"] == "baseline" and board["base"]["val_accuracy"] == base.metrics["val_accuracy"]
+    shown = CliRunner().invoke(cli, ["--db", url, "results"], catch_exceptions=False, terminal_width=200).output
+    assert "left out of ens" in shown
     queue.dispose()
 
 

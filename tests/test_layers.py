@@ -119,6 +119,7 @@ def test_the_scheduler_names_no_kind_and_no_metric():
         shown = kind.display
         words |= {*shown.scores, *shown.scores.values(), *shown.details, *shown.params}
         words |= {c.metric for c in shown.details.values()} | {c.key for c in shown.curves}
+        words |= {name for name in (shown.left_out, shown.params_of, shown.param_metrics) if name}
     # Words the scheduler uses in its own sense: "shell" (no shell is involved), the curves' x axis
     # in "epochs" (and a trial's reported epochs), a curve's axis kind "loss".
     words -= {"shell", "epochs", "loss"}

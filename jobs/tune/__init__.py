@@ -35,13 +35,17 @@ Crashes and stops:
   saves a checkpoint, the trial is queued again with the same params, and the job ends as preempted;
   when it runs again it continues that trial from the checkpoint. Between trials: it just stops.
 
+A trial whose fine-tune diverged or is not learning (`pipeline.health`) is pruned with the reason.
+
 Logs `trial_value` (step = trial number), `param_<name>` per trial, `trial_pruned_epoch`, `best_value`,
-`best_trial`, and at the end `n_complete`/`n_pruned`/`n_failed`; artifacts `trials.csv`,
+`best_trial`, the best trial's `val_accuracy`, `val_f1`, `epochs_run` and numeric params as
+`best_<name>` (the tune's leaderboard row is its best trial), and at the end
+`n_complete`/`n_pruned`/`n_failed`; artifacts `trials.csv`,
 `best_params` (JSON: the best trial's params; see `params_from` of finetune), `best_model`, `val_split`.
 """
 
 from ..common import TRAINING_MODULES
-from ..registry import Display, Kind
+from ..registry import Column, Display, Kind
 from .params import Params, SpaceParam, parse_until, study_name
 from .tuner import FIRST_START_ATTR, JOB_ATTR, SURPLUS_ATTR, TINY_ATTR, RetryTrial, run
 
@@ -68,10 +72,15 @@ def preflight(params: Params, pre) -> None:
     finetune_preflight(params.finetune, pre)
 
 
+# On the leaderboard a tune is its best trial: that trial's scores and epochs, the fixed fine-tune
+# settings with the best trial's params over them.
 KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settings, resumable, shared by k jobs",
-            display=Display(study=study_name), preflight=preflight, with_defaults=with_defaults,
-            outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial"),
-            preload=("optuna", *TRAINING_MODULES, "pipeline.tuning"))
+            display=Display(model=True, scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
+                            details={"epochs": Column("epochs_run", param="epochs")}, study=study_name,
+                            params_of="finetune", param_metrics="best_", colour="#8c5fb0"),
+            preflight=preflight, with_defaults=with_defaults, preload=("optuna", *TRAINING_MODULES, "pipeline.tuning"),
+            outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial",
+                     "val_accuracy", "val_f1", "epochs_run"))
 
 __all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
            "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]

@@ -25,9 +25,10 @@ from pipeline.util import parse_duration
 from ..finetune import Params as FinetuneParams
 
 # Settings a search space may cover: the fine-tune's training config, minus what must stay fixed
-# (num_labels is the data's, full_data has no validation, cache_dir is where tokens are cached) and
-# list-valued ones (Optuna's categorical choices are scalars).
-_NOT_TUNABLE = {"full_data", "cache_dir", "num_labels"}
+# (num_labels is the data's, full_data has no validation, cache_dir is where tokens are cached, the
+# health checks say when a trial is dead) and list-valued ones (Optuna's categorical choices are scalars).
+_NOT_TUNABLE = {"full_data", "cache_dir", "num_labels", "nan_check_steps", "not_learning_epoch",
+                "not_learning_min_steps", "collapse_share", "min_gain_over_majority"}
 _HINTS = typing.get_type_hints(FinetuneConfig)
 
 

@@ -210,6 +210,9 @@ class _Tuner:
         return self.ctx.output_dir / f"trial-{trial.number}"
 
     def objective(self, trial) -> float:
+        import optuna
+
+        from pipeline.health import TrainingStalled
         from pipeline.hooks import Hooks, StopRequested
         from pipeline.training import finetune
         from pipeline.tuning import EpochReporter, suggest
@@ -242,7 +245,15 @@ class _Tuner:
         except StopRequested as stop:
             trial.set_user_attr(STOPPED_ATTR, "preempted")
             raise _Stopped(str(stop)) from None
+        except TrainingStalled as stalled:
+            # These settings diverged or learned nothing: a poor trial the sampler should learn from
+            # (pruned), not a crash that ends the search or a failure worth retrying.
+            trial.set_user_attr(STOPPED_ATTR, f"{type(stalled).__name__}: {stalled}")
+            print(f"trial {trial.number} stopped: {type(stalled).__name__}: {stalled}", flush=True)
+            raise optuna.TrialPruned(str(stalled)) from None
         trial.set_user_attr("epochs_trained", result.epochs_run)
+        for key in ("val_accuracy", "val_f1"):  # the leaderboard shows the best trial's scores
+            trial.set_user_attr(key, getattr(result, key))
         value = getattr(result, self.params.metric)
         if value is None:
             raise RuntimeError(f"the fine-tune reported no {self.params.metric}")
@@ -318,6 +329,7 @@ class _Tuner:
                 self.logged_best = best.value
                 self.ctx.log_metric("best_value", best.value, step=best.number)
                 self.ctx.log_metric("best_trial", best.number)
+                self.log_best_row(best)
         if final:
             counts = self.counts()
             for state in ("COMPLETE", "PRUNED", "FAIL"):
@@ -327,6 +339,18 @@ class _Tuner:
             print(f"study '{self.study_name}': {shown}; best "
                   + (f"trial {best.number} {self.params.metric}={best.value:.4f} {best.params}" if best else "none"),
                   flush=True)
+
+    def log_best_row(self, best) -> None:
+        """The best trial as the job's own result (its leaderboard row): its scores, epochs and, as
+        `best_<name>`, its numeric params."""
+        for key in ("val_accuracy", "val_f1"):
+            if best.user_attrs.get(key) is not None:
+                self.ctx.log_metric(key, best.user_attrs[key], step=best.number)
+        if best.user_attrs.get("epochs_trained") is not None:
+            self.ctx.log_metric("epochs_run", best.user_attrs["epochs_trained"], step=best.number)
+        for name, value in best.params.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.ctx.log_metric(f"best_{name}", float(value), step=best.number)
 
     # ---- the search
 

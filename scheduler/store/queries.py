@@ -637,6 +637,21 @@ def last_values_of_keys(conn: Connection, keys: Iterable[str], kind: str | None 
     return out
 
 
+def left_out_marks(conn: Connection, keys: Iterable[str]) -> dict[int, list[str]]:
+    """{job id: names of the succeeded jobs that left it out}: rows of these metric keys whose step is
+    the id of the job left out (an ensemble's dead member), one query."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    out: dict[int, list[str]] = {}
+    query = (select(metrics.c.step, jobs.c.id, jobs.c.name).join(jobs, jobs.c.id == metrics.c.job_id)
+             .where(metrics.c.key.in_(keys), metrics.c.step.is_not(None), jobs.c.status == SUCCEEDED)
+             .distinct().order_by(jobs.c.id, metrics.c.step))
+    for step, _, name in conn.execute(query):
+        out.setdefault(int(step), []).append(name)
+    return out
+
+
 def leaderboard_jobs(conn: Connection, *, model_kinds: Iterable[str], score_keys: Iterable[str],
                      kind: str | None = None, status: str | None = None) -> list[Row]:
     """Jobs of `kind` (all of them), else of a model kind or with a score logged; by id."""

@@ -1,6 +1,6 @@
 """Shared fixtures for the pipeline tests: real reviews from data/, one tiny model per session.
 
-Tiny models (2 layers, hidden 64, WordPiece vocab 2000 trained on the reviews) are built from a
+Tiny models (2 layers, hidden 64, WordPiece vocab up to 8000 trained on the reviews) are built from a
 config and saved to a folder, so every test loads them through ``from_pretrained(folder)``: the
 code path a hub model takes.
 """
@@ -67,12 +67,16 @@ def tiny_model(tmp_path_factory, reviews) -> str:
 
 @pytest.fixture
 def tiny_cfg(tiny_model):
-    """Fast fine-tuning settings for the tiny model; tests override what they exercise."""
+    """Fast fine-tuning settings for the tiny model; tests override what they exercise.
+
+    The not-learning check is off: these runs test mechanics (resume, SWA, OOM) on a few hundred rows,
+    where a tiny model need not learn; the tests of learning and of the check turn it on.
+    """
     from pipeline.config import FinetuneConfig
 
     def make(**overrides):
         values = dict(model=tiny_model, epochs=2, lr=2e-3, batch_size=32, warmup_ratio=0.1, seed=0,
-                      max_length=64, save_total_limit=None)
+                      max_length=64, save_total_limit=None, not_learning_epoch=0)
         values.update(overrides)
         return FinetuneConfig(**values)
 
