@@ -69,6 +69,6 @@ KIND = Kind("baseline", Params, run, summary="TF-IDF character n-grams + logisti
             display=Display(model=True, model_param="analyzer",
                             scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
                             params={"C": "C"}, colour="#7f7f7f"),
-            preflight=preflight,
+            preflight=preflight, preload=("pipeline.baseline",), reusable=True,  # scikit-learn, no CUDA
             outputs=("model", "val_logits", "test_logits", "val_predictions", "test_predictions", "val_split",
                      "result", "val_accuracy", "val_f1"))

@@ -134,7 +134,7 @@ def preflight(params: Params, pre) -> None:
 
 
 KIND = Kind(
-    "ensemble", Params, run, preflight=preflight,
+    "ensemble", Params, run, preflight=preflight, preload=("numpy", "pandas", "pipeline.ensemble"),
     outputs=("val_logits", "test_logits", "val_probs", "test_probs", "val_predictions", "test_predictions",
              "submission", "weights", "ensemble", "val_split", "result", "val_accuracy", "val_f1",
              "val_accuracy_in_sample", "val_f1_in_sample"),
