@@ -37,6 +37,19 @@ def review_sample(folder: Path, per_label: int, name: str = "train.csv") -> Path
     return path
 
 
+LABEL_WORDS = ("최악이다", "별로다", "괜찮다", "최고다")
+
+
+def keyed_review_sample(folder: Path, per_label: int, name: str = "train.csv") -> Path:
+    """Real reviews with a word for their class appended: a tiny model learns them within an epoch,
+    so tests that compare a learning run with a stuck one do not depend on a lucky start."""
+    path = review_sample(folder, per_label, name)
+    frame = pd.read_csv(path)
+    frame["review"] = frame["review"].astype(str) + " " + frame["label"].map(lambda label: LABEL_WORDS[label])
+    frame.to_csv(path, index=False)
+    return path
+
+
 def sample_test_csv(folder: Path, rows: int = 60) -> Path:
     """The first `rows` reviews of the shipped test file, as a CSV."""
     path = folder / "test.csv"

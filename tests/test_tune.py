@@ -23,7 +23,7 @@ from scheduler.jobqueue import JobQueue, JobSpec
 from scheduler.plan import build_plan
 from scheduler.slots import Slot
 from scheduler.worker import WorkerLoop, WorkerOptions
-from tests.helpers import review_sample, step_until, submit
+from tests.helpers import keyed_review_sample, review_sample, step_until, submit
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TRAINING = {"epochs": 3, "batch_size": 32, "max_length": 32, "precision": "fp32", "val_fraction": 0.2}
@@ -135,7 +135,7 @@ def test_pruning_stops_a_bad_trial_and_params_from_feeds_the_best_params_downstr
     from jobs.context import MemoryReporter
     from scheduler.store.studies import open_storage
 
-    train = reviews(tmp_path, 300)  # enough rows that a good lr learns by epoch 2
+    train = keyed_review_sample(tmp_path, 300)  # a good lr learns these by epoch 2 from any start
     name = "tune-p#1"  # one job of a `workers: k` group: params_from names the group
     # Enqueue a sensible lr, then an absurd one: the median pruner (1 startup trial, 1 warm-up
     # epoch) must stop the second after epoch 2 of 3.
