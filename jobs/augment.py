@@ -106,4 +106,5 @@ def preflight(params: Params, pre) -> None:
 
 
 KIND = Kind("augment", Params, run, summary="back-translation: extra training rows for a fine-tune",
-            preflight=preflight, outputs=("augmented_csv",), preload=("torch", "transformers", "pipeline.augment"))
+            preflight=preflight, outputs=("augmented_csv",), preload=("torch", "transformers", "pipeline.augment"),
+            gpus=1, memory_params=("forward_model", "backward_model", "batch_size", "max_length"))

@@ -19,6 +19,8 @@ DEFAULT_TRAIN = "data/reviews_train.csv"
 DEFAULT_TEST = "data/reviews_test.csv"
 # What a spare runner imports ahead of a training job (`Kind.preload`): none of it starts CUDA.
 TRAINING_MODULES = ("torch", "transformers", "pipeline.training", "pipeline.models")
+# What decides a training job's GPU memory besides its kind and model (`gpu_memory: auto`).
+MEMORY_PARAMS = ("batch_size", "max_length", "precision")
 
 
 class FromJob(BaseModel):

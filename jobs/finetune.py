@@ -29,6 +29,7 @@ from pipeline.config import FinetuneConfig
 from .common import (
     DEFAULT_TEST,
     DEFAULT_TRAIN,
+    MEMORY_PARAMS,
     TRAINING_MODULES,
     FromJob,
     ModelRef,
@@ -211,4 +212,5 @@ def preflight(params, pre) -> None:
 OUTPUTS = ("model", "val_logits", "test_logits", "val_predictions", "test_predictions", "val_split", "result",
            "val_accuracy", "val_f1", "best_epoch", "epochs_run")
 KIND = Kind("finetune", Params, run, summary="fine-tune a classifier (focal loss, SWA, early stopping, resume)",
-            display=DISPLAY, preflight=preflight, outputs=OUTPUTS, preload=TRAINING_MODULES)
+            display=DISPLAY, preflight=preflight, outputs=OUTPUTS, preload=TRAINING_MODULES,
+            gpus=1, multi_gpu=True, data_parallel=True, memory_params=MEMORY_PARAMS)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import InputError
 
-from .common import TRAINING_MODULES, FromJob, ModelRef, data_path
+from .common import MEMORY_PARAMS, TRAINING_MODULES, FromJob, ModelRef, data_path
 from .context import JobContext
 from .registry import Kind, known_kind
 
@@ -181,4 +181,4 @@ def preflight(params: Params, pre) -> None:
 KIND = Kind("predict", Params, run,
             summary="predictions of a fine-tune, baseline or ensemble on a CSV (test_accuracy when it has labels)",
             preflight=preflight, outputs=("test_logits", "test_predictions", "test_accuracy", "test_f1"),
-            preload=TRAINING_MODULES)
+            preload=TRAINING_MODULES, gpus=1, memory_params=MEMORY_PARAMS)

@@ -103,6 +103,15 @@ class Kind:
     # None: `defaults.params.<this kind>` under the job's own. A tune also hands the fine-tune
     # defaults to the fine-tunes it runs.
     with_defaults: Callable[[dict, dict[str, dict]], dict] | None = None
+    # GPUs a job of this kind asks for when neither the job nor `defaults:` says (the ML kinds: 1).
+    gpus: int = 0
+    # It can use several GPUs at once (`gpus: k` > 1); anything else is refused at submit.
+    multi_gpu: bool = False
+    # With k GPUs its runner starts k processes through torchrun, one per GPU (rank 0 records).
+    data_parallel: bool = False
+    # Params that decide its GPU memory (with kind and model): jobs alike in these share a recorded
+    # peak for `gpu_memory: auto`. Names are looked up in the row's params (`display.params_of`).
+    memory_params: tuple[str, ...] = ()
 
     def parse(self, params: dict | None) -> BaseModel:
         try:

@@ -46,4 +46,5 @@ def run(params: Params, ctx: JobContext) -> None:
 
 
 # The program runs in its own process: the runner keeps nothing of it and can take the next job.
-KIND = Kind("shell", Params, run, summary="run a program (no shell) on the slot's GPU or CPU", reusable=True)
+KIND = Kind("shell", Params, run, summary="run a program (no shell) on the slot's GPU or CPU", reusable=True,
+            multi_gpu=True)  # a program may use every GPU it is given (its own torchrun, say)

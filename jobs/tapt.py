@@ -17,6 +17,7 @@ from pipeline.config import TaptConfig
 from .common import (
     DEFAULT_TEST,
     DEFAULT_TRAIN,
+    MEMORY_PARAMS,
     TRAINING_MODULES,
     ModelRef,
     data_path,
@@ -68,7 +69,7 @@ def preflight(params, pre) -> None:
 
 KIND = Kind(
     "tapt", Params, run, preflight=preflight, outputs=("model", "result", "final_mlm_loss", "final_perplexity"),
-    preload=TRAINING_MODULES,
+    preload=TRAINING_MODULES, gpus=1, multi_gpu=True, data_parallel=True, memory_params=MEMORY_PARAMS,
     summary="continued masked-LM pretraining (TAPT) on the task's own texts",
     display=Display(curves=(Curve("mlm_loss", "val"), Curve("mlm_loss", "train")), colour="#6a9f58"),
 )

@@ -44,7 +44,7 @@ Logs `trial_value` (step = trial number), `param_<name>` per trial, `trial_prune
 `best_params` (JSON: the best trial's params; see `params_from` of finetune), `best_model`, `val_split`.
 """
 
-from ..common import TRAINING_MODULES
+from ..common import MEMORY_PARAMS, TRAINING_MODULES
 from ..registry import Column, Display, Kind
 from .params import Params, SpaceParam, parse_until, study_name
 from .tuner import FIRST_START_ATTR, JOB_ATTR, SURPLUS_ATTR, TINY_ATTR, RetryTrial, run
@@ -78,7 +78,7 @@ KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settin
             display=Display(model=True, scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
                             details={"epochs": Column("epochs_run", param="epochs")}, study=study_name,
                             params_of="finetune", param_metrics="best_", colour="#8c5fb0"),
-            preflight=preflight, with_defaults=with_defaults, preload=("optuna", *TRAINING_MODULES, "pipeline.tuning"),
+            preflight=preflight, with_defaults=with_defaults, gpus=1, memory_params=MEMORY_PARAMS, preload=("optuna", *TRAINING_MODULES, "pipeline.tuning"),
             outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial",
                      "val_accuracy", "val_f1", "epochs_run"))
 
