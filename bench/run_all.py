@@ -9,6 +9,7 @@ Runs, in this order (each as its own process, output streamed as it comes):
   gap       bench/bench_gap.py --rounds 2
   finetune  bench/bench_finetune.py --rounds 3
   status    bench/bench_status.py --rounds 10
+  packing   bench/bench_packing.py                    (a simulation: seconds, no GPU needed)
 
 About 15-25 minutes on an idle 2-core machine today (the e2e bench lowers its job count to fit its
 budget while per-job start-up is slow, and says so). Figures are only fit to publish from an idle
@@ -39,6 +40,7 @@ BENCHES = {
     "gap": (["bench/bench_gap.py", "--rounds", "2"], ["bench/bench_gap.py", "--quick"]),
     "finetune": (["bench/bench_finetune.py", "--rounds", "3"], ["bench/bench_finetune.py", "--quick"]),
     "status": (["bench/bench_status.py", "--rounds", "10"], ["bench/bench_status.py", "--quick"]),
+    "packing": (["bench/bench_packing.py"], ["bench/bench_packing.py"]),  # deterministic: quick is the same
 }
 
 

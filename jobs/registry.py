@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 PLUGIN_ENV = "SCHED_KINDS"
 ENTRY_POINT_GROUP = "sched.kinds"
 # Modules of this package that are not kinds (shared code).
-SUPPORT_MODULES = frozenset({"common", "context", "preflight", "proc", "registry"})
+SUPPORT_MODULES = frozenset({"common", "context", "gpu", "preflight", "proc", "registry"})
 
 
 class UnknownKind(ValueError):
@@ -225,6 +225,11 @@ def get_kind(name: str) -> Kind:
 
 def kind_names() -> list[str]:
     return sorted([*builtin_names(), *_plugins()])
+
+
+def multi_gpu_kinds() -> list[str]:
+    """Kinds whose jobs may ask for several GPUs."""
+    return [kind.name for kind in all_kinds() if kind.multi_gpu]
 
 
 def all_kinds() -> list[Kind]:

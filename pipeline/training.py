@@ -218,6 +218,8 @@ def _train_with_oom_retry(build: Callable[[int, int], tuple[Trainer, HooksCallba
             trainer.train(resume_from_checkpoint=resume)
             return trainer, hooks_cb, resume
         except torch.cuda.OutOfMemoryError as exc:
+            if os.environ.get("SCHED_GPU_SHARE_MIB"):
+                raise  # a shared GPU: its neighbours took the memory; the worker gives it a whole GPU
             if batch <= 1:
                 raise RuntimeError(
                     f"out of GPU memory even at per-device batch size 1 (grad_accum {accum}); "

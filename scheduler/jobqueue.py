@@ -41,6 +41,7 @@ __all__ = ["JobQueue", "JobSpec", "ClaimedJob", "HeartbeatReply", "run_folder_na
            "PREEMPTED"]
 
 DEFAULT_LEASE_S = 60.0
+GPU_CANDIDATES_LIMIT = 50  # runnable GPU jobs one claim pass considers (claim order)
 
 
 class _RollBack(Exception):
@@ -56,6 +57,8 @@ class JobSpec:
     params: dict = field(default_factory=dict)
     priority: int = 0
     gpus: int = 0
+    gpu_memory_mib: int | None = None  # a 1-GPU job that may share its GPU: its declared size
+    gpu_memory_auto: bool = False  # ... or the peak its like reached (scheduler/gpus.py)
     max_attempts: int = 1
     timeout_s: float | None = None
     tags: list[str] = field(default_factory=list)
@@ -115,6 +118,18 @@ def glob_to_like(pattern: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _memory_key(spec: JobSpec) -> str | None:
+    """The key of the recorded peaks a GPU job's `gpu_memory: auto` reads (scheduler/gpus.py)."""
+    if spec.gpus < 1:
+        return None
+    from jobs.registry import known_kind
+
+    from .gpus import memory_key
+
+    kind = known_kind(spec.kind)
+    return memory_key(kind, spec.params) if kind is not None else None
 
 
 def run_folder_name(job_id: int, name: str) -> str:
@@ -241,7 +256,8 @@ class JobQueue:
         return dict(name=spec.name, kind=spec.kind, params=spec.params, priority=spec.priority, gpus=spec.gpus,
                     max_attempts=spec.max_attempts, timeout_s=spec.timeout_s, tags=list(spec.tags),
                     preemptible=spec.preemptible, group_name=spec.group_name, spec_hash=spec.spec_hash,
-                    source=spec.source, hooks=spec.hooks or None)
+                    source=spec.source, hooks=spec.hooks or None, gpu_memory_mib=spec.gpu_memory_mib,
+                    gpu_memory_auto=spec.gpu_memory_auto, memory_key=_memory_key(spec))
 
     def _insert_reused(self, conn: Connection, spec: JobSpec, twin: int, now: datetime) -> int:
         """A job that succeeded as `twin` did, with its results (metrics, artifacts, run folder)."""
@@ -299,6 +315,58 @@ class JobQueue:
                           b_output_dir=str(run_dir) if run_dir else None,
                           b_log_path=str(run_dir / "log.txt") if run_dir else None)
             return None if row is None else ClaimedJob(**row._asdict())
+
+    def claim_on_gpus(self, worker_id: int, claim_pass, *, lease_s: float = DEFAULT_LEASE_S,
+                      runs_root: str | Path | None = None, limit: int = GPU_CANDIDATES_LIMIT):
+        """queued -> running for every runnable GPU job that `claim_pass` (scheduler.gpus.ClaimPass,
+        the worker's GPUs as they are now) places, in claim order, in one transaction.
+
+        Returns [(ClaimedJob, Placement)]; `claim_pass.reservation` then names the first job that
+        did not fit (the worker keeps GPUs free for it). `limit`: how many candidates one pass reads.
+        """
+        from .gpus import Request, share_for
+
+        claimed = []
+        with self.write() as conn:
+            candidates = q.gpu_candidates(conn, len(claim_pass.gpus), limit)
+            if not candidates:
+                return claimed
+            peaks = q.peaks_by_memory_key(conn, [c.memory_key for c in candidates
+                                                 if c.gpu_memory_auto and c.memory_key])
+            now = self.clock.now(conn)
+            for c in candidates:
+                share = share_for(c.gpu_memory_mib, c.gpu_memory_auto, c.exclusive, peaks.get(c.memory_key))
+                request = Request(c.id, c.name, c.priority, c.gpus, share if claim_pass.can_share else None,
+                                  c.preemptible)
+                placement = claim_pass.place(request)
+                if placement is None:
+                    continue
+                run_dir = Path(runs_root).resolve() / run_folder_name(c.id, c.name) if runs_root else None
+                row = q.claim_placed(conn, b_id=c.id, b_worker=worker_id, b_slot=placement.slot, b_now=now,
+                                     b_lease=now + timedelta(seconds=lease_s), b_placed=placement.share_mib,
+                                     b_output_dir=str(run_dir) if run_dir else None,
+                                     b_log_path=str(run_dir / "log.txt") if run_dir else None)
+                if row is not None:
+                    claimed.append((ClaimedJob(**row._asdict()), placement))
+        return claimed
+
+    def record_gpu_peak(self, job_id: int, peak_mib: int) -> None:
+        """The GPU memory the job's attempt reserved at most (`gpu_memory: auto` reads it)."""
+        with self.write() as conn:
+            q.record_gpu_peak(conn, job_id, int(peak_mib))
+
+    def requeue_exclusive(self, job_id: int, worker_id: int, *, message: str) -> bool:
+        """running -> queued as a whole-GPU job, without spending an attempt (it ran out of GPU
+        memory beside other jobs)."""
+        with self.write() as conn:
+            done = q.requeue_exclusive(conn, job_id, worker_id, message, self.clock.now(conn))
+            q.notify_change(conn)
+            return done
+
+    def set_reservation(self, worker_id: int, reservation: dict | None) -> None:
+        """The waiting multi-GPU job a worker keeps free GPUs for (None: none), for `sched status`."""
+        with self.write() as conn:
+            q.update_worker(conn, worker_id, reservation=reservation)
 
     def upcoming_kinds(self, limit: int = 10) -> list[str]:
         """The kinds of the next runnable jobs, in claim order (what a spare runner should import)."""

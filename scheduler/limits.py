@@ -17,6 +17,7 @@ from .fmt import visible
 # One range on every backend: PostgreSQL's INTEGER is 32-bit, SQLite's 64-bit.
 PRIORITY_MIN, PRIORITY_MAX = -1_000_000_000, 1_000_000_000
 MAX_ATTEMPTS = 100
+MAX_GPUS = 64  # GPUs one job may ask for (all on one worker)
 MAX_TIMEOUT_S = 366 * 24 * 3600.0  # a year
 MAX_NAME = 200  # characters (the column's size)
 MAX_TAG = 64

@@ -1,7 +1,7 @@
 """queue.yaml -> validated job specs. Every error names the file, the job and the field.
 
     vars:     {train: data/reviews_train.csv}          # usable as {train} in any string below
-    defaults: {priority: 0, gpus: 1, max_attempts: 2, timeout: 2h, tags: [demo],
+    defaults: {priority: 0, gpu_memory: auto, max_attempts: 2, timeout: 2h, tags: [demo],
                params: {finetune: {epochs: 3}}}        # default params per job kind
     jobs:
       - name: "finetune-{model}"
@@ -25,13 +25,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jobs import ParamsError, UnknownKind, get_kind
+from jobs.registry import multi_gpu_kinds
 from pipeline.util import parse_duration
 
-from .errors import PlanError
+from .errors import PlanError, SchedError
 from .fmt import visible
+from .gpus import parse_memory
 from .jobqueue import JobSpec
 from .limits import (
     MAX_ATTEMPTS,
+    MAX_GPUS,
     MAX_FILE_BYTES,
     MAX_JOBS_PER_FILE,
     PRIORITY_MAX,
@@ -49,7 +52,10 @@ class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)  # higher runs first
-    gpus: int | None = Field(default=None, ge=0, le=1)  # 1: needs a GPU slot; 0: runs anywhere
+    # GPUs it needs (k > 1: all on one worker, at once); unset: its kind's default (ML kinds 1, others 0)
+    gpus: int | None = Field(default=None, ge=0, le=MAX_GPUS)
+    # A 1-GPU job that may share its GPU: its size ("20GiB") or "auto" (the peak its like reached)
+    gpu_memory: str | int | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)  # tries before it fails for good
     timeout: float | str | None = None  # seconds or "30m", "2h"; the job is killed after it
     tags: list[str] | None = None  # labels for filtering results and picking ensemble members
@@ -58,6 +64,15 @@ class _Common(BaseModel):
     # SCHED_JOB_NAME, SCHED_JOB_STATUS, SCHED_JOB_MESSAGE and SCHED_METRIC_<KEY> in its environment.
     on_finish: list[str] | None = Field(default=None, min_length=1)
     on_failure: list[str] | None = Field(default=None, min_length=1)
+
+    @field_validator("gpu_memory")
+    @classmethod
+    def _check_gpu_memory(cls, value):
+        try:
+            parse_memory(value)
+        except SchedError as exc:
+            raise ValueError(str(exc).removeprefix("gpu_memory: ")) from None
+        return value
 
     @field_validator("timeout")
     @classmethod
@@ -90,7 +105,7 @@ class QueueFile(BaseModel):
     jobs: list[JobEntry] = Field(min_length=1)
 
 
-BUILTIN_DEFAULTS = dict(priority=0, gpus=0, max_attempts=1, timeout=None, tags=[], preemptible=False,
+BUILTIN_DEFAULTS = dict(priority=0, gpus=None, gpu_memory=None, max_attempts=1, timeout=None, tags=[], preemptible=False,
                         on_finish=None, on_failure=None)
 
 
@@ -257,14 +272,33 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
         raise PlanError(f"{label}, field kind: {exc}") from None
     except ParamsError as exc:
         raise PlanError(f"{label}: {exc}") from None
+    gpus, memory = _gpu_request(entry, merged, label)
     return JobSpec(
-        name=name, kind=entry.kind, params=params, priority=merged["priority"], gpus=merged["gpus"],
+        name=name, kind=entry.kind, params=params, priority=merged["priority"], gpus=gpus,
+        gpu_memory_mib=memory if isinstance(memory, int) else None, gpu_memory_auto=memory == "auto",
         max_attempts=merged["max_attempts"], timeout_s=parse_duration(merged["timeout"]),
         tags=_fill(list(merged["tags"]), variables, f"{label}, field tags"), preemptible=merged["preemptible"],
         hooks=_hooks(merged, variables, label),
         # `after` is resolved once every job's name is known; keep the raw strings and variables.
         after=[(a, variables) for a in ([entry.after] if isinstance(entry.after, str) else entry.after)],
     )
+
+
+def _gpu_request(entry: JobEntry, merged: dict, label: str) -> tuple[int, int | str | None]:
+    """(GPUs, memory share) of a job: its own, else `defaults:`, else its kind's GPUs. A share
+    from `defaults:` applies to 1-GPU jobs only; on the job itself it must fit its GPUs."""
+    kind = get_kind(entry.kind)
+    gpus = kind.gpus if merged["gpus"] is None else merged["gpus"]
+    if gpus > 1 and not kind.multi_gpu:
+        raise PlanError(f"{label}, field gpus: kind {entry.kind} uses one GPU at most; got {gpus} "
+                        f"(kinds that use several: {', '.join(multi_gpu_kinds())})")
+    memory = parse_memory(merged["gpu_memory"])
+    if memory is not None and gpus != 1:
+        if entry.gpu_memory is not None:
+            raise PlanError(f"{label}, field gpu_memory: only a 1-GPU job shares its GPU; this job has "
+                            f"gpus: {gpus}")
+        memory = None
+    return gpus, memory
 
 
 def _with_defaults(kind_name: str, params: dict, defaults: dict[str, dict]) -> dict:

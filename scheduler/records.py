@@ -47,6 +47,9 @@ class Records:
         with self.queue.write() as conn:
             q.set_progress(conn, job_id, done, total, message)
 
+    def record_gpu_peak(self, job_id: int, peak_mib: int) -> None:
+        self.queue.record_gpu_peak(job_id, peak_mib)
+
     def set_error(self, job_id: int, message: str) -> None:
         """The one-line reason the job failed (its runner reports it; the worker records the ending)."""
         with self.queue.write() as conn:

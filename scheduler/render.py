@@ -15,6 +15,7 @@ from rich.table import Table as _RichTable
 from rich.text import Text
 
 from .fmt import duration, number, score, visible
+from .gpus import fmt_mib, gpu_request_text
 from .jobqueue import JobSpec
 from .tables import NEVER_DROP, Column, cut_left, fit
 
@@ -94,6 +95,7 @@ def status_view(snap: dict, *, width: int = 120, height: int | None = None) -> G
         head.append(Text(snap["eta"]))
     if snap["drained"]:
         head.append(Text("Queue is drained: workers take no new job (sched resume)", style="bold yellow"))
+    head.extend(_reservation_line(w) for w in snap["workers"] if w.get("reservation"))
     parts = [*head, _workers_table(snap["workers"], width) if snap["workers"] else
              Text("Workers: none running (start one: sched worker)", style="yellow")]
     if snap["running"]:
@@ -124,6 +126,24 @@ def _busy_text(busy: dict) -> Text:
     return Text(f"{label}: {share} ({busy['slots']} slot{'s' if busy['slots'] != 1 else ''})", style="bold")
 
 
+def _reservation_line(worker: dict) -> Text:
+    held = worker["reservation"]
+    gpus = ", ".join(f"gpu{i}" for i in held["gpus"])
+    return Text(f"worker {worker['id']}: reserving {gpus} for job {visible(held['name'])} #{held['job_id']} "
+                f"(priority {held['priority']}, needs {held['needs']} GPU(s)): lower-priority jobs do not "
+                "start there", style="yellow")
+
+
+def _slot_jobs(slot: dict):
+    """Who is on a slot: `a` on a whole GPU, `a (12.0GiB), b (8.0GiB)` sharing one, or idle."""
+    jobs = slot.get("jobs") or []
+    if not jobs:
+        if slot.get("reserved_for"):
+            return Text(f"idle, reserved for {visible(slot['reserved_for'])}", style="yellow")
+        return Text("idle", style="dim")
+    return ", ".join(j["name"] + (f" ({fmt_mib(j['placed_mib'])})" if j.get("placed_mib") else "") for j in jobs)
+
+
 def _workers_table(workers: list[dict], width: int):
     columns = [Column("worker", NEVER_DROP), Column("host", 60, text=True), Column("slot", NEVER_DROP),
                Column("job", name=True), Column("GPU use", 40), Column("heartbeat", 30, justify="right")]
@@ -135,7 +155,7 @@ def _workers_table(workers: list[dict], width: int):
                    if stats else "")
             first = i == 0
             rows.append([f"{w['id']} ({w['state']})" if first else "", w["host"] if first else "", slot["slot"],
-                         slot["job"] or Text("idle", style="dim"), gpu,
+                         _slot_jobs(slot), gpu,
                          f"{duration(w['heartbeat_age_s'])} ago" if first else ""])
     return fit(columns, rows, width, title="Workers")
 
@@ -166,7 +186,7 @@ def _queue_table(jobs: list[dict], total: int, width: int):
         why = j.get("why") or ""
         if j.get("failure_kind"):
             why += f" (was {j['failure_kind']}: {(j['message'] or '').splitlines()[0] if j['message'] else ''})"
-        rows.append([str(j["id"]), j["name"], j["kind"], str(j["priority"]), str(j["gpus"]), why])
+        rows.append([str(j["id"]), j["name"], j["kind"], str(j["priority"]), _gpus_cell(j), why])
     return fit(columns, rows, width, title=f"Queue, in claim order{shown}")
 
 
@@ -242,11 +262,37 @@ def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120, p
     return table
 
 
+def _gpus_cell(job: dict) -> str:
+    """`1`, `2`, `1 (auto)`, `1 (20.0GiB)`, `1 (whole)` after an out-of-memory beside other jobs."""
+    if job["gpus"] != 1:
+        return str(job["gpus"])
+    if job.get("exclusive"):
+        return "1 (whole)"
+    memory = job.get("gpu_memory")
+    return "1" if memory is None else f"1 ({memory if memory == 'auto' else fmt_mib(memory)})"
+
+
 def plan_summary(plan) -> Text:
     counts = plan.counts()
     order = ("new", "reuse", "replace", "rerun", "same", "changed", "running", "removed")
     parts = [f"{counts[a]} {a}" for a in order if counts.get(a)]
     return plain(", ".join(parts) or "nothing to do")
+
+
+def _gpu_rows(detail: dict) -> list[tuple[str, str]]:
+    """`sched show`: the GPU memory a job asked for, was given and reached."""
+    rows = []
+    if detail.get("gpus"):
+        asked = gpu_request_text(detail["gpus"], detail["gpu_memory"] if detail["gpu_memory"] != "auto" else None,
+                                 detail["gpu_memory"] == "auto")
+        if detail.get("exclusive"):
+            asked += "; a whole GPU now (ran out of memory on a shared one)"
+        if detail.get("placed_mib"):
+            asked += f"; placed with {fmt_mib(detail['placed_mib'])}"
+        rows.append(("gpu_memory", asked))
+    if detail.get("gpu_peak_mib"):
+        rows.append(("gpu_peak", f"{fmt_mib(detail['gpu_peak_mib'])} (torch max_memory_reserved)"))
+    return rows
 
 
 def job_view(detail: dict, *, width: int = 120) -> Group:
@@ -259,6 +305,8 @@ def job_view(detail: dict, *, width: int = 120) -> Group:
             if key in ("output_dir", "log_path"):
                 value = cut_left(str(value), max(20, width - 16))
             info.add_row(Text(key, style="bold"), _state(value) if key == "status" else plain(value))
+    for label, text in _gpu_rows(detail):
+        info.add_row(Text(label, style="bold"), plain(text))
     if detail["after"]:
         after = ", ".join(f"{d['name']} ({d['status']})" for d in detail["after"])
         info.add_row(Text("after", style="bold"), plain(after))

@@ -11,7 +11,8 @@ It reports on REPORT_FD (JSON lines): `{"ready": pid}`, then `{"done": job_id, "
 "again": bool}`. `again`: the job's kind keeps no state in the process (`Kind.reusable`) and was
 not stopped, so this runner takes the next job too; otherwise it exits with that code. Exit
 codes: 0 succeeded, PREEMPTED_EXIT stopped on request, INPUT_ERROR_EXIT its inputs are wrong,
-anything else failed. The one-line reason of a failure goes to the job's row (`error`) and to
+GPU_OOM_EXIT out of memory on a shared GPU, anything else failed. A GPU job's peak memory goes to
+its row (`gpu_peak_mib`, what `gpu_memory: auto` reads) whatever its ending. The one-line reason of a failure goes to the job's row (`error`) and to
 ERROR_FILE in its folder; the traceback goes to the job's log (stdout and stderr are the log).
 
 Nothing a job starts outlives it: the runner is a child subreaper, kills every process below it
@@ -31,6 +32,7 @@ from pathlib import Path
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later"
 INPUT_ERROR_EXIT = 65  # EX_DATAERR: the job's inputs are wrong; retrying cannot help
 WORKER_GONE_EXIT = 70  # the worker died; the runner killed the job's processes and left
+GPU_OOM_EXIT = 76  # out of GPU memory on a GPU it shared: the worker queues it again for a whole GPU
 ERROR_FILE = ".sched-error.json"
 WORKER_GONE_SIGNAL = signal.SIGUSR2  # sent by Linux when the worker dies (PR_SET_PDEATHSIG)
 
@@ -196,7 +198,7 @@ def _run(job: dict, stop: _StopFlag, queue: _Queue) -> tuple[int, bool]:
     """Run one job; (exit code, whether its kind lets this runner take another job)."""
     from functools import partial
 
-    from jobs import get_kind
+    from jobs import get_kind, gpu
     from jobs.context import JobContext, Preempted
 
     from .store.studies import open_storage
@@ -216,6 +218,7 @@ def _run(job: dict, stop: _StopFlag, queue: _Queue) -> tuple[int, bool]:
         reusable = kind.reusable
         params = kind.parse(job["params"])
         _preflight(kind, params, job["name"], reporter)
+        gpu.prepare()
         kind.run(params, ctx)
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr, flush=True)
@@ -223,13 +226,31 @@ def _run(job: dict, stop: _StopFlag, queue: _Queue) -> tuple[int, bool]:
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the worker as a reason
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}"
+        if gpu.share_mib() is not None and gpu.is_out_of_memory(exc):
+            print(f"out of GPU memory on a shared GPU ({gpu.share_mib()} MiB share): queued again for a "
+                  "whole GPU", file=sys.stderr, flush=True)
+            return GPU_OOM_EXIT, False
         _write_error(output_dir, message)
         try:
             reporter.set_error(job["id"], message)
         except Exception:  # noqa: BLE001 - the database is unreachable: the file has the reason
             traceback.print_exc()
         return (INPUT_ERROR_EXIT if _is_input_error(exc) else 1), reusable and isinstance(exc, Exception)
+    finally:
+        _record_peak(job["id"], reporter)
     return 0, reusable
+
+
+def _record_peak(job_id: int, reporter) -> None:
+    from jobs import gpu
+
+    peak = gpu.peak_mib()
+    if peak is None:
+        return
+    try:
+        reporter.record_gpu_peak(job_id, peak)
+    except Exception:  # noqa: BLE001 - the database is unreachable: the job's ending matters more
+        traceback.print_exc()
 
 
 def _preflight(kind, params, name: str, reporter) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from .fmt import duration as fmt_duration
 from .fmt import iso
+from .gpus import slot_gpus
 from .jobqueue import JobQueue
 from .kinds import headline_metrics
 from .store import busy
@@ -44,6 +45,9 @@ def job_dict(job, now: datetime | None = None) -> dict:
         "timeout_s": job.timeout_s, "output_dir": job.output_dir, "log_path": job.log_path,
         "preemptible": bool(job.preemptible), "lease_until": iso(job.lease_until),
         "reused_from": job.reused_from,
+        # GPU memory (scheduler/gpus.py): asked ("auto", MiB or None: whole GPUs), given, reached
+        "gpu_memory": "auto" if job.gpu_memory_auto else job.gpu_memory_mib, "exclusive": bool(job.exclusive),
+        "placed_mib": job.placed_mib, "gpu_peak_mib": job.gpu_peak_mib,
         # A running job whose lease ran out: its worker stopped renewing it (killed? cut off?).
         "lease_expired_s": ((now - job.lease_until).total_seconds()
                             if now and job.status == RUNNING and job.lease_until and job.lease_until < now else None),
@@ -126,23 +130,32 @@ def _add_scores(conn, jobs: list[dict]) -> None:
 def _workers(conn, now: datetime, running: list[dict]) -> list[dict]:
     # A worker silent for WORKER_GONE_S was killed without saying so: leave it out.
     rows = q.live_workers(conn, now - timedelta(seconds=WORKER_GONE_S))
-    jobs_by_slot = {(j["worker_id"], j["slot"]): j for j in running}
+    jobs_by_slot: dict[tuple[int, str], list[dict]] = {}
+    for j in running:  # a multi-GPU job is on each of its GPUs; a shared GPU has several jobs
+        for part in slot_gpus(j["slot"] or ""):
+            jobs_by_slot.setdefault((j["worker_id"], part), []).append(j)
     workers = []
     for w in rows:
         stats = {g["gpu"]: g for g in (w.gpu_stats or [])}
+        reservation = w.reservation or None
+        reserved = {f"gpu{i}" for i in reservation["gpus"]} if reservation else set()
         slots = []
         for slot in w.slots:
-            job = jobs_by_slot.get((w.id, slot))
-            gpu = int(slot[3:]) if slot.startswith("gpu") else None
-            slots.append({"slot": slot, "job": job["name"] if job else None,
-                          "job_id": job["id"] if job else None, "gpu_stats": stats.get(gpu)})
+            here = jobs_by_slot.get((w.id, slot), [])
+            gpu = int(slot[3:]) if slot.startswith("gpu") and slot[3:].isdigit() else None
+            slots.append({"slot": slot, "job": ", ".join(j["name"] for j in here) or None,
+                          "job_id": here[0]["id"] if here else None, "gpu_stats": stats.get(gpu),
+                          "jobs": [{"id": j["id"], "name": j["name"], "placed_mib": j["placed_mib"]} for j in here],
+                          "reserved_for": reservation["name"] if slot in reserved else None})
         workers.append({"id": w.id, "host": w.host, "pid": w.pid, "slots": w.slots, "state": w.state,
-                        "heartbeat_age_s": (now - w.heartbeat).total_seconds(), "slot_use": slots})
+                        "heartbeat_age_s": (now - w.heartbeat).total_seconds(), "slot_use": slots,
+                        "reservation": reservation})
     return workers
 
 
 def _free_gpu_slots(workers: list[dict]) -> int:
-    return sum(1 for w in workers for s in w["slot_use"] if s["slot"].startswith("gpu") and not s["job"])
+    return sum(1 for w in workers for s in w["slot_use"]
+               if s["slot"].startswith("gpu") and not s["job"] and not s["reserved_for"])
 
 
 def _why_waiting(job, pending: list[str], drained: bool, gpu_slots_free: int, workers: list[dict]) -> str:
@@ -152,11 +165,29 @@ def _why_waiting(job, pending: list[str], drained: bool, gpu_slots_free: int, wo
         return "queue drained (sched resume)"
     if not workers:
         return "no worker running"
-    if job.gpus and not any(s["slot"].startswith("gpu") for w in workers for s in w["slot_use"]):
-        return "needs a GPU; no worker has one"
-    if job.gpus and not gpu_slots_free:
-        return "no free GPU slot"
+    if job.gpus:
+        return _why_waiting_for_gpus(job, gpu_slots_free, workers)
     return "next free slot"
+
+
+def _why_waiting_for_gpus(job, gpu_slots_free: int, workers: list[dict]) -> str:
+    largest = max(sum(s["slot"].startswith("gpu") for s in w["slot_use"]) for w in workers)
+    if not largest:
+        return "needs a GPU; no worker has one"
+    if job.gpus > largest:
+        return f"needs {job.gpus} GPUs; the largest worker has {largest}"
+    for w in workers:
+        held = w.get("reservation")
+        if held and held["job_id"] == job.id:
+            gpus = ", ".join(f"gpu{i}" for i in held["gpus"])
+            return f"reserved {gpus} on worker {w['id']}: starts when {job.gpus} are free"
+    reserved = [(s["slot"], s["reserved_for"]) for w in workers for s in w["slot_use"] if s["reserved_for"]]
+    if reserved and not gpu_slots_free:
+        slots = ", ".join(slot for slot, _ in reserved)
+        return f"{slots} reserved for {reserved[0][1]}"
+    if job.gpus > 1:
+        return f"needs {job.gpus} free GPUs on one worker"
+    return "next free GPU" if not gpu_slots_free else "next free slot"
 
 
 def _busy_share(conn, now: datetime, workers: list[dict], running: list[dict]) -> dict:
@@ -165,7 +196,8 @@ def _busy_share(conn, now: datetime, workers: list[dict], running: list[dict]) -
     The capacity is the live workers' slots; with no worker alive, the slots jobs used in the window.
     """
     since = now - max(BUSY_WINDOWS.values())
-    current = [(datetime.fromisoformat(j["started_at"]), j["slot"]) for j in running if j["started_at"]]
+    current = [(datetime.fromisoformat(j["started_at"]), part) for j in running if j["started_at"]
+               for part in slot_gpus(j["slot"] or "")]
     used_slots = set(q.busy_slots(conn, since)) | {slot for _, slot in current if slot}
     live_slots = [slot for w in workers for slot in w["slots"]]
     kind = "gpu" if any(slot.startswith("gpu") for slot in live_slots or used_slots) else "slot"
@@ -177,7 +209,8 @@ def _busy_share(conn, now: datetime, workers: list[dict], running: list[dict]) -
         used = busy.used_seconds(conn, begin, now, gpu_only=kind == "gpu")
         used += sum(max(0.0, (now - max(start, begin)).total_seconds()) for start, slot in current
                     if slot and (kind == "slot" or slot.startswith("gpu")))
-        share[label] = round(used / (slots * window.total_seconds()), 4) if slots else None
+        # jobs sharing a GPU each count their time: a GPU cannot be more than fully busy
+        share[label] = min(1.0, round(used / (slots * window.total_seconds()), 4)) if slots else None
     return {"kind": kind, "slots": slots, **share}
 
 

@@ -1,7 +1,11 @@
-"""The worker loop: one slot per GPU, one runner process per job, the parent owns the database.
+"""The worker loop: GPU slots and CPU slots, one runner process per job, the parent owns the database.
+
+CPU slots run jobs that ask no GPU, one at a time each. GPU jobs are placed by a claim pass over
+the worker's GPUs (scheduler/gpus.py): whole GPUs, k GPUs at once, or a memory share of one GPU;
+the first job that does not fit reserves the free GPUs it needs.
 
 `run_once()` is one step (reap finished jobs, renew leases, enforce timeouts and cancels, claim
-for free slots, keep a spare runner per slot); `run()` repeats it, sleeping between steps until a
+for free slots and GPUs, keep a spare runner per slot); `run()` repeats it, sleeping between steps until a
 runner reports, the queue's database changes, or a heartbeat is due (`scheduler.wakeup`). Tests
 drive `run_once` directly instead of sleeping.
 
@@ -22,6 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,10 +35,11 @@ from jobs.proc import kill_all, processes_with
 
 from .hooks import reap as reap_hooks
 from .hooks import run_hooks
-from .jobqueue import DEFAULT_LEASE_S, ClaimedJob, JobQueue
+from .jobqueue import DEFAULT_LEASE_S, GPU_CANDIDATES_LIMIT, ClaimedJob, JobQueue
 from .launch import RunnerProc, header, start_runner
-from .runner import ERROR_FILE, INPUT_ERROR_EXIT, PREEMPTED_EXIT
-from .slots import Slot, gpu_readings
+from .gpus import DEFAULT_HEADROOM_MIB, ClaimPass, Gpu, Held, Placement, Reservation, fmt_mib
+from .runner import ERROR_FILE, GPU_OOM_EXIT, INPUT_ERROR_EXIT, PREEMPTED_EXIT
+from .slots import Slot, gpu_readings, nvml_inventory, placement_env
 from .store.states import CANCELLED, FAILED, KILLED, QUEUED, RUNNING, SUCCEEDED, WorkerState
 from .wakeup import Wakeup
 
@@ -44,12 +50,14 @@ log = logging.getLogger("sched.worker")
 
 @dataclass
 class Child:
-    """A job running in a runner process on one slot."""
+    """A job running in a runner process: on a CPU slot, or on GPUs (`placement`)."""
 
     job: ClaimedJob
     runner: RunnerProc
     started: float
     last_heartbeat: float
+    lane: str = ""  # the slot whose spare runner it took and gives back: cpu0, or its first GPU's
+    placement: Placement | None = None
     stop_reason: str | None = None  # why we signalled it: cancel, timeout, shutdown, lease_lost
     term_sent_at: float | None = None
     killed: bool = False
@@ -71,6 +79,7 @@ class WorkerOptions:
     reaper_s: float = 15.0  # how often run() requeues jobs whose lease expired
     max_jobs: int | None = None  # stop claiming after this many jobs
     warm: bool = False  # spare runners and runner reuse (`sched worker` turns it on; --no-warm off)
+    gpu_headroom_mib: int = DEFAULT_HEADROOM_MIB  # left free on a GPU that jobs share
 
 
 @dataclass
@@ -79,7 +88,7 @@ class WorkerLoop:
     slots: list[Slot]
     options: WorkerOptions = field(default_factory=WorkerOptions)
     worker_id: int | None = None
-    children: dict[str, Child] = field(default_factory=dict)  # slot name -> child
+    children: dict[int, Child] = field(default_factory=dict)  # job id -> child
     spares: dict[str, RunnerProc] = field(default_factory=dict)  # slot name -> idle runner
     claimed: int = 0
     stopping: bool = False
@@ -87,6 +96,9 @@ class WorkerLoop:
     last_preempt_check: float = float("-inf")
     database_was_down: bool = False  # the next step renews every lease before anything else
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this worker's part of RUN_TOKEN
+    # GPU memory now (total, free) of these GPU indices; NVML by default, fake inventories in tests
+    inventory: Callable[[list[int]], list[Gpu]] = nvml_inventory
+    reservation: Reservation | None = None  # the waiting GPU job this worker keeps GPUs free for
     _wake_r: int | None = field(default=None, repr=False)  # request_stop() writes here to end a wait
     _wake_w: int | None = field(default=None, repr=False)
 
@@ -220,9 +232,21 @@ class WorkerLoop:
         """
         if self.queue.is_drained() or self._max_jobs_reached():
             return True
-        if self.queue.status_counts().get(RUNNING):
+        counts = self.queue.status_counts()
+        if counts.get(RUNNING):
             return False
-        return self.queue.top_waiting_priority(max(slot.gpus for slot in self.slots)) is None
+        if self.queue.top_waiting_priority(len(self._gpu_slots())) is not None:
+            return False
+        if counts.get(QUEUED):
+            log.warning("%d queued job(s) cannot run on this worker (%s); `sched status` says why",
+                        counts[QUEUED], f"{len(self._gpu_slots())} GPU(s)")
+        return True
+
+    def _gpu_slots(self) -> list[Slot]:
+        return [slot for slot in self.slots if slot.gpu is not None]
+
+    def _cpu_slots(self) -> list[Slot]:
+        return [slot for slot in self.slots if slot.gpu is None]
 
     def _max_jobs_reached(self) -> bool:
         return self.options.max_jobs is not None and self.claimed >= self.options.max_jobs
@@ -251,7 +275,7 @@ class WorkerLoop:
 
     def _reap_finished(self) -> bool:
         changed = False
-        for slot_name, child in list(self.children.items()):
+        for job_id, child in list(self.children.items()):
             code = _ending(child)
             if code is None:
                 continue
@@ -264,8 +288,8 @@ class WorkerLoop:
                 # The runner did not end the job itself (killed, crashed): find its processes by token.
                 kill_all(processes_with(RUN_TOKEN, child.token))
             final = self._record_ending(child, code)
-            del self.children[slot_name]  # only once recorded: a database error retries the step
-            self._after_runner(slot_name, child.runner, again)
+            del self.children[job_id]  # only once recorded: a database error retries the step
+            self._after_runner(child.lane, child.runner, again)
             if final is not None and child.job.hooks:
                 run_hooks(self.queue, child.job.id, final)
             changed = True
@@ -289,7 +313,7 @@ class WorkerLoop:
         """One idle runner per slot, its imports done before the next claim. A slot whose job's
         kind is reusable needs none: that job's runner comes back as the spare."""
         for slot in self.slots:
-            child = self.children.get(slot.name)
+            child = next((c for c in self.children.values() if c.lane == slot.name), None)
             if child is not None and _reusable(child.job.kind) and child.stop_reason is None:
                 continue
             spare = self.spares.get(slot.name)
@@ -338,6 +362,12 @@ class WorkerLoop:
             return CANCELLED if done else None
         if reason == "timeout":
             return self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
+        if code == GPU_OOM_EXIT and child.placement is not None and child.placement.share_mib is not None:
+            self.queue.requeue_exclusive(job.id, self.worker_id, message=(
+                f"out of GPU memory beside other jobs ({fmt_mib(child.placement.share_mib)} share on "
+                f"{child.placement.slot}): queued again for a whole GPU, attempt not counted"))
+            log.warning("%s ran out of GPU memory on a shared GPU; queued again for a whole GPU", job.label)
+            return None
         if reason in ("shutdown", "preempt") or code == PREEMPTED_EXIT:
             self.queue.preempt(job.id, self.worker_id, message=_preempt_message(reason))
             log.info("%s preempted; queued again", job.label)
@@ -420,50 +450,125 @@ class WorkerLoop:
             pass
 
     def _preempt_for_waiting_jobs(self, now: float) -> None:
-        """Ask one preemptible job to stop when a higher-priority job waits and no slot is free.
+        """Ask one preemptible job to stop when a higher-priority job waits for its place.
 
         The job sees `ctx.should_stop()` (SIGUSR1), ends as preempted and is queued again; the
-        next claim on its slot takes the waiting job. Checked once per heartbeat interval.
+        next claim takes the waiting job. Checked once per heartbeat interval: on the CPU slots
+        when none is free, on the GPUs when the reserved job would fit without such jobs.
         """
         if now - self.last_preempt_check < self.options.heartbeat_s:
             return
         self.last_preempt_check = now
-        free_gpus = [slot.gpus for slot in self.slots if slot.name not in self.children]
-        backfill = sorted(((slot, child) for slot in self.slots
-                           if (child := self.children.get(slot.name)) is not None
-                           and child.job.preemptible and child.stop_reason is None),
-                          key=lambda pair: pair[1].job.priority)
-        for slot, child in backfill:
-            if any(gpus >= slot.gpus for gpus in free_gpus):
-                continue  # a free slot could take the waiting job; the claim found nothing for it
-            waiting = self.queue.top_waiting_priority(slot.gpus)
-            if waiting is not None and waiting > child.job.priority:
-                log.info("%s: asking it to yield %s to a job of priority %d", child.job.label, slot.name, waiting)
-                self._signal(child, "preempt", now, signal.SIGUSR1)
-                return
+        victim = self._gpu_victim() or self._cpu_victim()
+        if victim is not None:
+            child, waiting = victim
+            log.info("%s: asking it to yield %s to a job of priority %d", child.job.label, child.lane, waiting)
+            self._signal(child, "preempt", now, signal.SIGUSR1)
+
+    def _yielding(self, child: Child, priority: int) -> bool:
+        return child.job.preemptible and child.stop_reason is None and child.job.priority < priority
+
+    def _cpu_victim(self) -> tuple[Child, int] | None:
+        cpu_slots = {slot.name for slot in self._cpu_slots()}
+        on_cpu = [c for c in self.children.values() if c.lane in cpu_slots and c.placement is None]
+        if not on_cpu or len(on_cpu) < len(cpu_slots):
+            return None  # a free CPU slot could take the waiting job; the claim found nothing for it
+        waiting = self.queue.top_waiting_priority(0)
+        if waiting is None:
+            return None
+        victims = sorted((c for c in on_cpu if self._yielding(c, waiting)), key=lambda c: c.job.priority)
+        return (victims[0], waiting) if victims else None
+
+    def _gpu_victim(self) -> tuple[Child, int] | None:
+        """The lowest-priority preemptible GPU job to stop, when the reserved job would fit once
+        every such job below its priority were gone."""
+        held = self.reservation
+        if held is None or not held.by_preemption:
+            return None
+        victims = [c for c in self.children.values() if c.placement is not None and self._yielding(c, held.priority)]
+        if not victims:
+            return None
+        return min(victims, key=lambda c: c.job.priority), held.priority
 
     # ---- claiming -----------------------------------------------------------------------------
 
     def _claim_for_free_slots(self, now: float) -> bool:
+        started = self._claim_for_cpu_slots(now)
+        if self._gpu_slots() and not self._max_jobs_reached():
+            started |= self._claim_on_gpus(now)
+        return started
+
+    def _claim_for_cpu_slots(self, now: float) -> bool:
         started = False
-        for slot in self.slots:
-            if slot.name in self.children or self._max_jobs_reached():
+        busy = {c.lane for c in self.children.values() if c.placement is None}
+        for slot in self._cpu_slots():
+            if slot.name in busy or self._max_jobs_reached():
                 continue
-            job = self.queue.claim(self.worker_id, slot.name, slot.gpus, lease_s=self.options.lease_s,
+            job = self.queue.claim(self.worker_id, slot.name, 0, lease_s=self.options.lease_s,
                                    runs_root=self.options.runs_root)
             if job is None:
                 break  # nothing runnable now; the other free slots would find nothing either
-            self.claimed += 1
-            try:
-                runner, warm = self._spawn(job, slot)
-            except OSError as exc:  # runs folder not writable, disk full, ...
-                self._fail(job, FAILED, f"could not start the job: {exc}", None)
-                continue
-            self.children[slot.name] = Child(job, runner, now, now, token=self._run_token(job))
-            log.info("%s started on %s (attempt %d of %d, %s runner)", job.call, slot.name, job.attempts,
-                     job.max_attempts, "warm" if warm else "new")
-            started = True
+            started |= self._start(job, slot, None, now)
         return started
+
+    def _claim_on_gpus(self, now: float) -> bool:
+        """One claim pass over this worker's GPUs (scheduler/gpus.py)."""
+        claim_pass = ClaimPass(self._gpus_now(list(self.children.values())), self.options.gpu_headroom_mib)
+        if not any(gpu.idle for gpu in claim_pass.gpus.values()) and not claim_pass.can_share:
+            return False  # every GPU runs a whole-GPU job: nothing can start
+        limit = GPU_CANDIDATES_LIMIT
+        if self.options.max_jobs is not None:
+            limit = min(limit, self.options.max_jobs - self.claimed)
+        claimed = self.queue.claim_on_gpus(self.worker_id, claim_pass, lease_s=self.options.lease_s,
+                                           runs_root=self.options.runs_root, limit=limit)
+        self._publish_reservation(claim_pass.reservation)
+        by_index = {slot.gpu: slot for slot in self._gpu_slots()}
+        started = False
+        for job, placement in claimed:
+            started |= self._start(job, by_index[placement.gpus[0]], placement, now)
+        return started
+
+    def _gpus_now(self, children: list[Child]) -> list[Gpu]:
+        """This worker's GPUs: memory from the inventory, and what these children hold on them."""
+        indices = [slot.gpu for slot in self._gpu_slots()]
+        gpus = {gpu.index: gpu for gpu in self.inventory(indices)}
+        for child in children:
+            if child.placement is None:
+                continue
+            for index in child.placement.gpus:
+                gpus[index].held.append(Held(child.placement.share_mib, child.job.priority,
+                                             child.job.preemptible and child.stop_reason is None))
+        return [gpus[i] for i in indices]
+
+    def _publish_reservation(self, reservation: Reservation | None) -> None:
+        """Say in the database (for `sched status`) and once in the log which job the free GPUs wait for."""
+        def shown(held: Reservation | None) -> dict | None:
+            return held.as_json() if held is not None and held.gpus else None
+
+        before, self.reservation = self.reservation, reservation
+        if shown(before) == shown(reservation):
+            return
+        self.queue.set_reservation(self.worker_id, shown(reservation))
+        if shown(reservation) is not None:
+            log.info("reserving %s for %s #%d (priority %d, needs %d GPU(s)): lower-priority jobs do not "
+                     "start there", ", ".join(f"gpu{i}" for i in reservation.gpus), reservation.name,
+                     reservation.job_id, reservation.priority, reservation.needs)
+
+    def _start(self, job: ClaimedJob, slot: Slot, placement: Placement | None, now: float) -> bool:
+        """Hand a claimed job to a runner; False when it could not start (recorded as failed)."""
+        self.claimed += 1
+        try:
+            runner, warm = self._spawn(job, slot, placement)
+        except OSError as exc:  # runs folder not writable, disk full, ...
+            self._fail(job, FAILED, f"could not start the job: {exc}", None)
+            return False
+        self.children[job.id] = Child(job, runner, now, now, token=self._run_token(job), lane=slot.name,
+                                      placement=placement)
+        where = slot.name if placement is None else placement.slot + (
+            f" ({fmt_mib(placement.share_mib)} share)" if placement.share_mib is not None else "")
+        log.info("%s started on %s (attempt %d of %d, %s runner)", job.call, where, job.attempts,
+                 job.max_attempts, "warm" if warm else "new")
+        return True
 
     def _run_token(self, job: ClaimedJob) -> str:
         return f"{self.token}-{job.id}-{job.attempts}"
@@ -474,29 +579,35 @@ class WorkerLoop:
         env.pop(RUN_TOKEN, None)
         return env
 
-    def _take_runner(self, slot: Slot) -> tuple[RunnerProc, bool]:
-        """The slot's spare when it is alive, else a new runner; (runner, whether it was warm)."""
-        spare = self.spares.pop(slot.name, None)
-        if spare is not None:
+    def _take_runner(self, slot: Slot, gpu_job: bool) -> tuple[RunnerProc, bool]:
+        """The slot's spare when it is alive (a GPU job may take any GPU slot's: its devices are set
+        when it is handed over, and spares never start CUDA), else a new runner; (runner, warm)."""
+        names = [slot.name] + ([s.name for s in self._gpu_slots() if s.name != slot.name] if gpu_job else [])
+        for name in names:
+            spare = self.spares.pop(name, None)
+            if spare is None:
+                continue
             spare.messages()
             if spare.alive():
                 return spare, True
             spare.release()
         return start_runner(self._runner_env(slot)), False
 
-    def _spawn(self, job: ClaimedJob, slot: Slot) -> tuple[RunnerProc, bool]:
-        """Hand a claimed job to a runner on its slot; (runner, whether it was warm)."""
+    def _spawn(self, job: ClaimedJob, slot: Slot, placement: Placement | None) -> tuple[RunnerProc, bool]:
+        """Hand a claimed job to a runner; (runner, whether it was warm)."""
         from .store.engine import without_password
 
         Path(job.output_dir).mkdir(parents=True, exist_ok=True)
-        runner, warm = self._take_runner(slot)
+        runner, warm = self._take_runner(slot, placement is not None)
+        where = slot.name if placement is None else placement.slot
         with open(job.log_path, "a", encoding="utf-8") as log_file:  # before the runner writes there
-            log_file.write(header(job, slot.name, socket.gethostname(), warm=warm,
+            log_file.write(header(job, where, socket.gethostname(), warm=warm,
                                   when=time.strftime("%Y-%m-%d %H:%M:%S")))
         # The job's environment gets the database URL without its password (programs print their
         # environment, crash reports copy it); the runner gets the password through its stdin.
         url, password = without_password(self.queue.url)
-        env = {**slot.child_env(job.gpus), "SCHED_DB": url, RUN_TOKEN: self._run_token(job)}
+        devices = slot.child_env(0) if placement is None else placement_env(placement.gpus, placement.share_mib)
+        env = {**devices, "SCHED_DB": url, RUN_TOKEN: self._run_token(job)}
         try:
             runner.hand(job, env, password, reuse=self.options.warm)
         except OSError:  # the runner died just now: a new one

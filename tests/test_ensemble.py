@@ -466,6 +466,7 @@ def test_only_succeeded_jobs_carry_scores_a_tune_is_its_best_trial_and_left_out_
 ENSEMBLE_QUEUE = """
 vars: {train: "%(train)s", test: "%(test)s"}
 defaults:
+  gpus: 0  # the CPU
   params:
     finetune: {model: tiny, train: "{train}", test: "{test}", epochs: 2, batch_size: 32, max_length: 48,
                lr: 2e-3, precision: fp32, not_learning_epoch: 0}

@@ -24,6 +24,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 CHAIN = """
 vars: {train: "%(train)s", test: "%(test)s"}
 defaults:
+  gpus: 0  # the CPU: TAPT and fine-tune would ask for a GPU by default
   max_attempts: 1
   params:
     tapt: {texts: ["{train}", "{test}"], epochs: 1, batch_size: 32, max_length: 48, lr: 1e-3, precision: fp32}

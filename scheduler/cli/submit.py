@@ -62,7 +62,10 @@ def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reus
 @click.argument("kind")
 @click.option("--name", required=True, help="Unique job name.")
 @click.option("--priority", default=0, show_default=True, help="Higher runs first.")
-@click.option("--gpus", default=0, show_default=True, type=click.IntRange(0, 1), help="1: needs a GPU slot.")
+@click.option("--gpus", default=None, type=click.IntRange(0, 64),
+              help="GPUs it needs, all on one worker [default: the kind's: 1 for ML kinds, else 0].")
+@click.option("--gpu-memory", default=None, metavar="SIZE",
+              help="A 1-GPU job may share its GPU: its size (20GiB) or auto (the peak its like reached).")
 @click.option("--after", multiple=True, help="A job that must succeed first (repeatable).")
 @click.option("--max-attempts", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--timeout", default=None, help="Kill after this long: seconds, 30m, 2h.")
@@ -72,7 +75,7 @@ def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reus
               help="A job parameter; VALUE is read as YAML (numbers, lists).")
 @click.option("--no-check", is_flag=True, help="Skip the input checks (files, columns, labels, models).")
 @click.pass_context
-def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, preemptible, params, no_check) -> None:
+def add(ctx, kind, name, priority, gpus, gpu_memory, after, max_attempts, timeout, tags, preemptible, params, no_check) -> None:
     """Add one job.
 
     \b
@@ -86,7 +89,10 @@ def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, pre
     from ..plan import build_plan
     from ..submission import preflight
 
-    entry = {"name": name, "kind": kind, "priority": priority, "gpus": gpus, "after": list(after),
+    from ..gpus import gpu_request_text
+
+    entry = {"name": name, "kind": kind, "priority": priority, "gpus": gpus, "gpu_memory": gpu_memory,
+             "after": list(after),
              "max_attempts": max_attempts, "timeout": timeout, "tags": list(tags),
              "preemptible": preemptible, "params": dict(parse_pairs(params, "-p"))}
     specs = build_plan({"jobs": [entry]}, where="sched add")
@@ -97,4 +103,6 @@ def add(ctx, kind, name, priority, gpus, after, max_attempts, timeout, tags, pre
     for note in notes:
         console.print(Text(f"note: {visible(note)}", style="yellow"))
     verb = {"same": "already queued, unchanged:", "replace": "replaced queued job"}.get(planned.action, "added job")
-    console.print(Text(f"{verb} {planned.job_id} '{visible(name)}' ({kind}, priority {priority})"))
+    spec = specs[0]
+    needs = f", {gpu_request_text(spec.gpus, spec.gpu_memory_mib, spec.gpu_memory_auto)}" if spec.gpus else ""
+    console.print(Text(f"{verb} {planned.job_id} '{visible(name)}' ({kind}, priority {priority}{needs})"))

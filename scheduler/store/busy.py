@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from ..gpus import slot_gpus
 from .schema import busy, jobs
 
 BUCKET_S = 300
@@ -39,11 +40,13 @@ def split(start: datetime, end: datetime) -> list[tuple[datetime, float]]:
 
 
 def add_span(conn: Connection, slot: str | None, start: datetime | None, end: datetime) -> None:
-    """Count [start, end) as used time of `slot` (nothing when the attempt never started)."""
+    """Count [start, end) as used time of `slot` (nothing when the attempt never started); a
+    multi-GPU job's slot (`gpu0+1`) counts on each of its GPUs."""
     if slot is None or start is None or end <= start:
         return
-    for bucket, seconds in split(start, end):
-        _add(conn, slot, bucket, seconds)
+    for part in slot_gpus(slot):
+        for bucket, seconds in split(start, end):
+            _add(conn, part, bucket, seconds)
 
 
 def _add(conn: Connection, slot: str, bucket: datetime, seconds: float) -> None:
@@ -88,8 +91,9 @@ def rebuild(conn: Connection, since: datetime | None = None) -> None:
         query = query.where(jobs.c.finished_at > since)
     sums: dict[tuple[str, datetime], float] = {}
     for slot, start, end in conn.execute(query):
-        for bucket, seconds in split(start, end):
-            sums[(slot, bucket)] = sums.get((slot, bucket), 0.0) + seconds
+        for part in slot_gpus(slot):
+            for bucket, seconds in split(start, end):
+                sums[(part, bucket)] = sums.get((part, bucket), 0.0) + seconds
     rows = [{"slot": slot, "bucket": bucket, "seconds": seconds} for (slot, bucket), seconds in sums.items()]
     for start in range(0, len(rows), 5000):
         conn.execute(insert(busy), rows[start:start + 5000])

@@ -13,6 +13,7 @@ an unreachable or locked database does not change.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from datetime import datetime
@@ -20,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from ..gpus import slot_gpus
 from . import busy, schema
 from . import queries as q
 
@@ -166,9 +168,9 @@ class HotPath:
             if isinstance(started, str):
                 started = datetime.fromisoformat(started)
             if slot is not None and started is not None:
-                for bucket, seconds in busy.split(started, now):  # the time goes to sched_busy
-                    cursor.execute(self.add_busy.sql, self.add_busy.args(
-                        {"b_slot": slot, "b_bucket": bucket, "b_seconds": seconds}))
+                for part, (bucket, seconds) in itertools.product(slot_gpus(slot), busy.split(started, now)):
+                    cursor.execute(self.add_busy.sql, self.add_busy.args(  # the time goes to sched_busy
+                        {"b_slot": part, "b_bucket": bucket, "b_seconds": seconds}))
             if not self.sqlite:
                 cursor.execute(f"NOTIFY {q.NOTIFY_CHANNEL}")  # its dependents may run now
             return True

@@ -140,6 +140,66 @@ def upcoming_kinds(conn: Connection, limit: int) -> list[str]:
     return list(dict.fromkeys(conn.execute(UPCOMING_KINDS, {"limit": limit}).scalars()))
 
 
+# ---- GPU claims (scheduler/gpus.py decides the placement) --------------------------------------
+
+# The runnable GPU jobs a worker with `slot_gpus` GPUs could run, in claim order; locked (others
+# skip them on PostgreSQL) until the claim pass commits.
+GPU_CANDIDATES = (
+    select(jobs.c.id, jobs.c.name, jobs.c.priority, jobs.c.gpus, jobs.c.gpu_memory_mib, jobs.c.gpu_memory_auto,
+           jobs.c.memory_key, jobs.c.exclusive, jobs.c.preemptible)
+    .where(*_RUNNABLE, jobs.c.gpus >= 1)
+    .order_by(jobs.c.priority.desc(), jobs.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True, of=jobs)
+)
+
+CLAIM_PLACED = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"), jobs.c.status == QUEUED)
+    .values(status=RUNNING, worker_id=bindparam("b_worker"), slot=bindparam("b_slot"),
+            attempts=jobs.c.attempts + 1, lease_until=bindparam("b_lease"), placed_mib=bindparam("b_placed"),
+            started_at=bindparam("b_now"), finished_at=None, exit_code=None, cancel_requested=False,
+            progress_done=None, progress_total=None, progress_message=None, error=None, gpu_peak_mib=None,
+            output_dir=bindparam("b_output_dir"), log_path=bindparam("b_log_path"))
+    .returning(*CLAIMED_COLUMNS)
+)
+
+
+def gpu_candidates(conn: Connection, slot_gpus: int, limit: int) -> list[Row]:
+    return conn.execute(GPU_CANDIDATES, {"slot_gpus": slot_gpus, "limit": limit}).all()
+
+
+def claim_placed(conn: Connection, **values) -> Row | None:
+    """queued -> running on the GPUs a claim pass chose (keys: CLAIM_PLACED's b_ params)."""
+    return conn.execute(CLAIM_PLACED, values).first()
+
+
+def peaks_by_memory_key(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
+    """The highest GPU memory peak recorded per memory key (what `gpu_memory: auto` asks for)."""
+    keys = sorted(set(keys))
+    if not keys:
+        return {}
+    rows = conn.execute(select(jobs.c.memory_key, func.max(jobs.c.gpu_peak_mib))
+                        .where(jobs.c.memory_key.in_(keys), jobs.c.gpu_peak_mib.is_not(None))
+                        .group_by(jobs.c.memory_key))
+    return {key: peak for key, peak in rows}
+
+
+def record_gpu_peak(conn: Connection, job_id: int, peak_mib: int) -> None:
+    """The most GPU memory the job's attempt reserved (kept: the highest of its processes)."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id)
+                 .values(gpu_peak_mib=func.max(func.coalesce(jobs.c.gpu_peak_mib, 0), peak_mib)
+                         if conn.dialect.name == "sqlite" else
+                         func.greatest(func.coalesce(jobs.c.gpu_peak_mib, 0), peak_mib)))
+
+
+def requeue_exclusive(conn: Connection, job_id: int, owner: int, message: str, now: datetime) -> bool:
+    """running -> queued as a whole-GPU job, the attempt given back: it ran out of memory on a GPU
+    it shared, which says nothing about the job itself."""
+    return finish_owned(conn, job_id, owner, now, status=QUEUED, failure_kind=PREEMPTED, message=message,
+                        attempts=jobs.c.attempts - 1, worker_id=None, exclusive=True)
+
+
 def top_waiting_priority(conn: Connection, slot_gpus: int) -> int | None:
     return conn.execute(TOP_WAITING, {"slot_gpus": slot_gpus}).scalar()
 

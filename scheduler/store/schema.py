@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     Unicode,
     UniqueConstraint,
+    false,
 )
 
 from .states import QUEUED, WorkerState
@@ -72,6 +73,15 @@ jobs = Table(
     Column("source", Text, nullable=True),  # the queue file that submitted it, or "sched add"
     Column("reused_from", Integer, nullable=True),  # the succeeded job whose results stand for this one
     Column("hooks", JSON, nullable=True),  # {"on_finish": argv, "on_failure": argv}
+    # GPU memory (scheduler/gpus.py): its `gpu_memory:` (MiB, or auto), the key its like share
+    # recorded peaks under, whole GPU after an out-of-memory on a shared one, the share it was
+    # placed with, and the peak torch reserved (MiB).
+    Column("gpu_memory_mib", Integer, nullable=True),
+    Column("gpu_memory_auto", Boolean, nullable=False, default=False, server_default=false()),
+    Column("memory_key", String(32), nullable=True, index=True),
+    Column("exclusive", Boolean, nullable=False, default=False, server_default=false()),
+    Column("placed_mib", Integer, nullable=True),
+    Column("gpu_peak_mib", Integer, nullable=True),
 )
 # The claim query walks this index in claim order (priority high to low, then FIFO) and stops at
 # the first runnable row, so a claim stays fast with 100,000 queued jobs.
@@ -118,6 +128,8 @@ workers = Table(
     Column("heartbeat", DateTime, nullable=False),
     # NVML readings of the worker's GPUs at its last heartbeat: [{gpu, util, mem_used, mem_total}]
     Column("gpu_stats", JSON, nullable=True),
+    # The waiting multi-GPU job it keeps free GPUs for: {job_id, name, priority, gpus, needs}
+    Column("reservation", JSON, nullable=True),
 )
 
 # Key/value settings of the whole queue: the drain flag; `schema_version` for sched 0.1 (see migrate.py).

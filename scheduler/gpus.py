@@ -1,0 +1,270 @@
+"""Where GPU jobs go on one worker: whole GPUs, gangs of k GPUs, and memory shares of one GPU.
+
+A worker's claim is one *pass* over the runnable GPU jobs in claim order (priority high to low,
+then first submitted). Each job asks for k GPUs and, when k is 1, maybe only part of one: its
+declared `gpu_memory`, or for `auto` the peak its like (same kind, model and memory params)
+reached before plus a margin. The pass places what fits:
+
+- a whole-GPU job (k >= 1, no size, or `exclusive` after an out-of-memory on a shared GPU) takes
+  k GPUs that run nothing;
+- a shared job takes the busiest GPU it fits on (fewest whole GPUs broken up for the next gang),
+  where it fits while the declared sizes there add up to at most the GPU's memory minus the
+  headroom, and NVML's free memory minus the headroom covers it too (other programs use GPUs).
+
+No starvation (Slurm-style reservation): the first job in claim order that does not fit reserves
+the free GPUs it would use. Jobs after it that are not preemptible may not start on them; a
+preemptible one may (backfill), and is asked to yield once the reserved job can start.
+
+Pure logic on plain data: the worker feeds it NVML readings and the jobs it runs, tests feed it
+fake inventories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from .errors import SchedError
+
+DEFAULT_HEADROOM_MIB = 2048  # left free on every GPU: CUDA context, allocator slack, the driver
+AUTO_FACTOR = 1.1  # `gpu_memory: auto` asks for the recorded peak times this, plus AUTO_MARGIN_MIB
+AUTO_MARGIN_MIB = 768
+
+_UNITS = {"": 1, "m": 1, "mb": 1, "mib": 1, "g": 1024, "gb": 1024, "gib": 1024, "t": 1024 ** 2, "tib": 1024 ** 2}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+
+
+def parse_memory(value: str | int | float | None) -> int | str | None:
+    """`20GiB`, `20G`, `512MiB`, a number of MiB, or `auto` -> MiB (int), "auto", or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise SchedError(f"gpu_memory: give a size like 20GiB or auto, not {value}")
+    if isinstance(value, (int, float)):
+        mib = int(value)
+    else:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        match = _SIZE.match(text)
+        if not match or match.group(2) not in _UNITS:
+            raise SchedError(f"gpu_memory: '{value}' is not a size (use e.g. 20GiB, 512MiB or auto)")
+        mib = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if mib < 64:
+        raise SchedError(f"gpu_memory: {value} is too small for a GPU job (at least 64MiB)")
+    return mib
+
+
+def fmt_mib(mib: float | None) -> str:
+    if mib is None:
+        return "-"
+    return f"{mib / 1024:.1f}GiB" if mib >= 1024 else f"{int(mib)}MiB"
+
+
+def auto_need(peak_mib: float) -> int:
+    """What `gpu_memory: auto` asks for after a recorded peak."""
+    return int(peak_mib * AUTO_FACTOR + AUTO_MARGIN_MIB)
+
+
+def memory_key(kind, params: dict) -> str | None:
+    """Jobs alike in what decides their GPU memory share one key (`gpu_memory: auto`); None for a
+    kind that names no memory params."""
+    if not kind.memory_params:
+        return None
+    shown = params
+    if kind.display.params_of and isinstance(params.get(kind.display.params_of), dict):
+        shown = params[kind.display.params_of]
+    model_param = kind.display.model_param or "model"
+    picked = {name: shown.get(name) for name in (model_param, *kind.memory_params)}
+    text = json.dumps([kind.name, picked], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def slot_name(gpus: tuple[int, ...]) -> str:
+    """The slot a job ran on, as stored: `gpu1`, `gpu0+1`, `gpu0-3+6` (runs of GPUs shortened)."""
+    runs: list[list[int]] = []
+    for index in sorted(gpus):
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    parts = [f"{r[0]}-{r[-1]}" if len(r) > 2 else "+".join(map(str, r)) for r in runs]
+    return "gpu" + "+".join(parts)
+
+
+def slot_gpus(slot: str) -> list[str]:
+    """The per-GPU slot names of a stored slot: `gpu0+1` -> [gpu0, gpu1]; `cpu0` -> [cpu0]."""
+    if not slot.startswith("gpu") or not slot[3:]:
+        return [slot]
+    names = []
+    for part in slot[3:].split("+"):
+        low, _, high = part.partition("-")
+        try:
+            names.extend(f"gpu{i}" for i in range(int(low), int(high or low) + 1))
+        except ValueError:
+            return [slot]
+    return names
+
+
+@dataclass(frozen=True)
+class Held:
+    """A job on a GPU: its share (None: the whole GPU), priority, and whether it may be asked to yield."""
+
+    share_mib: int | None
+    priority: int = 0
+    preemptible: bool = False
+
+
+@dataclass
+class Gpu:
+    """One GPU of a worker as a pass sees it."""
+
+    index: int
+    total_mib: int | None  # NVML total; None when unknown (no sharing then)
+    free_mib: int | None = None  # NVML free at the start of the pass
+    held: list[Held] = field(default_factory=list)  # the jobs on it
+
+    @property
+    def whole(self) -> bool:
+        return any(h.share_mib is None for h in self.held)
+
+    @property
+    def shares(self) -> list[int]:
+        return [h.share_mib for h in self.held if h.share_mib is not None]
+
+    @property
+    def idle(self) -> bool:
+        return not self.held
+
+    def without_yielding(self, priority: int) -> Gpu:
+        """This GPU once its preemptible jobs below `priority` had stopped."""
+        staying = [h for h in self.held if not (h.preemptible and h.priority < priority)]
+        gone = len(staying) < len(self.held)
+        return Gpu(self.index, self.total_mib, None if gone else self.free_mib, staying)
+
+    def room(self, headroom: int, placed_now: int) -> int:
+        """MiB a new shared job may declare here."""
+        if self.whole or self.total_mib is None:
+            return 0
+        room = self.total_mib - headroom - sum(self.shares)
+        if self.free_mib is not None:  # what NVML sees free, less what this pass placed already
+            room = min(room, self.free_mib - headroom - placed_now)
+        return room
+
+
+@dataclass(frozen=True)
+class Request:
+    """A runnable GPU job as the pass sees it."""
+
+    job_id: int
+    name: str
+    priority: int
+    gpus: int
+    share_mib: int | None = None  # None: whole GPUs
+    preemptible: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    gpus: tuple[int, ...]
+    share_mib: int | None = None
+
+    @property
+    def slot(self) -> str:
+        return slot_name(self.gpus)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    job_id: int
+    name: str
+    priority: int
+    gpus: tuple[int, ...]  # the free GPUs kept for it (none: it waits for memory on busy ones)
+    needs: int
+    share_mib: int | None = None
+    by_preemption: bool = False  # it fits once lower-priority preemptible jobs yield: they are asked to
+
+    def as_json(self) -> dict:
+        return {"job_id": self.job_id, "name": self.name, "priority": self.priority,
+                "gpus": list(self.gpus), "needs": self.needs}
+
+
+class ClaimPass:
+    """One claim pass over a worker's GPUs: `place(request)` says where a job goes (or None)."""
+
+    def __init__(self, gpus: list[Gpu], headroom_mib: int = DEFAULT_HEADROOM_MIB):
+        self.gpus = {gpu.index: gpu for gpu in gpus}
+        self.headroom = headroom_mib
+        self.placed_now: dict[int, int] = {}  # MiB placed by this pass per GPU (NVML free lags)
+        self.reservation: Reservation | None = None
+
+    @property
+    def can_share(self) -> bool:
+        """Sharing needs each GPU's memory; without NVML readings every job takes whole GPUs."""
+        return all(gpu.total_mib is not None for gpu in self.gpus.values())
+
+    def place(self, request: Request) -> Placement | None:
+        """Where the job goes (and book it), or None; the first job that does not fit reserves."""
+        placement = self._fit(request)
+        if placement is not None:
+            self._book(placement, request)
+            return placement
+        if self.reservation is None and request.gpus <= len(self.gpus):
+            free = tuple(i for i, gpu in sorted(self.gpus.items()) if gpu.idle)[:request.gpus]
+            self.reservation = Reservation(request.job_id, request.name, request.priority, free, request.gpus,
+                                           request.share_mib, self.fits_once_yielded(request))
+        return None
+
+    def fits_once_yielded(self, request: Request) -> bool:
+        """Whether the job would fit once the preemptible jobs below its priority stopped."""
+        trial = ClaimPass([gpu.without_yielding(request.priority) for gpu in self.gpus.values()], self.headroom)
+        return trial._fit(request) is not None
+
+    def _usable(self, gpu: Gpu, request: Request) -> bool:
+        """A reserved GPU takes no lower-priority job; a preemptible one may backfill it while the
+        reserved job waits for jobs that will not yield (it is asked to yield once that changes)."""
+        held = self.reservation
+        if held is None or gpu.index not in held.gpus:
+            return True
+        return request.preemptible and not held.by_preemption
+
+    def _fit(self, request: Request) -> Placement | None:
+        if request.share_mib is not None and request.gpus == 1:
+            fits = [gpu for gpu in self.gpus.values() if self._usable(gpu, request)
+                    and gpu.room(self.headroom, self.placed_now.get(gpu.index, 0)) >= request.share_mib]
+            if not fits:
+                return None
+            # Busiest first, then the tightest fit: idle GPUs stay whole for gangs and big jobs.
+            best = min(fits, key=lambda g: (g.idle, g.room(self.headroom, self.placed_now.get(g.index, 0)), g.index))
+            return Placement((best.index,), request.share_mib)
+        idle = [i for i, gpu in sorted(self.gpus.items()) if gpu.idle and self._usable(gpu, request)]
+        if len(idle) < request.gpus:
+            return None
+        return Placement(tuple(idle[:request.gpus]))
+
+    def _book(self, placement: Placement, request: Request) -> None:
+        for index in placement.gpus:
+            self.gpus[index].held.append(Held(placement.share_mib, request.priority, request.preemptible))
+            if placement.share_mib is not None:
+                self.placed_now[index] = self.placed_now.get(index, 0) + placement.share_mib
+
+
+def share_for(gpu_memory_mib: int | None, auto: bool, exclusive: bool, peak_mib: float | None) -> int | None:
+    """The MiB a 1-GPU job declares for sharing, or None for a whole GPU."""
+    if exclusive:
+        return None
+    if auto:
+        return auto_need(peak_mib) if peak_mib else None  # no history yet: a whole GPU
+    return gpu_memory_mib
+
+
+def gpu_request_text(gpus: int, gpu_memory_mib: int | None, auto: bool) -> str:
+    """`1 GPU`, `2 GPUs`, `1 GPU, shared (20.0GiB)`, `1 GPU, shared (auto)`."""
+    text = f"{gpus} GPU" + ("s" if gpus != 1 else "")
+    if gpus == 1 and auto:
+        return text + ", shared (auto)"
+    if gpus == 1 and gpu_memory_mib:
+        return text + f", shared ({fmt_mib(gpu_memory_mib)})"
+    return text
