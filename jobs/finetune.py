@@ -157,7 +157,8 @@ def run(params, ctx: JobContext) -> None:
         result = finetune(cfg, train, val, test, output_dir=str(ctx.output_dir / "train"), hooks=hooks_for(ctx))
     except StopRequested as stop:
         raise Preempted(str(stop)) from None
-    _report(ctx, result, split.fingerprint, epochs)
+    if result is not None:  # None: another rank of a data-parallel run; rank 0 reports
+        _report(ctx, result, split.fingerprint, epochs)
 
 
 def _report(ctx: JobContext, result, fingerprint: str, epochs: int) -> None:

@@ -53,6 +53,8 @@ def run(params, ctx: JobContext) -> None:
         result = tapt(cfg, texts, output_dir=str(ctx.output_dir / "train"), hooks=hooks_for(ctx))
     except StopRequested as stop:
         raise Preempted(str(stop)) from None
+    if result is None:  # another rank of a data-parallel run: rank 0 reports
+        return
     ctx.log_metric("final_mlm_loss", result.final_mlm_loss)
     ctx.log_metric("final_perplexity", result.final_perplexity)
     if result.initial_mlm_loss is not None:

@@ -11,6 +11,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from transformers import TrainerCallback
 
+from pipeline.distributed import any_rank, barrier
 from pipeline.health import Diverged, NotLearning, check_loss, dead_reason_of
 from pipeline.hooks import Hooks, StopRequested
 
@@ -61,7 +62,8 @@ class HooksCallback(TrainerCallback):
         self.hooks.on_progress(state.global_step, state.max_steps,
                                f"steps · epoch {state.epoch:.1f}/{state.num_train_epochs:g}")
         self.hooks.fault("step_end", self._state(args, state))
-        if self.hooks.should_stop():
+        # In a data-parallel run every rank stops at the step where any rank saw the request.
+        if any_rank(self.hooks.should_stop()):
             # Ask the Trainer to checkpoint at this step; on_save raises once the files are on disk.
             self.stop_requested = True
             control.should_save = True
@@ -70,6 +72,9 @@ class HooksCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         ckpt = checkpoint_dir(args, state)
         if self.stop_requested:
+            # Every rank waits for rank 0's files: a rank that left first would make torchrun
+            # stop the others, rank 0 perhaps halfway through writing the checkpoint.
+            barrier()
             raise StopRequested(ckpt)
         if _at_epoch_boundary(state):
             self.hooks.fault("epoch_end", self._state(args, state, ckpt))
@@ -193,7 +198,8 @@ class SWACallback(TrainerCallback):
             self.average.update_parameters(model)
 
     def on_save(self, args, state, control, **kwargs):
-        if self.average is not None and int(self.average.n_averaged) > 0:
+        # The process that writes the checkpoint writes the average (rank 0 of a data-parallel run).
+        if args.should_save and self.average is not None and int(self.average.n_averaged) > 0:
             torch.save(self.average.state_dict(), os.path.join(checkpoint_dir(args, state), SWA_STATE))
 
     def on_train_end(self, args, state, control, model=None, **kwargs):

@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from pipeline.data import LABEL_NAMES
+from pipeline.distributed import main_first
 from pipeline.errors import ModelNotFoundError
 from pipeline.tokenizers import train_wordpiece_tokenizer
 
@@ -116,11 +117,17 @@ def resolve_model_source(spec: str, workdir: str | os.PathLike, texts: Sequence[
     """Map a model spec to something ``from_pretrained`` takes.
 
     ``"tiny"`` builds the tiny preset under ``workdir/tiny`` (or reuses it if already built there);
-    any other spec (hub name or path) is passed through unchanged.
+    any other spec (hub name or path) is passed through unchanged. In a data-parallel run rank 0
+    builds it and the other ranks wait, then reuse it.
     """
     if spec != TINY:
         return spec
-    out_dir = os.path.join(os.fspath(workdir), TINY)
+    with main_first():
+        return _tiny(os.path.join(os.fspath(workdir), TINY), texts)
+
+
+def _tiny(out_dir: str, texts: Sequence[str] | None) -> str:
+    """The tiny preset in ``out_dir``: a finished one found there, or one built now."""
     if all(os.path.exists(os.path.join(out_dir, f)) for f in _TINY_DONE):
         return out_dir
     if not texts:

@@ -6,7 +6,11 @@ What this adds to a plain Trainer script:
 - a checkpoint every epoch, and automatic resume from it when the same call is run again;
 - out-of-memory recovery that halves the per-device batch and doubles gradient accumulation;
 - ``Hooks`` for metrics, progress, stop requests and fault injection (the queue's window in);
-- a tokenization cache, dynamic padding and length-grouped batches (speed).
+- a tokenization cache, dynamic padding and length-grouped batches (speed);
+- data-parallel runs: launched by torchrun (one process per GPU), the Trainer runs DDP; rank 0
+  alone writes the shared files (run state, final model, logits, predictions, result.json) and
+  the others return None (``pipeline.distributed``). The batch size is per process, so the
+  global batch is processes x batch_size and an epoch takes 1/processes of the steps.
 
 Layout of ``output_dir``::
 
@@ -40,11 +44,17 @@ from pipeline.callbacks import HealthCallback, HooksCallback, SWACallback
 from pipeline.checkpoints import drop_incomplete_checkpoints
 from pipeline.config import FinetuneConfig, TaptConfig
 from pipeline.data import rows_fingerprint
+from pipeline.distributed import is_main, main_first, rank, world_size
 from pipeline.health import majority_share
 from pipeline.hooks import NULL_HOOKS, Hooks, StopRequested
 from pipeline.losses import make_compute_loss_func
 from pipeline.metrics import accuracy, compute_metrics, macro_f1, softmax
-from pipeline.models import load_classifier, load_mlm, load_tokenizer, resolve_model_source
+from pipeline.models import (
+    load_classifier,
+    load_mlm,
+    load_tokenizer,
+    resolve_model_source,
+)
 from pipeline.predictions import write_predictions
 from pipeline.tokenizers import add_special_tokens
 
@@ -142,6 +152,8 @@ def _training_args(cfg, ckpt_dir: str, batch: int, accum: int, evaluate: bool, *
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
+        # Several processes on CPUs talk over gloo (accelerate would take MPI where torch has it).
+        ddp_backend="gloo" if world_size() > 1 and not cuda else None,
         # Keep our extra feature keys (offsets for whole-word masking); our collators build the batch.
         remove_unused_columns=False,
         # Lets a resumed run restore the early-stopping patience counter.
@@ -170,28 +182,36 @@ def _start_run_state(output_dir: str, cfg) -> dict:
     """Load the run state of an interrupted run (same config) or start a fresh one.
 
     The batch size and accumulation live here, not in the config, so a run that halved its batch
-    after an OOM resumes with the halved batch.
+    after an OOM resumes with the halved batch. In a data-parallel run rank 0 writes it first
+    (the others wait, then read it): the process count is part of it, since a checkpoint's step
+    count means another number of epochs with another count.
     """
-    path = os.path.join(output_dir, RUN_STATE)
-    state = _read_json(path)
-    has_checkpoint = _last_checkpoint(output_dir) is not None
-    # A setting the saved config lacks was added by a later version: the run began without it.
-    changed = [] if state is None else sorted(k for k, v in cfg.to_dict().items()
-                                              if k in state["config"] and state["config"][k] != v)
-    if state is not None and has_checkpoint and changed:
-        raise ValueError(
-            f"{output_dir} holds checkpoints of a run with a different config (changed: {changed}); "
-            "use a fresh output_dir or delete the old one"
-        )
-    if state is None or not has_checkpoint:
-        state = {"config": cfg.to_dict(), "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-                 "oom_retries": 0}
-        _write_json(path, state)
+    with main_first():
+        path = os.path.join(output_dir, RUN_STATE)
+        state = _read_json(path)
+        has_checkpoint = _last_checkpoint(output_dir) is not None
+        # A setting the saved config lacks was added by a later version: the run began without it.
+        changed = [] if state is None else sorted(k for k, v in cfg.to_dict().items()
+                                                  if k in state["config"] and state["config"][k] != v)
+        if state is not None and state.get("processes", 1) != world_size():
+            changed.append("processes")
+        if state is not None and has_checkpoint and changed:
+            raise ValueError(
+                f"{output_dir} holds checkpoints of a run with a different config (changed: {changed}); "
+                "use a fresh output_dir or delete the old one"
+            )
+        if state is None or not has_checkpoint:
+            state = {"config": cfg.to_dict(), "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                     "oom_retries": 0, "processes": world_size()}
+            if is_main():
+                _write_json(path, state)
     return state
 
 
 def _last_checkpoint(output_dir: str) -> str | None:
-    for path in drop_incomplete_checkpoints(output_dir):  # a kill mid-save leaves one unusable
+    # A kill mid-save leaves one unusable. Rank 0 alone removes them (before the others look, see
+    # _start_run_state): another rank must never delete a checkpoint rank 0 is still writing.
+    for path in drop_incomplete_checkpoints(output_dir) if is_main() else ():
         log.warning("removed the unfinished checkpoint %s", path)
     ckpt_dir = os.path.join(output_dir, CHECKPOINTS)
     return get_last_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
@@ -220,6 +240,12 @@ def _train_with_oom_retry(build: Callable[[int, int], tuple[Trainer, HooksCallba
         except torch.cuda.OutOfMemoryError as exc:
             if os.environ.get("SCHED_GPU_SHARE_MIB"):
                 raise  # a shared GPU: its neighbours took the memory; the worker gives it a whole GPU
+            if world_size() > 1:
+                # One rank halving its batch alone would leave the others waiting in a gradient exchange.
+                raise RuntimeError(
+                    f"out of GPU memory at per-device batch size {batch} in a data-parallel run "
+                    f"({world_size()} processes cannot retry with a smaller batch); lower batch_size"
+                ) from exc
             if batch <= 1:
                 raise RuntimeError(
                     f"out of GPU memory even at per-device batch size 1 (grad_accum {accum}); "
@@ -307,18 +333,28 @@ def _speed(trainer: Trainer) -> tuple[float, float]:
 
 
 def _save_final(trainer: Trainer, tokenizer, model_dir: str) -> None:
-    trainer.save_model(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    trainer.save_model(model_dir)  # every rank calls it; the Trainer writes from rank 0 only
+    if is_main():
+        tokenizer.save_pretrained(model_dir)
+
+
+def _encode(cache: TokenCache, tokenizer, frames: list[pd.DataFrame | None], max_length: int) -> list:
+    """Token ids of each frame's texts (None for None); rank 0 fills the cache, the others read it."""
+    with main_first():
+        return [None if df is None else cache.encode(tokenizer, df["text"].tolist(), max_length)
+                for df in frames]
 
 
 def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame | None,
              test_df: pd.DataFrame | None, output_dir: str | os.PathLike,
-             hooks: Hooks | None = None) -> FinetuneResult:
+             hooks: Hooks | None = None) -> FinetuneResult | None:
     """Fine-tune ``cfg.model`` on ``train_df`` (columns text, label), evaluating on ``val_df`` per epoch.
 
     Re-running with the same ``output_dir`` and config resumes from the last checkpoint. With
     ``cfg.full_data`` the model trains on train+val for ``cfg.epochs`` without evaluation.
     Test logits are written whenever ``test_df`` is given (its labels are optional).
+    In a data-parallel run only rank 0 scores the final model and returns the result; the other
+    ranks return None once training is over.
     """
     cfg.validate()
     hooks = hooks or NULL_HOOKS
@@ -335,8 +371,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
         # Before encoding, so the cache key (which hashes the tokenizer) sees the new tokens.
         add_special_tokens(tokenizer, None, cfg.special_tokens)
     cache = TokenCache(cfg.cache_dir)
-    train_enc = cache.encode(tokenizer, train_df["text"].tolist(), cfg.max_length)
-    val_enc = cache.encode(tokenizer, val_df["text"].tolist(), cfg.max_length) if evaluate else None
+    train_enc, val_enc = _encode(cache, tokenizer, [train_df, val_df if evaluate else None], cfg.max_length)
     train_ds = EncodedDataset(train_enc.input_ids, train_df["label"].to_numpy())
     val_ds = EncodedDataset(val_enc.input_ids, val_df["label"].to_numpy()) if evaluate else None
     fp16, bf16 = resolve_precision(cfg.precision)
@@ -379,6 +414,8 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     trainer, hooks_cb, resumed_from = _train_with_oom_retry(build, output_dir, run_state, hooks)
     model_dir = os.path.join(output_dir, "model")
     _save_final(trainer, tokenizer, model_dir)
+    if not is_main():
+        return None
     _write_json(os.path.join(model_dir, INFERENCE), {"max_length": cfg.max_length, "num_labels": cfg.num_labels})
     result = _finish_finetune(cfg, trainer, hooks_cb, tokenizer, cache, output_dir, model_dir, val_df,
                               val_enc, test_df, run_state, resumed_from)
@@ -435,11 +472,12 @@ def _holdout(n: int, fraction: float, max_rows: int, seed: int) -> tuple[np.ndar
 
 
 def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
-         hooks: Hooks | None = None) -> TaptResult:
+         hooks: Hooks | None = None) -> TaptResult | None:
     """Continue masked-LM pretraining of ``cfg.model`` on the task's texts.
 
     Logs held-out MLM loss and perplexity per epoch (and once before training), resumes like
     ``finetune``, and saves model + tokenizer to ``output_dir/model``, loadable by ``load_classifier``.
+    Returns None on the ranks other than 0 of a data-parallel run (rank 0 writes and returns).
     """
     cfg.validate()
     hooks = hooks or NULL_HOOKS
@@ -452,7 +490,8 @@ def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
     run_state = _start_run_state(output_dir, cfg)
 
     tokenizer = load_tokenizer(source)
-    enc = TokenCache(cfg.cache_dir).encode(tokenizer, texts, cfg.max_length, with_offsets=cfg.whole_word_mask)
+    with main_first():  # rank 0 fills the token cache, the others read it
+        enc = TokenCache(cfg.cache_dir).encode(tokenizer, texts, cfg.max_length, with_offsets=cfg.whole_word_mask)
     train_idx, eval_idx = _holdout(len(texts), cfg.eval_fraction, cfg.eval_max_rows, cfg.seed)
 
     def subset(idx):
@@ -460,7 +499,8 @@ def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
         return EncodedDataset([enc.input_ids[i] for i in idx], offsets=offsets)
 
     fp16, bf16 = resolve_precision(cfg.precision)
-    collator = MLMPadCollator(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, seed=cfg.seed,
+    # Each rank its own masking stream: with one seed every rank would mask the same positions.
+    collator = MLMPadCollator(tokenizer, cfg.mlm_probability, cfg.whole_word_mask, seed=cfg.seed + rank(),
                               pad_to_multiple_of=8 if (fp16 or bf16) else None)
 
     def build(batch: int, accum: int) -> tuple[Trainer, HooksCallback]:
@@ -478,6 +518,8 @@ def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
     trainer, hooks_cb, resumed_from = _train_with_oom_retry(build, output_dir, run_state, hooks)
     model_dir = os.path.join(output_dir, "model")
     _save_final(trainer, tokenizer, model_dir)
+    if not is_main():
+        return None
     result = _tapt_result(trainer, hooks_cb, output_dir, model_dir, run_state, resumed_from)
     _write_json(os.path.join(output_dir, "result.json"), dataclasses.asdict(result))
     return result

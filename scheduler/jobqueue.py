@@ -34,7 +34,17 @@ from .store.states import (
     SUCCEEDED,
     UPSTREAM_FAILED,
 )
-from .submission import REFUSED, REPLACE, RERUN, SAME, Planned, SubmitPlan, archived_name, hash_batch, plan_submission
+from .submission import (
+    REFUSED,
+    REPLACE,
+    RERUN,
+    SAME,
+    Planned,
+    SubmitPlan,
+    archived_name,
+    hash_batch,
+    plan_submission,
+)
 
 __all__ = ["JobQueue", "JobSpec", "ClaimedJob", "HeartbeatReply", "run_folder_name", "DEFAULT_LEASE_S",
            "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "KILLED", "LOST", "CANCELLED", "UPSTREAM_FAILED",

@@ -34,8 +34,8 @@ from .gpus import parse_memory
 from .jobqueue import JobSpec
 from .limits import (
     MAX_ATTEMPTS,
-    MAX_GPUS,
     MAX_FILE_BYTES,
+    MAX_GPUS,
     MAX_JOBS_PER_FILE,
     PRIORITY_MAX,
     PRIORITY_MIN,

@@ -17,6 +17,9 @@ ERROR_FILE in its folder; the traceback goes to the job's log (stdout and stderr
 
 Nothing a job starts outlives it: the runner is a child subreaper, kills every process below it
 when the job ends, and does the same when its worker dies (`WORKER_GONE_SIGNAL`, jobs/proc.py).
+
+A job of a data-parallel kind given several GPUs (SCHED_PROCESSES=k) runs as k processes that
+torchrun starts (scheduler/dataparallel.py); rank 0 of them records (scheduler/ranks.py).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ ERROR_FILE = ".sched-error.json"
 WORKER_GONE_SIGNAL = signal.SIGUSR2  # sent by Linux when the worker dies (PR_SET_PDEATHSIG)
 
 
-class _StopFlag:
+class StopFlag:
     """Set by SIGTERM/SIGUSR1 from the worker; jobs read it through `ctx.should_stop()`."""
 
     def __init__(self):
@@ -74,7 +77,7 @@ class _Reports:
         os.write(self.fd, (json.dumps(message) + "\n").encode())
 
 
-class _Queue:
+class QueueLink:
     """The queue's database, opened on first use (a shell job that logs nothing never opens it)."""
 
     def __init__(self):
@@ -102,10 +105,10 @@ class _Queue:
         self._queue = self._records = None
 
 
-class _LazyReporter:
+class LazyReporter:
     """A job context's reporter that opens the database when the job first reports something."""
 
-    def __init__(self, queue: _Queue):
+    def __init__(self, queue: QueueLink):
         self.queue = queue
 
     def __getattr__(self, name):
@@ -118,7 +121,7 @@ def main(argv: list[str]) -> int:
     parent_pid, reports = int(argv[1]), _Reports(int(argv[2]))
     # The handler first: Linux may send the signal as soon as prctl has run.
     signal.signal(WORKER_GONE_SIGNAL, _worker_gone)
-    stop = _StopFlag()
+    stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGUSR1, stop.set)
 
@@ -146,21 +149,21 @@ def _preload(modules: list[str]) -> None:
             print(f"preload of {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
-def _serve(reports: _Reports, stop: _StopFlag) -> int:
+def _serve(reports: _Reports, stop: StopFlag) -> int:
     from jobs.proc import kill_tree
 
     base_env = dict(os.environ)
-    queue = _Queue()
+    queue = QueueLink()
     while True:
         line = sys.stdin.readline()
         if not line:  # the worker closed our stdin: no more jobs
             queue.close()
             return 0
         order = json.loads(line)
-        _attach_log(order["log_path"])
+        attach_log(order["log_path"])
         os.environ.clear()
         os.environ.update({**base_env, **order["env"]})
-        queue.set_url(_with_password(order["env"]["SCHED_DB"], order.get("password")))
+        queue.set_url(url_with_password(order["env"]["SCHED_DB"], order.get("password")))
         try:
             code, reusable = _run(order["job"], stop, queue)
         finally:
@@ -174,7 +177,7 @@ def _serve(reports: _Reports, stop: _StopFlag) -> int:
             return code
 
 
-def _attach_log(path: str) -> None:
+def attach_log(path: str) -> None:
     """The job's log becomes this process's stdout and stderr (its programs inherit them)."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -185,7 +188,7 @@ def _attach_log(path: str) -> None:
     os.close(fd)
 
 
-def _with_password(url: str, password: str | None) -> str:
+def url_with_password(url: str, password: str | None) -> str:
     """The database URL with the password the worker sent (it is kept out of the job's environment)."""
     if password is None:
         return url
@@ -194,22 +197,28 @@ def _with_password(url: str, password: str | None) -> str:
     return with_password(url, password)
 
 
-def _run(job: dict, stop: _StopFlag, queue: _Queue) -> tuple[int, bool]:
-    """Run one job; (exit code, whether its kind lets this runner take another job)."""
+def job_context(job: dict, stop, reporter, url: str | None):
+    """The context a job's run() gets (in this runner, or in each rank of a data-parallel job)."""
     from functools import partial
 
-    from jobs import get_kind, gpu
-    from jobs.context import JobContext, Preempted
+    from jobs.context import JobContext
 
     from .store.studies import open_storage
 
+    return JobContext(job_id=job["id"], name=job["name"], output_dir=Path(job["output_dir"]),
+                      device=os.environ.get("SCHED_DEVICE", "cpu"), reporter=reporter,
+                      attempt=job["attempts"], stop_requested=stop, group=job.get("group_name"),
+                      db_url=url, studies=partial(open_storage, url))
+
+
+def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
+    """Run one job; (exit code, whether its kind lets this runner take another job)."""
+    from jobs import get_kind, gpu
+    from jobs.context import Preempted
+
     output_dir = Path(job["output_dir"])
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
-    reporter = _LazyReporter(queue)
-    ctx = JobContext(job_id=job["id"], name=job["name"], output_dir=output_dir,
-                     device=os.environ.get("SCHED_DEVICE", "cpu"), reporter=reporter,
-                     attempt=job["attempts"], stop_requested=stop, group=job.get("group_name"),
-                     db_url=queue.url, studies=partial(open_storage, queue.url))
+    reporter = LazyReporter(queue)
     reusable = False
     try:
         if stop():  # asked to stop while this runner was starting: do not start the job
@@ -218,30 +227,37 @@ def _run(job: dict, stop: _StopFlag, queue: _Queue) -> tuple[int, bool]:
         reusable = kind.reusable
         params = kind.parse(job["params"])
         _preflight(kind, params, job["name"], reporter)
-        gpu.prepare()
-        kind.run(params, ctx)
+        processes = int(os.environ.get("SCHED_PROCESSES", "1"))
+        if kind.data_parallel and processes > 1:
+            from .dataparallel import run_ranks
+
+            run_ranks(job, processes, stop, queue.url)
+        else:
+            gpu.prepare()
+            kind.run(params, job_context(job, stop, reporter, queue.url))
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr, flush=True)
         return PREEMPTED_EXIT, reusable
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the worker as a reason
-        traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}"
         if gpu.share_mib() is not None and gpu.is_out_of_memory(exc):
+            traceback.print_exc()
             print(f"out of GPU memory on a shared GPU ({gpu.share_mib()} MiB share): queued again for a "
                   "whole GPU", file=sys.stderr, flush=True)
             return GPU_OOM_EXIT, False
+        code, message = failure_of(exc)
         _write_error(output_dir, message)
         try:
             reporter.set_error(job["id"], message)
         except Exception:  # noqa: BLE001 - the database is unreachable: the file has the reason
             traceback.print_exc()
-        return (INPUT_ERROR_EXIT if _is_input_error(exc) else 1), reusable and isinstance(exc, Exception)
+        return code, reusable and isinstance(exc, Exception)
     finally:
-        _record_peak(job["id"], reporter)
+        record_peak(job["id"], reporter)
     return 0, reusable
 
 
-def _record_peak(job_id: int, reporter) -> None:
+def record_peak(job_id: int, reporter) -> None:
+    """The job's peak GPU memory to its row (`gpu_memory: auto` reads it); nothing off the GPU."""
     from jobs import gpu
 
     peak = gpu.peak_mib()
@@ -251,6 +267,19 @@ def _record_peak(job_id: int, reporter) -> None:
         reporter.record_gpu_peak(job_id, peak)
     except Exception:  # noqa: BLE001 - the database is unreachable: the job's ending matters more
         traceback.print_exc()
+
+
+def failure_of(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line reason) of a job that raised `exc`; its traceback goes to the log.
+
+    The ranks of a data-parallel job printed their own tracebacks: their failure arrives as the
+    reason and exit code of the rank that failed first (scheduler.dataparallel.RanksFailed)."""
+    from .dataparallel import RanksFailed
+
+    if isinstance(exc, RanksFailed):
+        return exc.code, exc.reason
+    traceback.print_exc()
+    return (INPUT_ERROR_EXIT if _is_input_error(exc) else 1), f"{type(exc).__name__}: {exc}"
 
 
 def _preflight(kind, params, name: str, reporter) -> None:

@@ -25,22 +25,38 @@ import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.proc import kill_all, processes_with
 
+from .gpus import (
+    DEFAULT_HEADROOM_MIB,
+    ClaimPass,
+    Gpu,
+    Held,
+    Placement,
+    Reservation,
+    fmt_mib,
+)
 from .hooks import reap as reap_hooks
 from .hooks import run_hooks
 from .jobqueue import DEFAULT_LEASE_S, GPU_CANDIDATES_LIMIT, ClaimedJob, JobQueue
 from .launch import RunnerProc, header, start_runner
-from .gpus import DEFAULT_HEADROOM_MIB, ClaimPass, Gpu, Held, Placement, Reservation, fmt_mib
 from .runner import ERROR_FILE, GPU_OOM_EXIT, INPUT_ERROR_EXIT, PREEMPTED_EXIT
 from .slots import Slot, gpu_readings, nvml_inventory, placement_env
-from .store.states import CANCELLED, FAILED, KILLED, QUEUED, RUNNING, SUCCEEDED, WorkerState
+from .store.states import (
+    CANCELLED,
+    FAILED,
+    KILLED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    WorkerState,
+)
 from .wakeup import Wakeup
 
 RUN_TOKEN = "SCHED_RUN_TOKEN"  # in every job process's environment: finds what a dead runner left

@@ -296,7 +296,7 @@ def test_preemptible_jobs_on_the_gpus_yield_to_a_higher_priority_gang_job(queue,
     try:
         step_until(loop, lambda: _running(queue, "bf0") and _running(queue, "bf1"), timeout=60)
         queue.submit([_probe("gang", probe, seconds=0.2, gpus=2, priority=10)])
-        step_until(loop, lambda: queue.get("gang").status == "succeeded", timeout=60)
+        step_until(loop, lambda: queue.get("gang").status == "succeeded", timeout=120)
         for name in ("bf0", "bf1"):
             row = queue.get(name)
             assert row.failure_kind == "preempted" or row.status == "running"
@@ -362,7 +362,7 @@ def test_the_runner_records_the_peak_torch_reserved_on_a_gpu(monkeypatch):
     from types import SimpleNamespace
 
     from jobs import gpu
-    from scheduler.runner import _record_peak
+    from scheduler.runner import record_peak
 
     fake_cuda = SimpleNamespace(is_initialized=lambda: True, device_count=lambda: 2,
                                 max_memory_reserved=lambda d: [3 * 2**30, 5 * 2**30][d])
@@ -370,7 +370,7 @@ def test_the_runner_records_the_peak_torch_reserved_on_a_gpu(monkeypatch):
     monkeypatch.setenv("SCHED_DEVICE", "cuda")
     assert gpu.peak_mib() == 5 * GIB
     recorded = []
-    _record_peak(7, SimpleNamespace(record_gpu_peak=lambda job_id, mib: recorded.append((job_id, mib))))
+    record_peak(7, SimpleNamespace(record_gpu_peak=lambda job_id, mib: recorded.append((job_id, mib))))
     assert recorded == [(7, 5 * GIB)]
     monkeypatch.setenv("SCHED_DEVICE", "cpu")
     assert gpu.peak_mib() is None  # a CPU job records nothing

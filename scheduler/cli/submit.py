@@ -86,10 +86,9 @@ def add(ctx, kind, name, priority, gpus, gpu_memory, after, max_attempts, timeou
     from rich.text import Text
 
     from ..fmt import visible
+    from ..gpus import gpu_request_text
     from ..plan import build_plan
     from ..submission import preflight
-
-    from ..gpus import gpu_request_text
 
     entry = {"name": name, "kind": kind, "priority": priority, "gpus": gpus, "gpu_memory": gpu_memory,
              "after": list(after),
