@@ -40,8 +40,8 @@ A100_80GB, H200 = 81920, 144384
 INVENTORIES = [("1x 80GB", [A100_80GB]), ("2x 80GB", [A100_80GB] * 2),
                ("1x H200", [H200]), ("2x H200", [H200] * 2)]
 POLICIES = ("whole", "auto", "declared")
-PEAK_SOURCE = ("google-research/bert README, 'Out-of-memory issues': BERT-Base (110M params) at seq length 128 "
-               "fits at most batch 32 on a 12GB Titan X (TF 1.11, fp32, Adam)")
+PEAK_SOURCE = ("github.com/google-research/bert README, 'Out-of-memory issues': BERT-Base (110M params) at "
+               "seq length 128 fits at most batch 32 on a 12GB Titan X (TensorFlow 1.11, fp32, Adam)")
 MLM_VOCAB = 32_000  # TAPT's logits over the vocabulary (klue: 32,000; the others 30,000-42,000)
 TUNE_PRUNED = 0.15  # the median pruner saved 10-17% of trial-epochs in bench/bench_tune_pruning.py
 EPS = 1e-9
@@ -107,8 +107,9 @@ def campaign(queue_file: Path, peak_gib: float) -> tuple[list[Job], dict[str, fl
         f"tune: {tune['n_trials']} trials x {(tune['space']['epochs']['low'] + tune['space']['epochs']['high']) / 2:g} "
         f"epochs on average, {TUNE_PRUNED:.0%} pruned = {sum(pools.values()):.0f} units shared by its jobs "
         "(one study); its `until:` cap not reached",
-        f"peak: finetune/tune/retrain {fmt_mib(peak)} ({PEAK_SOURCE}: an upper bound for batch 32 x 128); "
-        f"tapt +{fmt_mib(mlm_mib)} for MLM logits over a {MLM_VOCAB:,}-token vocabulary (derived, fp32)",
+        f"peak: finetune/tune/retrain {fmt_mib(peak)}, an upper bound for batch 32 x 128 from {PEAK_SOURCE}",
+        f"peak: tapt +{fmt_mib(mlm_mib)} for MLM logits over a {MLM_VOCAB:,}-token vocabulary (derived: "
+        "batch x length x vocab x 12 bytes, fp32 logits, softmax and gradient)",
         f"a shared job asks auto_need(peak) = peak x 1.1 + 768MiB: {fmt_mib(auto_need(peak))} "
         f"(tapt {fmt_mib(auto_need(peak + mlm_mib))}); headroom {fmt_mib(DEFAULT_HEADROOM_MIB)} per GPU",
         "CPU jobs (baseline, ensembles) and start-up gaps are left out; no job fails or runs out of memory",

@@ -140,13 +140,26 @@ class Check:
         self.results[item] = (state, detail)
         print(f"[{state}] ({item}) {ITEMS[item]}: {detail}", flush=True)
 
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
+    def slice(self, item: str, want: float, reserve: float) -> float | None:
+        """Seconds for an item's worker: `want`, less when only `reserve` must stay for the items
+        after it; None (and SKIP) when under 20 s would be left."""
+        limit = min(want, self.deadline - time.monotonic() - reserve)
+        if limit < 20:
+            self.record(item, SKIP, "no time left in the budget")
+            return None
+        return limit
 
     def submit(self, item: str, spec: dict, dry_run: bool = False) -> subprocess.CompletedProcess:
         path = self.work / f"queue-{item}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
         return self.sched(item, "submit", str(path), *(["--dry-run"] if dry_run else []))
+
+    def enqueue(self, item: str, spec: dict) -> bool:
+        """Submit the item's queue file for real; a refusal FAILs the item."""
+        done = self.submit(item, spec)
+        if done.returncode != 0:
+            self.record(item, FAIL, f"sched submit refused its queue file: {(done.stdout + done.stderr).strip()}")
+        return done.returncode == 0
 
     def worker(self, item: str, limit: float, gpus: str = "auto", on_tick=None) -> tuple[bool, str]:
         """Run `sched worker --until-empty` for the item, at most `limit` s (then its whole process
@@ -252,8 +265,12 @@ def on_cuda(job: dict) -> bool:
 
 
 def item_a(check: Check, spec: dict) -> None:
-    check.submit("a", spec)
-    in_time, tail = check.worker("a", min(120, check.left() - 150))
+    limit = check.slice("a", 120, reserve=150)
+    if limit is None:
+        return
+    if not check.enqueue("a", spec):
+        return
+    in_time, tail = check.worker("a", limit)
     jobs = [check.show("a", j["name"]) for j in spec["jobs"]]
     text = "; ".join(describe(j) for j in jobs)
     if not in_time:
@@ -268,9 +285,13 @@ def item_b(check: Check, spec: dict, gpu_count: int, nvml: NvmlSampler) -> None:
     if gpu_count < 2:
         check.record("b", SKIP, f"NVML sees {gpu_count} GPU(s); a gang needs 2")
         return
-    check.submit("b", spec)
+    limit = check.slice("b", 90, reserve=120)
+    if limit is None:
+        return
+    if not check.enqueue("b", spec):
+        return
     nvml.reset()
-    in_time, tail = check.worker("b", min(90, check.left() - 120), on_tick=nvml.sample)
+    in_time, tail = check.worker("b", limit, on_tick=nvml.sample)
     job = check.show("b", "gc-b-gang")
     from scheduler.gpus import slot_gpus
 
@@ -287,15 +308,19 @@ def item_b(check: Check, spec: dict, gpu_count: int, nvml: NvmlSampler) -> None:
 
 def item_c(check: Check, spec: dict) -> list[dict]:
     """Also collects the `sched status --json` GPU readings for (e)."""
-    check.submit("c", spec)
     snapshots: list[dict] = []
+    limit = check.slice("c", 90, reserve=80)
+    if limit is None:
+        return snapshots
+    if not check.enqueue("c", spec):
+        return snapshots
 
     def poll():
         snap = check.status_json("c")
         if snap:
             snapshots.append(snap)
 
-    in_time, tail = check.worker("c", min(90, check.left() - 90), on_tick=poll)
+    in_time, tail = check.worker("c", limit, on_tick=poll)
     jobs = [check.show("c", j["name"]) for j in spec["jobs"]]
     text = "; ".join(f"{describe(j)}, placed {j.get('placed_mib')} MiB, {j.get('started_at')} -> "
                      f"{j.get('finished_at')}" for j in jobs)
@@ -312,8 +337,12 @@ def item_c(check: Check, spec: dict) -> list[dict]:
 
 
 def item_d(check: Check, spec: dict) -> None:
-    check.submit("d", spec)
-    in_time, tail = check.worker("d", min(150, check.left() - 40), gpus="0")  # one whole GPU
+    limit = check.slice("d", 150, reserve=5)
+    if limit is None:
+        return
+    if not check.enqueue("d", spec):
+        return
+    in_time, tail = check.worker("d", limit, gpus="0")  # one whole GPU
     job = check.show("d", "gc-d-oom")
     halved = [int(m["value"]) for m in job.get("metrics", []) if m.get("key") == "oom_batch_size"]
     text = f"{describe(job)}; oom_batch_size logged: {halved or 'none'}"
@@ -324,6 +353,9 @@ def item_d(check: Check, spec: dict) -> None:
 
 
 def item_e(check: Check, snapshots: list[dict]) -> None:
+    if not snapshots and check.results.get("c", (SKIP,))[0] != PASS:
+        check.record("e", SKIP, "(c) did not run its worker")  # (c)'s own result says why
+        return
     readings = []
     for snap in snapshots:  # the latest snapshot that has readings and running jobs, else any with readings
         slots = [s for w in snap.get("workers", []) for s in w.get("slot_use", []) if s.get("gpu_stats")]

@@ -7,8 +7,9 @@ reached before plus a margin. The pass places what fits:
 
 - a whole-GPU job (k >= 1, no size, or `exclusive` after an out-of-memory on a shared GPU) takes
   k GPUs that run nothing;
-- a shared job takes the busiest GPU it fits on (fewest whole GPUs broken up for the next gang),
-  where it fits while the declared sizes there add up to at most the GPU's memory minus the
+- a shared job takes the GPU with the fewest jobs it fits on (then the tightest fit), so jobs
+  spread over idle GPUs instead of queueing for one (a waiting gang or whole-GPU job reserves the
+  GPUs it needs first, below); it fits while the declared sizes there add up to at most the GPU's memory minus the
   headroom, and NVML's free memory minus the headroom covers it too (other programs use GPUs).
 
 No starvation (Slurm-style reservation): the first job in claim order that does not fit reserves
@@ -236,8 +237,10 @@ class ClaimPass:
                     and gpu.room(self.headroom, self.placed_now.get(gpu.index, 0)) >= request.share_mib]
             if not fits:
                 return None
-            # Busiest first, then the tightest fit: idle GPUs stay whole for gangs and big jobs.
-            best = min(fits, key=lambda g: (g.idle, g.room(self.headroom, self.placed_now.get(g.index, 0)), g.index))
+            # Fewest jobs first: sharing trades speed for GPU time, so no GPU sits idle while another
+            # runs several; the reservation keeps idle GPUs whole when a bigger job needs them.
+            best = min(fits, key=lambda g: (len(g.held), g.room(self.headroom, self.placed_now.get(g.index, 0)),
+                                            g.index))
             return Placement((best.index,), request.share_mib)
         idle = [i for i, gpu in sorted(self.gpus.items()) if gpu.idle and self._usable(gpu, request)]
         if len(idle) < request.gpus:

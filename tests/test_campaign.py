@@ -38,7 +38,7 @@ def data(tmp_path):
 
 def finetune_file(tmp_path, train, model="tiny", name="ft", extra="") -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(f"jobs:\n  - name: {name}\n    kind: finetune\n    max_attempts: 2\n"
+    path.write_text(f"jobs:\n  - name: {name}\n    kind: finetune\n    gpus: 0\n    max_attempts: 2\n"
                     f"    params: {{train: {train}, test: null, model: {model}}}\n{extra}")
     return path
 

@@ -73,13 +73,19 @@ def _req(job_id, gpus=1, share_gib=None, priority=0, preemptible=False):
     return Request(job_id, f"job{job_id}", priority, gpus, None if share_gib is None else share_gib * GIB, preemptible)
 
 
-def test_shared_jobs_fill_one_gpu_before_breaking_up_another():
+def test_shared_jobs_spread_over_the_gpus_then_fill_them():
     claim = ClaimPass(_gpus(80, 80), headroom_mib=2 * GIB)
-    placed = [claim.place(_req(i, share_gib=20)) for i in range(4)]
-    # 78 GiB usable: three 20 GiB jobs on gpu0, the fourth on gpu1
-    assert [p.gpus for p in placed] == [(0,), (0,), (0,), (1,)]
-    assert all(p.share_mib == 20 * GIB for p in placed)
-    assert claim.place(_req(9, gpus=2)) is None  # no whole GPU left for a gang
+    placed = [claim.place(_req(i, share_gib=20)) for i in range(7)]
+    # 78 GiB usable a GPU: one job each, then side by side, three 20 GiB jobs at most on each
+    assert [p.gpus[0] for p in placed[:6]] == [0, 1, 0, 1, 0, 1] and placed[6] is None
+    assert all(p.share_mib == 20 * GIB for p in placed[:6])
+
+
+def test_the_tightest_fit_breaks_ties_between_equally_busy_gpus():
+    gpus = _gpus(80, 40)
+    claim = ClaimPass(gpus, headroom_mib=2 * GIB)
+    assert claim.place(_req(1, share_gib=10)).gpus == (1,)  # 40 GiB is enough: the 80 stays free
+    assert claim.place(_req(2, share_gib=10)).gpus == (0,)
 
 
 def test_nvml_free_memory_bounds_a_share_as_well_as_the_declared_sizes():
@@ -237,19 +243,19 @@ def _stop(loop):
 
 def test_jobs_that_declare_their_memory_share_a_gpu_side_by_side(queue, tmp_path, probe):
     queue.submit([_probe(f"s{i}", probe, seconds=30, gpu_memory_mib=20 * GIB) for i in range(3)] +
-                 [_probe("big", probe, seconds=30, gpu_memory_mib=60 * GIB)])
-    loop = _loop(queue, tmp_path)
+                 [_probe("big", probe, seconds=30, gpu_memory_mib=50 * GIB)])
+    loop = _loop(queue, tmp_path, gpus_gib=(80, 80, 80))
     try:
         step_until(loop, lambda: all(_running(queue, n) for n in ("s0", "s1", "s2", "big")), timeout=60)
-        assert {queue.get(n).slot for n in ("s0", "s1", "s2")} == {"gpu0"} and queue.get("big").slot == "gpu1"
+        # one a GPU, then the fourth beside the smallest neighbour it fits with
+        assert [queue.get(n).slot for n in ("s0", "s1", "s2", "big")] == ["gpu0", "gpu1", "gpu2", "gpu0"]
         assert queue.get("s0").placed_mib == 20 * GIB
-        step_until(loop, lambda: (probe / "s2.1.json").exists(), timeout=60)
-        seen = _seen(probe, "s2")
-        assert seen["CUDA_VISIBLE_DEVICES"] == "0" and seen["SCHED_GPU_SHARE_MIB"] == str(20 * GIB)
+        step_until(loop, lambda: (probe / "big.1.json").exists(), timeout=60)
+        seen = _seen(probe, "big")
+        assert seen["CUDA_VISIBLE_DEVICES"] == "0" and seen["SCHED_GPU_SHARE_MIB"] == str(50 * GIB)
         snap = status_snapshot(queue, all_jobs=False)
         gpu0 = next(s for s in snap["workers"][0]["slot_use"] if s["slot"] == "gpu0")
-        assert sorted(j["name"] for j in gpu0["jobs"]) == ["s0", "s1", "s2"]
-        assert {j["placed_mib"] for j in gpu0["jobs"]} == {20 * GIB}
+        assert sorted((j["name"], j["placed_mib"]) for j in gpu0["jobs"]) == [("big", 50 * GIB), ("s0", 20 * GIB)]
     finally:
         _stop(loop)
 
