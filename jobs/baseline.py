@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.baseline import BaselineConfig
+from pipeline.config import BaselineConfig
 
 from .common import DEFAULT_TEST, DEFAULT_TRAIN, params_from_config
 from .context import JobContext

@@ -23,55 +23,14 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from .config import BaselineConfig
 from .data import rows_fingerprint
 from .metrics import accuracy, macro_f1
 from .predictions import write_predictions
 
 MODEL_FILE = "model.joblib"
-ANALYZERS = ("char_wb", "char", "word")
 # Clip before the log: a probability of exactly 0 would give -inf logits.
 _EPS = 1e-12
-
-
-@dataclass
-class BaselineConfig:
-    analyzer: str = "char_wb"  # char_wb: character n-grams inside word boundaries; char: across them; word
-    ngram_min: int = 1  # shortest n-gram
-    ngram_max: int = 4  # longest n-gram
-    min_df: int = 2  # drop n-grams seen in fewer training texts (noise, and memory)
-    max_features: int | None = 300_000  # keep the most frequent n-grams (None: all)
-    sublinear_tf: bool = True  # 1 + log(tf): a repeated syllable should not dominate a review
-    C: float = 1.0  # inverse regularisation strength of the logistic regression
-    max_iter: int = 2000  # solver iterations
-    num_labels: int = 4
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
-        checks = [
-            (self.analyzer in ANALYZERS, f"analyzer must be one of {ANALYZERS}"),
-            (1 <= self.ngram_min <= self.ngram_max, "need 1 <= ngram_min <= ngram_max"),
-            (self.min_df >= 1, "min_df must be >= 1"),
-            (self.max_features is None or self.max_features >= 1, "max_features must be >= 1"),
-            (self.C > 0, "C must be > 0"),
-            (self.max_iter >= 1, "max_iter must be >= 1"),
-            (self.num_labels >= 2, "num_labels must be >= 2"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"BaselineConfig: {message}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}")
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
 
 
 @dataclass
