@@ -88,6 +88,11 @@ jobs = Table(
 Index("ix_sched_jobs_claim", jobs.c.status, jobs.c.priority.desc(), jobs.c.id)
 # `sched status` lists recent endings and sums GPU time over the last day from this index.
 Index("ix_sched_jobs_finished", jobs.c.finished_at)
+# `sched status`' queue estimate reads each queued kind's latest successes: an index range, however
+# many other jobs ended since.
+Index("ix_sched_jobs_kind_finished", jobs.c.kind, jobs.c.status, jobs.c.finished_at)
+# ... and its latest failures, which may be few among many successes.
+Index("ix_sched_jobs_status_finished", jobs.c.status, jobs.c.finished_at)
 
 # `job_id` may run only once `depends_on` has succeeded.
 deps = Table(

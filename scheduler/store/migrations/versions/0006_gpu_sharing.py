@@ -1,5 +1,6 @@
 """GPU sharing and gangs: what a job asks of GPU memory, where it was placed, the peak it reached,
-and the GPUs a worker keeps free for a waiting multi-GPU job.
+and the GPUs a worker keeps free for a waiting multi-GPU job. Also an index for `sched status`' queue
+estimate, which read every success of the last two weeks.
 
 jobs: gpu_memory_mib / gpu_memory_auto (its `gpu_memory:`), memory_key (jobs alike in what decides
 their memory share recorded peaks), exclusive (an out-of-memory on a shared GPU: a whole GPU next
@@ -32,4 +33,7 @@ def upgrade() -> None:
     op.add_column("sched_jobs", sa.Column("gpu_peak_mib", sa.Integer, nullable=True))
     op.create_index("ix_sched_jobs_memory_key", "sched_jobs", ["memory_key"])
     op.add_column("sched_workers", sa.Column("reservation", sa.JSON, nullable=True))
+    # `sched status`' queue estimate (each queued kind's latest successes) as an index range
+    op.create_index("ix_sched_jobs_kind_finished", "sched_jobs", ["kind", "status", "finished_at"])
+    op.create_index("ix_sched_jobs_status_finished", "sched_jobs", ["status", "finished_at"])
     op.execute(sa.text("UPDATE sched_meta SET value = '6' WHERE key = 'schema_version'"))
