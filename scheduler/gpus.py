@@ -12,9 +12,11 @@ reached before plus a margin. The pass places what fits:
   GPUs it needs first, below); it fits while the declared sizes there add up to at most the GPU's memory minus the
   headroom, and NVML's free memory minus the headroom covers it too (other programs use GPUs).
 
-No starvation (Slurm-style reservation): the first job in claim order that does not fit reserves
-the free GPUs it would use. Jobs after it that are not preemptible may not start on them; a
-preemptible one may (backfill), and is asked to yield once the reserved job can start.
+No starvation (Slurm-style reservation): the first job in claim order that does not fit keeps the
+GPUs that will be free soonest for it (idle ones first, then those with the fewest shared jobs).
+Jobs after it that are not preemptible may not start on them; a preemptible one may (backfill)
+while the kept GPUs wait on jobs that will not yield, and is asked to yield once the reserved job
+could start without it.
 
 Pure logic on plain data: the worker feeds it NVML readings and the jobs it runs, tests feed it
 fake inventories.
@@ -116,6 +118,7 @@ class Held:
     share_mib: int | None
     priority: int = 0
     preemptible: bool = False
+    leaving: bool = False  # asked to stop already (preempted, cancelled, timed out): it will be gone
 
 
 @dataclass
@@ -141,7 +144,7 @@ class Gpu:
 
     def without_yielding(self, priority: int) -> Gpu:
         """This GPU once its preemptible jobs below `priority` had stopped."""
-        staying = [h for h in self.held if not (h.preemptible and h.priority < priority)]
+        staying = [h for h in self.held if not (h.leaving or (h.preemptible and h.priority < priority))]
         gone = len(staying) < len(self.held)
         return Gpu(self.index, self.total_mib, None if gone else self.free_mib, staying)
 
@@ -213,10 +216,25 @@ class ClaimPass:
             self._book(placement, request)
             return placement
         if self.reservation is None and request.gpus <= len(self.gpus):
-            free = tuple(i for i, gpu in sorted(self.gpus.items()) if gpu.idle)[:request.gpus]
-            self.reservation = Reservation(request.job_id, request.name, request.priority, free, request.gpus,
-                                           request.share_mib, self.fits_once_yielded(request))
+            self.reservation = Reservation(request.job_id, request.name, request.priority, self._kept_for(request),
+                                           request.gpus, request.share_mib, self.fits_once_yielded(request))
         return None
+
+    def _kept_for(self, request: Request) -> tuple[int, ...]:
+        """The GPUs a waiting job keeps from lower-priority jobs: those that will be free soonest.
+
+        Idle ones first, then the ones running the fewest shared jobs (whole-GPU jobs last): no new
+        job starts there, so they drain. A shared job keeps the one GPU with the most room that can
+        ever hold it. Without this, small jobs landing on partly used GPUs would starve it."""
+        if request.share_mib is not None and request.gpus == 1:
+            able = [g for g in self.gpus.values() if g.total_mib is not None
+                    and g.total_mib - self.headroom >= request.share_mib]
+            if not able:
+                return ()
+            best = min(able, key=lambda g: (g.whole, sum(g.shares), g.index))
+            return (best.index,)
+        order = sorted(self.gpus.values(), key=lambda g: (not g.idle, g.whole, len(g.held), g.index))
+        return tuple(sorted(g.index for g in order[:request.gpus]))
 
     def fits_once_yielded(self, request: Request) -> bool:
         """Whether the job would fit once the preemptible jobs below its priority stopped."""

@@ -552,8 +552,8 @@ class WorkerLoop:
             if child.placement is None:
                 continue
             for index in child.placement.gpus:
-                gpus[index].held.append(Held(child.placement.share_mib, child.job.priority,
-                                             child.job.preemptible and child.stop_reason is None))
+                gpus[index].held.append(Held(child.placement.share_mib, child.job.priority, child.job.preemptible,
+                                             leaving=child.stop_reason is not None))
         return [gpus[i] for i in indices]
 
     def _publish_reservation(self, reservation: Reservation | None) -> None:
