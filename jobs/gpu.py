@@ -23,20 +23,31 @@ def share_mib() -> int | None:
     return int(value) if value else None
 
 
-def prepare() -> None:
-    """Before the job: forget earlier peaks; cap the allocator to the job's share of a shared GPU."""
-    if not on_gpu():
+def prepare(in_process: bool) -> None:
+    """Before the job: forget earlier peaks; cap the allocator to the job's share of a shared GPU.
+
+    `in_process`: the kind runs torch in this process. Others (a shell job's program) get nothing
+    here: starting CUDA in the runner would hold GPU memory outside the share and tie the runner,
+    which may take the next job on another GPU, to this one."""
+    if not on_gpu() or not in_process:
         return
     import torch
 
     if not torch.cuda.is_available():
         return
-    for device in range(torch.cuda.device_count()):
-        torch.cuda.reset_peak_memory_stats(device)
+    if torch.cuda.is_initialized():  # a fresh runner has no peaks, and resetting them needs CUDA started
+        for device in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(device)
     share = share_mib()
     if share is not None:
         total = torch.cuda.get_device_properties(0).total_memory / 2**20
         torch.cuda.set_per_process_memory_fraction(min(1.0, share / total), 0)
+
+
+def cuda_started() -> bool:
+    """CUDA is initialised in this process: it is tied to its devices and must not take another job."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_initialized()
 
 
 def peak_mib() -> int | None:

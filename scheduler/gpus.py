@@ -24,9 +24,11 @@ fake inventories.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import SchedError
@@ -142,11 +144,10 @@ class Gpu:
     def idle(self) -> bool:
         return not self.held
 
-    def without_yielding(self, priority: int) -> Gpu:
-        """This GPU once its preemptible jobs below `priority` had stopped."""
-        staying = [h for h in self.held if not (h.leaving or (h.preemptible and h.priority < priority))]
-        gone = len(staying) < len(self.held)
-        return Gpu(self.index, self.total_mib, None if gone else self.free_mib, staying)
+    def without(self, gone: Callable[[Held], bool]) -> Gpu:
+        """This GPU once the jobs `gone` picks had ended (NVML's free reading then no longer holds)."""
+        staying = [h for h in self.held if not gone(h)]
+        return Gpu(self.index, self.total_mib, None if len(staying) < len(self.held) else self.free_mib, staying)
 
     def room(self, headroom: int, placed_now: int) -> int:
         """MiB a new shared job may declare here."""
@@ -189,6 +190,7 @@ class Reservation:
     needs: int
     share_mib: int | None = None
     by_preemption: bool = False  # it fits once lower-priority preemptible jobs yield: they are asked to
+    by_leaving: bool = False  # it fits once the jobs already asked to stop have gone: ask no more
 
     def as_json(self) -> dict:
         return {"job_id": self.job_id, "name": self.name, "priority": self.priority,
@@ -211,14 +213,23 @@ class ClaimPass:
 
     def place(self, request: Request) -> Placement | None:
         """Where the job goes (and book it), or None; the first job that does not fit reserves."""
+        request = self._whole_if_too_big(request)
         placement = self._fit(request)
         if placement is not None:
             self._book(placement, request)
             return placement
         if self.reservation is None and request.gpus <= len(self.gpus):
             self.reservation = Reservation(request.job_id, request.name, request.priority, self._kept_for(request),
-                                           request.gpus, request.share_mib, self.fits_once_yielded(request))
+                                           request.gpus, request.share_mib, self.fits_once_yielded(request),
+                                           self._fits_once(request, lambda h: h.leaving))
         return None
+
+    def _whole_if_too_big(self, request: Request) -> Request:
+        """A share no GPU here could ever hold (an `auto` peak near a GPU's size) asks for a whole GPU."""
+        if request.share_mib is None or any(
+                g.total_mib is not None and g.total_mib - self.headroom >= request.share_mib for g in self.gpus.values()):
+            return request
+        return dataclasses.replace(request, share_mib=None)
 
     def _kept_for(self, request: Request) -> tuple[int, ...]:
         """The GPUs a waiting job keeps from lower-priority jobs: those that will be free soonest.
@@ -238,7 +249,11 @@ class ClaimPass:
 
     def fits_once_yielded(self, request: Request) -> bool:
         """Whether the job would fit once the preemptible jobs below its priority stopped."""
-        trial = ClaimPass([gpu.without_yielding(request.priority) for gpu in self.gpus.values()], self.headroom)
+        return self._fits_once(request, lambda h: h.leaving or (h.preemptible and h.priority < request.priority))
+
+    def _fits_once(self, request: Request, gone: Callable[[Held], bool]) -> bool:
+        """Whether the job would fit once the jobs that `gone` picks had ended."""
+        trial = ClaimPass([gpu.without(gone) for gpu in self.gpus.values()], self.headroom)
         return trial._fit(request) is not None
 
     def _usable(self, gpu: Gpu, request: Request) -> bool:

@@ -170,11 +170,19 @@ def _serve(reports: _Reports, stop: StopFlag) -> int:
             kill_tree(os.getpid())  # whatever the job left running (a server, `cmd &`, a setsid daemon)
             sys.stdout.flush()
             sys.stderr.flush()
-        again = reusable and order.get("reuse", False) and not stop() and code in (0, 1, INPUT_ERROR_EXIT)
+        # A runner whose job started CUDA is tied to that job's GPUs: it ends with the job.
+        again = reusable and order.get("reuse", False) and not stop() and code in (0, 1, INPUT_ERROR_EXIT) \
+            and not cuda_started()
         reports.send(done=order["job"]["id"], exit=code, again=again)
         if not again:
             queue.close()
             return code
+
+
+def cuda_started() -> bool:
+    from jobs.gpu import cuda_started as started
+
+    return started()
 
 
 def attach_log(path: str) -> None:
@@ -233,7 +241,7 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
 
             run_ranks(job, processes, stop, queue.url)
         else:
-            gpu.prepare()
+            gpu.prepare(in_process=not kind.reusable)
             kind.run(params, job_context(job, stop, reporter, queue.url))
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr, flush=True)

@@ -499,9 +499,11 @@ class WorkerLoop:
         """The lowest-priority preemptible GPU job to stop, when the reserved job would fit once
         every such job below its priority were gone."""
         held = self.reservation
-        if held is None or not held.by_preemption:
-            return None
+        if held is None or not held.by_preemption or held.by_leaving:
+            return None  # no preemption helps, or the jobs already stopping make room enough
         victims = [c for c in self.children.values() if c.placement is not None and self._yielding(c, held.priority)]
+        on_kept = [c for c in victims if set(c.placement.gpus) & set(held.gpus)]
+        victims = on_kept or victims  # the GPUs it keeps are the ones it will run on
         if not victims:
             return None
         return min(victims, key=lambda c: c.job.priority), held.priority
@@ -529,9 +531,9 @@ class WorkerLoop:
 
     def _claim_on_gpus(self, now: float) -> bool:
         """One claim pass over this worker's GPUs (scheduler/gpus.py)."""
+        # A pass even when every GPU is busy: it renews the reservation (for `sched status` and
+        # for preemption) from the queue as it is now.
         claim_pass = ClaimPass(self._gpus_now(list(self.children.values())), self.options.gpu_headroom_mib)
-        if not any(gpu.idle for gpu in claim_pass.gpus.values()) and not claim_pass.can_share:
-            return False  # every GPU runs a whole-GPU job: nothing can start
         limit = GPU_CANDIDATES_LIMIT
         if self.options.max_jobs is not None:
             limit = min(limit, self.options.max_jobs - self.claimed)
@@ -547,7 +549,8 @@ class WorkerLoop:
     def _gpus_now(self, children: list[Child]) -> list[Gpu]:
         """This worker's GPUs: memory from the inventory, and what these children hold on them."""
         indices = [slot.gpu for slot in self._gpu_slots()]
-        gpus = {gpu.index: gpu for gpu in self.inventory(indices)}
+        read = {gpu.index: gpu for gpu in self.inventory(indices)}
+        gpus = {i: read.get(i) or Gpu(i, None) for i in indices}  # no reading: known only as whole
         for child in children:
             if child.placement is None:
                 continue

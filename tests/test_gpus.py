@@ -143,8 +143,26 @@ def test_a_waiting_shared_job_keeps_the_gpu_with_the_most_room():
     assert claim.place(_req(1, share_gib=60, priority=10)) is None
     assert claim.reservation.gpus == (1,)  # 40 GiB in use there against 50
     assert claim.place(_req(2, share_gib=10, priority=0)).gpus == (0,)
-    never = ClaimPass(_gpus(40), headroom_mib=2 * GIB)
-    assert never.place(_req(3, share_gib=60)) is None and never.reservation.gpus == ()  # can never fit
+
+
+def test_a_share_no_gpu_could_hold_asks_for_a_whole_gpu():
+    claim = ClaimPass(_gpus(24, 24), headroom_mib=2 * GIB)
+    need = auto_need(21 * GIB)  # an `auto` peak recorded near the card's size
+    assert need > 22 * GIB
+    placed = claim.place(_req(1, share_gib=need / GIB))
+    assert placed.gpus == (0,) and placed.share_mib is None
+
+
+def test_no_more_jobs_are_asked_to_yield_while_those_leaving_make_room():
+    gpus = [Gpu(i, 80 * GIB, 80 * GIB, [Held(None, priority=0, preemptible=True)]) for i in range(4)]
+    gpus[0].held = [Held(None, priority=0, preemptible=True, leaving=True)]
+    claim = ClaimPass(gpus, headroom_mib=2 * GIB)
+    assert claim.place(_req(9, priority=5)) is None
+    assert claim.reservation.by_preemption and claim.reservation.by_leaving  # gpu0 is on its way out
+    gpus = [Gpu(i, 80 * GIB, 80 * GIB, [Held(None, priority=0, preemptible=True)]) for i in range(2)]
+    claim = ClaimPass(gpus, headroom_mib=2 * GIB)
+    assert claim.place(_req(9, priority=5)) is None
+    assert claim.reservation.by_preemption and not claim.reservation.by_leaving  # one must be asked
 
 
 def test_without_memory_readings_jobs_take_whole_gpus():
@@ -403,6 +421,27 @@ def test_the_runner_records_the_peak_torch_reserved_on_a_gpu(monkeypatch):
     assert recorded == [(7, 5 * GIB)]
     monkeypatch.setenv("SCHED_DEVICE", "cpu")
     assert gpu.peak_mib() is None  # a CPU job records nothing
+
+
+def test_prepare_caps_an_in_process_job_to_its_share_and_leaves_other_kinds_alone(monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from jobs import gpu
+
+    calls = []
+    fake_cuda = SimpleNamespace(
+        is_available=lambda: True, is_initialized=lambda: False, device_count=lambda: 1,
+        reset_peak_memory_stats=lambda d: calls.append(("reset", d)),
+        get_device_properties=lambda d: SimpleNamespace(total_memory=80 * 2**30),
+        set_per_process_memory_fraction=lambda f, d: calls.append(("fraction", round(f, 3), d)))
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=fake_cuda))
+    monkeypatch.setenv("SCHED_DEVICE", "cuda")
+    monkeypatch.setenv("SCHED_GPU_SHARE_MIB", str(20 * GIB))
+    gpu.prepare(in_process=False)  # a shell job's program: CUDA must not start in the runner
+    assert calls == []
+    gpu.prepare(in_process=True)  # a fresh process: no peaks to reset (that would need CUDA started)
+    assert calls == [("fraction", 0.25, 0)]
 
 
 def test_the_peak_shows_in_sched_show(queue):
