@@ -74,16 +74,28 @@ def test_finetune_starts_from_tapt_checkpoint(tapt_run, tiny_model, small_split,
     assert (tuned - tapt_emb).abs().max() < (tuned - base_emb).abs().max()
 
 
+CLASS_WORDS = ("최악이다", "별로다", "괜찮다", "최고다")
+
+
+def keyed(df):
+    """The reviews with a word for their class appended: a signal the tiny model learns from any start.
+    On the plain reviews 800 rows gave 0.28-0.41 test accuracy across tokenizer builds (0.25 is
+    chance), too close to the bar for a test of whether training works at all."""
+    return df.assign(text=df["text"] + " " + df["label"].map(lambda label: CLASS_WORDS[label]))
+
+
 def test_finetune_beats_majority_baseline(small_split, test_reviews, tiny_cfg, tmp_path):
+    from pipeline.data import rows_fingerprint
+
     rec = Recorder()
-    # 8 epochs: across tiny-model and training seeds this lands at 0.33-0.41 test accuracy (baseline 0.25).
     # The not-learning check runs as it does by default: a run that learns passes it.
     cfg = tiny_cfg(epochs=8, lr=2e-3, not_learning_epoch=2)
-    result = finetune(cfg, small_split.train, small_split.val, test_reviews, tmp_path, rec.hooks())
+    train, val, test_reviews = keyed(small_split.train), keyed(small_split.val), keyed(test_reviews)
+    result = finetune(cfg, train, val, test_reviews, tmp_path, rec.hooks())
     test_logits = np.load(result.test_logits_path)
     majority = test_reviews["label"].value_counts(normalize=True).max()
     test_acc = accuracy(test_reviews["label"], test_logits.argmax(-1))
-    assert test_acc > majority + 0.05, (test_acc, majority)
+    assert test_acc > majority + 0.4, (test_acc, majority)  # 0.97 here: the class word is learned
     # Per-epoch validation metrics reached the hooks; progress counted every step.
     assert len(rec.values("accuracy", "val")) == len(rec.values("f1", "val")) == 8
     assert len(rec.values("loss", "val")) == 8 and len(rec.values("loss", "train")) == 8
@@ -91,8 +103,8 @@ def test_finetune_beats_majority_baseline(small_split, test_reviews, tiny_cfg, t
     # Files: final model loads and predicts the saved test logits; predictions CSV is readable.
     np.testing.assert_allclose(predict(result.model_dir, test_reviews["text"].tolist(), max_length=64),
                                test_logits, atol=1e-4)
-    assert len(np.load(result.val_logits_path)) == len(small_split.val)
-    assert result.val_fingerprint == small_split.fingerprint
+    assert len(np.load(result.val_logits_path)) == len(val)
+    assert result.val_fingerprint == rows_fingerprint(val)
     saved = json.loads(open(os.path.join(tmp_path, "result.json")).read())
     assert saved["val_accuracy"] == result.val_accuracy and 1 <= result.best_epoch <= 8
 
