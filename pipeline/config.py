@@ -10,8 +10,32 @@ BEST_METRICS = ("accuracy", "f1", "loss")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
+class _Config:
+    """What every config here does: check its fields, and round-trip through a dict."""
+
+    def _require(self, checks: list[tuple[bool, str]]) -> None:
+        """Raise ValueError naming the first check that fails."""
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{type(self).__name__}: {message}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """Build from a dict (e.g. a job's JSON payload), rejecting unknown keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+
 @dataclass
-class _TrainCommon:
+class _TrainCommon(_Config):
     """Settings shared by fine-tuning and TAPT."""
 
     model: str = "tiny"  # hub name, local folder, or "tiny" (built on the fly from the training texts)
@@ -38,7 +62,7 @@ class _TrainCommon:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
-        checks = [
+        self._require([
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
@@ -50,24 +74,7 @@ class _TrainCommon:
             (self.nan_check_steps >= 0, "nan_check_steps must be >= 0"),
             (self.not_learning_epoch >= 0, "not_learning_epoch must be >= 0"),
             (self.not_learning_min_steps >= 0, "not_learning_min_steps must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"{type(self).__name__}: {message}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict):
-        """Build from a dict (e.g. a job's JSON payload), rejecting unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}")
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
+        ])
 
 
 @dataclass
@@ -136,7 +143,7 @@ ANALYZERS = ("char_wb", "char", "word")
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(_Config):
     analyzer: str = "char_wb"  # char_wb: character n-grams inside word boundaries; char: across them; word
     ngram_min: int = 1  # shortest n-gram
     ngram_max: int = 4  # longest n-gram
@@ -149,7 +156,7 @@ class BaselineConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
-        checks = [
+        self._require([
             (self.analyzer in ANALYZERS, f"analyzer must be one of {ANALYZERS}"),
             (1 <= self.ngram_min <= self.ngram_max, "need 1 <= ngram_min <= ngram_max"),
             (self.min_df >= 1, "min_df must be >= 1"),
@@ -157,20 +164,4 @@ class BaselineConfig:
             (self.C > 0, "C must be > 0"),
             (self.max_iter >= 1, "max_iter must be >= 1"),
             (self.num_labels >= 2, "num_labels must be >= 2"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"BaselineConfig: {message}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}")
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
+        ])

@@ -142,6 +142,14 @@ def _memory_key(spec: JobSpec) -> str | None:
     return memory_key(kind, spec.params) if kind is not None else None
 
 
+def run_paths(runs_root: str | Path | None, job_id: int, name: str) -> tuple[str, str] | None:
+    """(run folder, log file) of a claimed job under `runs_root`; None without a runs root."""
+    if runs_root is None:
+        return None
+    run_dir = Path(runs_root).resolve() / run_folder_name(job_id, name)
+    return str(run_dir), str(run_dir / "log.txt")
+
+
 def run_folder_name(job_id: int, name: str) -> str:
     """A folder name that is unique per job and readable: `00042-finetune-klue_bert-base`."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80]
@@ -303,27 +311,18 @@ class JobQueue:
         the queue is not drained. Order: priority high to low, then first submitted first.
         """
         if self.hot is not None:
-            def paths(job_id: int, name: str):
-                if runs_root is None:
-                    return None
-                run_dir = Path(runs_root).resolve() / run_folder_name(job_id, name)
-                return str(run_dir), str(run_dir / "log.txt")
-
             row = self.hot.claim({"b_worker": worker_id, "b_slot": slot, "slot_gpus": slot_gpus,
-                                  "lease": timedelta(seconds=lease_s)}, paths)
+                                  "lease": timedelta(seconds=lease_s)},
+                                 lambda job_id, name: run_paths(runs_root, job_id, name))
             return None if row is None else ClaimedJob(**row)
         with self.write() as conn:
             candidate = q.claim_candidate(conn, slot_gpus)
             if candidate is None:
                 return None
             now = self.clock.now(conn)
-            run_dir = None
-            if runs_root is not None:
-                run_dir = Path(runs_root).resolve() / run_folder_name(candidate.id, candidate.name)
+            output_dir, log_path = run_paths(runs_root, candidate.id, candidate.name) or (None, None)
             row = q.claim(conn, b_id=candidate.id, b_worker=worker_id, b_slot=slot, b_now=now,
-                          b_lease=now + timedelta(seconds=lease_s),
-                          b_output_dir=str(run_dir) if run_dir else None,
-                          b_log_path=str(run_dir / "log.txt") if run_dir else None)
+                          b_lease=now + timedelta(seconds=lease_s), b_output_dir=output_dir, b_log_path=log_path)
             return None if row is None else ClaimedJob(**row._asdict())
 
     def claim_on_gpus(self, worker_id: int, claim_pass, *, lease_s: float = DEFAULT_LEASE_S,
@@ -351,11 +350,10 @@ class JobQueue:
                 placement = claim_pass.place(request)
                 if placement is None:
                     continue
-                run_dir = Path(runs_root).resolve() / run_folder_name(c.id, c.name) if runs_root else None
+                output_dir, log_path = run_paths(runs_root, c.id, c.name) or (None, None)
                 row = q.claim_placed(conn, b_id=c.id, b_worker=worker_id, b_slot=placement.slot, b_now=now,
                                      b_lease=now + timedelta(seconds=lease_s), b_placed=placement.share_mib,
-                                     b_output_dir=str(run_dir) if run_dir else None,
-                                     b_log_path=str(run_dir / "log.txt") if run_dir else None)
+                                     b_output_dir=output_dir, b_log_path=log_path)
                 if row is not None:
                     claimed.append((ClaimedJob(**row._asdict()), placement))
         return claimed

@@ -150,6 +150,7 @@ def _preload(modules: list[str]) -> None:
 
 
 def _serve(reports: _Reports, stop: StopFlag) -> int:
+    from jobs import gpu
     from jobs.proc import kill_tree
 
     base_env = dict(os.environ)
@@ -172,17 +173,11 @@ def _serve(reports: _Reports, stop: StopFlag) -> int:
             sys.stderr.flush()
         # A runner whose job started CUDA is tied to that job's GPUs: it ends with the job.
         again = reusable and order.get("reuse", False) and not stop() and code in (0, 1, INPUT_ERROR_EXIT) \
-            and not cuda_started()
+            and not gpu.cuda_started()
         reports.send(done=order["job"]["id"], exit=code, again=again)
         if not again:
             queue.close()
             return code
-
-
-def cuda_started() -> bool:
-    from jobs.gpu import cuda_started as started
-
-    return started()
 
 
 def attach_log(path: str) -> None:

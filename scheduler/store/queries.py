@@ -166,16 +166,8 @@ GPU_CANDIDATES = (
     .with_for_update(skip_locked=True, of=jobs)
 )
 
-CLAIM_PLACED = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("b_id"), jobs.c.status == QUEUED)
-    .values(status=RUNNING, worker_id=bindparam("b_worker"), slot=bindparam("b_slot"),
-            attempts=jobs.c.attempts + 1, lease_until=bindparam("b_lease"), placed_mib=bindparam("b_placed"),
-            started_at=bindparam("b_now"), finished_at=None, exit_code=None, cancel_requested=False,
-            progress_done=None, progress_total=None, progress_message=None, error=None, gpu_peak_mib=None,
-            output_dir=bindparam("b_output_dir"), log_path=bindparam("b_log_path"))
-    .returning(*CLAIMED_COLUMNS)
-)
+# CLAIM on the GPUs a claim pass chose, with the share it was given; the attempt's peak starts afresh.
+CLAIM_PLACED = CLAIM.values(placed_mib=bindparam("b_placed"), gpu_peak_mib=None)
 
 
 def gpu_candidates(conn: Connection, slot_gpus: int, limit: int) -> list[Row]:
