@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchlib import ROOT, table  # noqa: E402
-from scheduler.gpus import DEFAULT_HEADROOM_MIB, ClaimPass, Gpu, Held, Request, auto_need, fmt_mib, memory_key  # noqa: E402
+from scheduler.gpus import DEFAULT_CONTEXT_MIB, DEFAULT_HEADROOM_MIB, ClaimPass, Gpu, Held, Request, auto_need, fmt_mib, memory_key  # noqa: E402
 
 A100_80GB, H200 = 81920, 144384
 INVENTORIES = [("1x 80GB", [A100_80GB]), ("2x 80GB", [A100_80GB] * 2),
@@ -110,8 +110,10 @@ def campaign(queue_file: Path, peak_gib: float) -> tuple[list[Job], dict[str, fl
         f"peak: finetune/tune/retrain {fmt_mib(peak)}, an upper bound for batch 32 x 128 from {PEAK_SOURCE}",
         f"peak: tapt +{fmt_mib(mlm_mib)} for MLM logits over a {MLM_VOCAB:,}-token vocabulary (derived: "
         "batch x length x vocab x 12 bytes, fp32 logits, softmax and gradient)",
-        f"a shared job asks auto_need(peak) = peak x 1.1 + 768MiB: {fmt_mib(auto_need(peak))} "
-        f"(tapt {fmt_mib(auto_need(peak + mlm_mib))}); headroom {fmt_mib(DEFAULT_HEADROOM_MIB)} per GPU",
+        f"a shared job asks auto_need(peak) = peak x 1.1 + 768MiB + its CUDA context "
+        f"({fmt_mib(DEFAULT_CONTEXT_MIB)}): {fmt_mib(auto_need(peak, DEFAULT_CONTEXT_MIB))} "
+        f"(tapt {fmt_mib(auto_need(peak + mlm_mib, DEFAULT_CONTEXT_MIB))}); headroom {fmt_mib(DEFAULT_HEADROOM_MIB)} "
+        "per GPU",
         "CPU jobs (baseline, ensembles) and start-up gaps are left out; no job fails or runs out of memory",
     ]
     return jobs, pools, notes
@@ -133,9 +135,9 @@ def simulate(jobs: list[Job], pools: dict[str, float], sizes: list[int], policy:
 
     def share(job: Job) -> int | None:
         if policy == "declared":
-            return auto_need(job.peak_mib)
+            return auto_need(job.peak_mib, DEFAULT_CONTEXT_MIB)
         if policy == "auto" and job.key in peaks:
-            return auto_need(peaks[job.key])
+            return auto_need(peaks[job.key], DEFAULT_CONTEXT_MIB)
         return None
 
     def end(name: str, finished: bool) -> None:

@@ -3,15 +3,18 @@
     bash bench/gpu_check.sh                 # on the GPU machine: installs, nvidia-smi, then this
     python bench/gpu_check.py [--budget 420] [--keep]
     python bench/gpu_check.py --dry-run     # any machine: builds the inputs, prints and validates the queue files
+    python bench/gpu_check.py --allow-no-gpu    # no CUDA GPU: items SKIP (no GPU) instead of a setup FAIL
 
 Every item runs in a temporary folder with its own fresh SQLite queue (a timed-out item cannot leave
-jobs behind for the next), through `sched submit` and `sched worker --gpus auto --until-empty`:
+jobs behind for the next), through `sched submit` and `sched worker --gpus auto --until-empty` (items (c)
+and (d): `--gpus 0`):
 
   (a) a short campaign on CUDA, tiny preset: TAPT -> fine-tune from it (gpus: 1, bf16 if the GPU
       supports it, else fp16): both succeed, on a GPU slot, with gpu_peak_mib recorded
   (b) a 2-GPU gang fine-tune (gpus: 2), when NVML sees >= 2 GPUs: succeeds on a 2-GPU slot and
       both GPUs' memory rises while it runs
-  (c) two fine-tunes with gpu_memory: 4GiB: both placed on gpu0 with 4GiB, running at the same time
+  (c) two fine-tunes with gpu_memory: 4GiB on a worker of GPU 0 alone (on more GPUs shared jobs spread):
+      both placed on gpu0 with 4GiB, running at the same time
   (d) a forced CUDA out-of-memory on a whole GPU (a from-config BERT, 8 layers x 512, sequences of
       1,024 tokens, batch 4,096 rows: hundreds of GiB of activations): the job halves its batch
       until it fits, logs `oom_batch_size`, and succeeds
@@ -64,7 +67,11 @@ TORCH_PROBE = """
 import json, torch
 out = {"torch": torch.__version__, "cuda": torch.cuda.is_available(), "cuda_version": torch.version.cuda}
 if out["cuda"]:
-    out.update(count=torch.cuda.device_count(), bf16=torch.cuda.is_bf16_supported(),
+    try:  # native bf16 only: emulated bf16 (e.g. on Turing) is slow, so those GPUs get fp16
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch before the argument
+        bf16 = torch.cuda.is_bf16_supported()
+    out.update(count=torch.cuda.device_count(), bf16=bf16,
                names=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
 print(json.dumps(out))
 """
@@ -320,7 +327,8 @@ def item_c(check: Check, spec: dict) -> list[dict]:
         if snap:
             snapshots.append(snap)
 
-    in_time, tail = check.worker("c", limit, on_tick=poll)
+    # GPU 0 alone: on a worker of several GPUs the two shared jobs would spread, one per GPU
+    in_time, tail = check.worker("c", limit, gpus="0", on_tick=poll)
     jobs = [check.show("c", j["name"]) for j in spec["jobs"]]
     text = "; ".join(f"{describe(j)}, placed {j.get('placed_mib')} MiB, {j.get('started_at')} -> "
                      f"{j.get('finished_at')}" for j in jobs)
@@ -427,6 +435,9 @@ def parse_args() -> argparse.Namespace:
                    help="build the inputs, print the queue files and check them with `sched submit --dry-run`")
     p.add_argument("--budget", type=float, default=420, help="seconds for everything (items left out when short)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (databases, run logs)")
+    p.add_argument("--allow-no-gpu", action="store_true",
+                   help="without a CUDA GPU, SKIP the items (no GPU) instead of FAILing the setup: "
+                        "to prove the set-up on a machine without one")
     return p.parse_args()
 
 
@@ -458,14 +469,16 @@ def main() -> int:
             done = check.submit(item, spec, dry_run=True)
             if done.returncode != 0:
                 bad.append(f"({item}): {(done.stdout + done.stderr).strip()}")
-        problems = [] if cuda or args.dry_run else [f"no CUDA GPU (torch: {torch_info})"]
+        no_gpu = not cuda and not args.dry_run
+        problems = [f"no CUDA GPU (torch: {torch_info})"] if no_gpu and not args.allow_no_gpu else []
         if bad or problems:
             check.record("setup", FAIL, "; ".join(problems + bad))
         else:
             check.record("setup", PASS, f"{gpu_count} GPU(s) by NVML, torch {torch_info.get('torch')}, "
-                                        f"{len(specs)} queue files valid (sched submit --dry-run)")
-        if args.dry_run or check.results["setup"][0] == FAIL:
-            why = "dry run" if args.dry_run else "setup failed"
+                                        f"{len(specs)} queue files valid (sched submit --dry-run)"
+                                        + (", no CUDA GPU (--allow-no-gpu)" if no_gpu else ""))
+        if args.dry_run or no_gpu or check.results["setup"][0] == FAIL:
+            why = "dry run" if args.dry_run else "setup failed" if check.results["setup"][0] == FAIL else "no GPU"
             for item in "abcdef":
                 check.record(item, SKIP, why)
         else:

@@ -76,6 +76,16 @@ def _children(pid: int) -> list[int] | None:
     return found
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (empty off Linux)."""
+    if not LINUX:
+        return []
+    found = _children(pid)
+    if found is None:
+        found = [child for child, parent in _parents().items() if parent == pid]
+    return found
+
+
 def descendants(root: int) -> list[int]:
     """Every process below `root` (parents before their children), from /proc; empty off Linux.
 

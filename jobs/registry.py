@@ -127,6 +127,12 @@ class Kind:
             self.preflight(params, pre)
 
     @property
+    def torch_in_runner(self) -> bool:
+        """Its run() uses torch in the runner process (it preloads torch): on a GPU slot it needs a
+        working CUDA there, and the runner caps its allocator to a shared GPU's share."""
+        return "torch" in self.preload
+
+    @property
     def headline(self) -> str | None:
         """The metric that sums a job of this kind up (its first score), if any."""
         return next(iter(self.display.scores.values()), None)

@@ -3,6 +3,7 @@ stochastic weight averaging (SWA)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -172,6 +173,18 @@ def _all_finite(model) -> bool:
         return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
+def cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of `model` whose parameters and buffers are copied straight to the CPU: the
+    model's own tensors are never duplicated on their device. Tied weights stay tied (one copy
+    per tensor)."""
+    memo: dict[int, object] = {}
+    for param in model.parameters():
+        memo[id(param)] = torch.nn.Parameter(param.detach().to("cpu", copy=True), requires_grad=param.requires_grad)
+    for buffer in model.buffers():
+        memo[id(buffer)] = buffer.detach().to("cpu", copy=True)
+    return copy.deepcopy(model, memo)
+
+
 class SWACallback(TrainerCallback):
     """Stochastic weight averaging over the last ``swa_epochs`` epochs.
 
@@ -187,7 +200,9 @@ class SWACallback(TrainerCallback):
         self.average: AveragedModel | None = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.average = AveragedModel(model, device=torch.device("cpu"))
+        # From a CPU copy: AveragedModel deep-copies the model where it is, which on a GPU would
+        # briefly double the model's memory there (and the peak `gpu_memory: auto` records).
+        self.average = AveragedModel(cpu_copy(model), device=torch.device("cpu"))
         saved = os.path.join(self.resume_from, SWA_STATE) if self.resume_from else None
         if saved and os.path.exists(saved):
             self.average.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))

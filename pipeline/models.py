@@ -27,6 +27,11 @@ from pipeline.errors import ModelNotFoundError
 from pipeline.tokenizers import train_wordpiece_tokenizer
 
 TINY = "tiny"
+# Weights load in float32 whatever dtype the checkpoint was saved in: transformers 5 loads in the
+# saved dtype by default, so an fp16 hub checkpoint would fail under fp16 training ("Attempting to
+# unscale FP16 gradients") and a bf16 one would train entirely in bf16. Mixed precision comes from
+# autocast, over float32 master weights.
+TRAIN_DTYPE = torch.float32
 # Files whose presence means a tiny model was fully saved (written last: the weights).
 _TINY_DONE = ("config.json", "model.safetensors", "tokenizer.json")
 
@@ -65,14 +70,14 @@ def load_classifier(name_or_path: str, num_labels: int | None = 4):
     tokenizer = load_tokenizer(name_or_path)
     head = {} if num_labels is None else {
         "num_labels": num_labels, "ignore_mismatched_sizes": True, **_label_maps(num_labels)}
-    model = _load(AutoModelForSequenceClassification, name_or_path, "model", **head)
+    model = _load(AutoModelForSequenceClassification, name_or_path, "model", dtype=TRAIN_DTYPE, **head)
     return model, tokenizer
 
 
 def load_mlm(name_or_path: str):
     """(model, tokenizer) with a masked-LM head, for TAPT."""
     tokenizer = load_tokenizer(name_or_path)
-    return _load(AutoModelForMaskedLM, name_or_path, "model"), tokenizer
+    return _load(AutoModelForMaskedLM, name_or_path, "model", dtype=TRAIN_DTYPE), tokenizer
 
 
 def build_tiny(

@@ -6,10 +6,13 @@ does not run in the runner: the runner writes the job to SPEC_FILE in its folder
     python -m torch.distributed.run --standalone --nproc-per-node k -m scheduler.ranks SPEC_FILE
 
 torchrun is the standard launcher: it sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous the
-HF Trainer's DDP reads, and stops every rank when one fails. torchrun gets its own process group,
-so the runner can signal it (and only it): a stop request (SIGTERM or SIGUSR1 from the worker)
-becomes SIGTERM to torchrun, which passes SIGTERM to each rank. The ranks stop together at one
-step, checkpoint, and end as preempted (scheduler/ranks.py).
+HF Trainer's DDP reads, and stops every rank when one fails. A stop request (SIGTERM or SIGUSR1
+from the worker) becomes SIGTERM to each rank, not to torchrun: torchrun passes a SIGTERM of its
+own on and kills the ranks 30 s later (TORCH_ELASTIC_SHUTDOWN_TIMEOUT), whatever the worker's
+`--grace` gives the job to checkpoint. The ranks stop together at one step, checkpoint, and end
+as preempted (scheduler/ranks.py); torchrun then exits on its own. The worker's grace bounds it
+all: past it the worker kills every process of the job by its run token. torchrun's own timeout
+is set to that grace too, for a torchrun that is signalled by someone else.
 
 How the job ended is read from the endings the ranks write: the first failure (in time) is the
 cause of the others (a rank that fails breaks its peers' next gradient exchange), and its exit
@@ -20,6 +23,7 @@ killed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -31,6 +35,8 @@ from .ranks import ENDINGS, PASSWORD_ENV, SPEC_FILE, Ending, read_endings
 from .runner import PREEMPTED_EXIT
 
 POLL_S = 0.2  # how often the runner looks at its stop flag while torchrun runs
+GRACE_ENV = "SCHED_STOP_GRACE_S"  # the worker's --grace, in the job's environment
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # torchrun's wait between SIGTERM and SIGKILL
 
 
 class RanksFailed(Exception):
@@ -69,22 +75,37 @@ def _env(processes: int, password: str | None) -> dict[str, str]:
     if "OMP_NUM_THREADS" in env:
         threads = str(max(1, int(env["OMP_NUM_THREADS"]) // processes))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    if env.get(GRACE_ENV):
+        env[SHUTDOWN_TIMEOUT_ENV] = str(max(1, math.ceil(float(env[GRACE_ENV]))))
     return env
 
 
 def _wait(proc: subprocess.Popen, stop) -> int:
-    """torchrun's exit code; a stop request that comes meanwhile is passed on to torchrun."""
-    passed_on = False
+    """torchrun's exit code; a stop request that comes meanwhile is passed on to the ranks (each
+    rank once, also one that torchrun starts after the request)."""
+    signalled: set[int] = set()
     while True:
         try:
             return proc.wait(timeout=POLL_S)
         except subprocess.TimeoutExpired:
-            if stop() and not passed_on:
-                passed_on = True
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:  # it ended meanwhile
-                    pass
+            if stop():
+                signalled |= _stop_ranks(proc.pid, signalled)
+
+
+def _stop_ranks(torchrun_pid: int, done: set[int]) -> set[int]:
+    """SIGTERM to torchrun's children (the ranks) not yet told; the pids told now."""
+    from jobs.proc import children
+
+    told = set()
+    for pid in children(torchrun_pid):
+        if pid in done:
+            continue
+        try:
+            os.kill(pid, signal.SIGTERM)
+            told.add(pid)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
+    return told
 
 
 def _outcome(endings: dict[int, Ending], processes: int, torchrun_code: int, stopped: bool) -> None:

@@ -33,7 +33,11 @@ from dataclasses import dataclass, field
 
 from .errors import SchedError
 
-DEFAULT_HEADROOM_MIB = 2048  # left free on every GPU: CUDA context, allocator slack, the driver
+DEFAULT_HEADROOM_MIB = 2048  # left free on every GPU: allocator slack, the driver
+# Each CUDA process holds this much outside torch's allocator (its context and kernels, 0.3-0.6 GiB
+# measured): a shared job's `gpu_memory` includes it, so its allocator is capped at the share less
+# this, and an `auto` share is the recorded allocator peak plus this.
+DEFAULT_CONTEXT_MIB = 512
 AUTO_FACTOR = 1.1  # `gpu_memory: auto` asks for the recorded peak times this, plus AUTO_MARGIN_MIB
 AUTO_MARGIN_MIB = 768
 
@@ -68,9 +72,10 @@ def fmt_mib(mib: float | None) -> str:
     return f"{mib / 1024:.1f}GiB" if mib >= 1024 else f"{int(mib)}MiB"
 
 
-def auto_need(peak_mib: float) -> int:
-    """What `gpu_memory: auto` asks for after a recorded peak."""
-    return int(peak_mib * AUTO_FACTOR + AUTO_MARGIN_MIB)
+def auto_need(peak_mib: float, context_mib: int = 0) -> int:
+    """What `gpu_memory: auto` asks for after a recorded peak of torch's allocator (plus the CUDA
+    context each process holds outside it)."""
+    return int(peak_mib * AUTO_FACTOR + AUTO_MARGIN_MIB) + context_mib
 
 
 def memory_key(kind, params: dict) -> str | None:
@@ -131,6 +136,8 @@ class Gpu:
     total_mib: int | None  # NVML total; None when unknown (no sharing then)
     free_mib: int | None = None  # NVML free at the start of the pass
     held: list[Held] = field(default_factory=list)  # the jobs on it
+    lost: str | None = None  # NVML cannot read it (fell off the bus, reset): no job goes there
+    outside: bool = False  # used beyond the headroom with no sched job on it (set by the pass)
 
     @property
     def whole(self) -> bool:
@@ -142,16 +149,24 @@ class Gpu:
 
     @property
     def idle(self) -> bool:
-        return not self.held
+        """Free for a whole-GPU job: no sched job, no other program's memory, and readable."""
+        return not self.held and not self.outside and self.lost is None
+
+    def used_outside(self, headroom: int) -> bool:
+        """More than the headroom used while no sched job is here: another program (or one a
+        crashed job left behind) holds it, and a whole-GPU job there would run out of memory."""
+        return (not self.held and self.total_mib is not None and self.free_mib is not None
+                and self.total_mib - self.free_mib > headroom)
 
     def without(self, gone: Callable[[Held], bool]) -> Gpu:
         """This GPU once the jobs `gone` picks had ended (NVML's free reading then no longer holds)."""
         staying = [h for h in self.held if not gone(h)]
-        return Gpu(self.index, self.total_mib, None if len(staying) < len(self.held) else self.free_mib, staying)
+        return Gpu(self.index, self.total_mib, None if len(staying) < len(self.held) else self.free_mib, staying,
+                   self.lost, self.outside)
 
     def room(self, headroom: int, placed_now: int) -> int:
         """MiB a new shared job may declare here."""
-        if self.whole or self.total_mib is None:
+        if self.whole or self.total_mib is None or self.lost is not None:
             return 0
         room = self.total_mib - headroom - sum(self.shares)
         if self.free_mib is not None:  # what NVML sees free, less what this pass placed already
@@ -200,16 +215,21 @@ class Reservation:
 class ClaimPass:
     """One claim pass over a worker's GPUs: `place(request)` says where a job goes (or None)."""
 
-    def __init__(self, gpus: list[Gpu], headroom_mib: int = DEFAULT_HEADROOM_MIB):
+    def __init__(self, gpus: list[Gpu], headroom_mib: int = DEFAULT_HEADROOM_MIB,
+                 context_mib: int = DEFAULT_CONTEXT_MIB):
         self.gpus = {gpu.index: gpu for gpu in gpus}
         self.headroom = headroom_mib
+        self.context_mib = context_mib  # in every share (see DEFAULT_CONTEXT_MIB)
+        for gpu in gpus:
+            gpu.outside = gpu.outside or gpu.used_outside(headroom_mib)
         self.placed_now: dict[int, int] = {}  # MiB placed by this pass per GPU (NVML free lags)
         self.reservation: Reservation | None = None
 
     @property
     def can_share(self) -> bool:
-        """Sharing needs each GPU's memory; without NVML readings every job takes whole GPUs."""
-        return all(gpu.total_mib is not None for gpu in self.gpus.values())
+        """Sharing needs a GPU's memory; without any NVML reading every job takes whole GPUs. A GPU
+        that cannot be read (lost, or a failed call) takes no shared job, the others still do."""
+        return any(gpu.total_mib is not None for gpu in self.gpus.values())
 
     def place(self, request: Request) -> Placement | None:
         """Where the job goes (and book it), or None; the first job that does not fit reserves."""
@@ -238,13 +258,15 @@ class ClaimPass:
         job starts there, so they drain. A shared job keeps the one GPU with the most room that can
         ever hold it. Without this, small jobs landing on partly used GPUs would starve it."""
         if request.share_mib is not None and request.gpus == 1:
-            able = [g for g in self.gpus.values() if g.total_mib is not None
+            able = [g for g in self.gpus.values() if g.total_mib is not None and g.lost is None
                     and g.total_mib - self.headroom >= request.share_mib]
             if not able:
                 return ()
             best = min(able, key=lambda g: (g.whole, sum(g.shares), g.index))
             return (best.index,)
-        order = sorted(self.gpus.values(), key=lambda g: (not g.idle, g.whole, len(g.held), g.index))
+        # A lost GPU never frees up; one another program holds frees when that program ends.
+        order = sorted((g for g in self.gpus.values() if g.lost is None),
+                       key=lambda g: (not g.idle, g.outside, g.whole, len(g.held), g.index))
         return tuple(sorted(g.index for g in order[:request.gpus]))
 
     def fits_once_yielded(self, request: Request) -> bool:
@@ -253,7 +275,7 @@ class ClaimPass:
 
     def _fits_once(self, request: Request, gone: Callable[[Held], bool]) -> bool:
         """Whether the job would fit once the jobs that `gone` picks had ended."""
-        trial = ClaimPass([gpu.without(gone) for gpu in self.gpus.values()], self.headroom)
+        trial = ClaimPass([gpu.without(gone) for gpu in self.gpus.values()], self.headroom, self.context_mib)
         return trial._fit(request) is not None
 
     def _usable(self, gpu: Gpu, request: Request) -> bool:
@@ -287,12 +309,14 @@ class ClaimPass:
                 self.placed_now[index] = self.placed_now.get(index, 0) + placement.share_mib
 
 
-def share_for(gpu_memory_mib: int | None, auto: bool, exclusive: bool, peak_mib: float | None) -> int | None:
-    """The MiB a 1-GPU job declares for sharing, or None for a whole GPU."""
+def share_for(gpu_memory_mib: int | None, auto: bool, exclusive: bool, peak_mib: float | None,
+              context_mib: int = DEFAULT_CONTEXT_MIB) -> int | None:
+    """The MiB a 1-GPU job declares for sharing (its whole footprint, CUDA context included), or
+    None for a whole GPU."""
     if exclusive:
         return None
     if auto:
-        return auto_need(peak_mib) if peak_mib else None  # no history yet: a whole GPU
+        return auto_need(peak_mib, context_mib) if peak_mib else None  # no history yet: a whole GPU
     return gpu_memory_mib
 
 

@@ -117,13 +117,14 @@ def main(argv: list[str]) -> int:
 def _run_rank(job: dict, stop: StopFlag, reporter, url: str) -> tuple[int, str | None]:
     """Run the job's kind on this rank: (exit code, one-line reason). The runner checked its
     params and inputs before it started torchrun."""
-    from jobs import get_kind
+    from jobs import get_kind, gpu
     from jobs.context import Preempted
 
     try:
         if stop():
             raise Preempted("stopped before the job started")
         kind = get_kind(job["kind"])
+        gpu.require_cuda()  # each rank: a rank without CUDA would train on the CPU over gloo
         kind.run(kind.parse(job["params"]), job_context(job, stop, reporter, url))
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr, flush=True)

@@ -11,7 +11,8 @@ It reports on REPORT_FD (JSON lines): `{"ready": pid}`, then `{"done": job_id, "
 "again": bool}`. `again`: the job's kind keeps no state in the process (`Kind.reusable`) and was
 not stopped, so this runner takes the next job too; otherwise it exits with that code. Exit
 codes: 0 succeeded, PREEMPTED_EXIT stopped on request, INPUT_ERROR_EXIT its inputs are wrong,
-GPU_OOM_EXIT out of memory on a shared GPU, anything else failed. A GPU job's peak memory goes to
+GPU_OOM_EXIT out of memory on a shared GPU, CUDA_UNUSABLE_EXIT a GPU job found no working CUDA (the
+worker fails it as an input error and takes no more GPU jobs), anything else failed. A GPU job's peak memory goes to
 its row (`gpu_peak_mib`, what `gpu_memory: auto` reads) whatever its ending. The one-line reason of a failure goes to the job's row (`error`) and to
 ERROR_FILE in its folder; the traceback goes to the job's log (stdout and stderr are the log).
 
@@ -36,6 +37,7 @@ PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later"
 INPUT_ERROR_EXIT = 65  # EX_DATAERR: the job's inputs are wrong; retrying cannot help
 WORKER_GONE_EXIT = 70  # the worker died; the runner killed the job's processes and left
 GPU_OOM_EXIT = 76  # out of GPU memory on a GPU it shared: the worker queues it again for a whole GPU
+CUDA_UNUSABLE_EXIT = 69  # EX_UNAVAILABLE: on a GPU slot, CUDA does not work (jobs.gpu.CudaUnusable)
 ERROR_FILE = ".sched-error.json"
 WORKER_GONE_SIGNAL = signal.SIGUSR2  # sent by Linux when the worker dies (PR_SET_PDEATHSIG)
 
@@ -236,7 +238,7 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
 
             run_ranks(job, processes, stop, queue.url)
         else:
-            gpu.prepare(in_process=not kind.reusable)
+            gpu.prepare(in_process=kind.torch_in_runner)
             kind.run(params, job_context(job, stop, reporter, queue.url))
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr, flush=True)
@@ -281,7 +283,11 @@ def failure_of(exc: BaseException) -> tuple[int, str]:
 
     if isinstance(exc, RanksFailed):
         return exc.code, exc.reason
+    from jobs.gpu import CudaUnusable
+
     traceback.print_exc()
+    if isinstance(exc, CudaUnusable):
+        return CUDA_UNUSABLE_EXIT, f"{type(exc).__name__}: {exc}"
     return (INPUT_ERROR_EXIT if _is_input_error(exc) else 1), f"{type(exc).__name__}: {exc}"
 
 

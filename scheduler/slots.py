@@ -1,6 +1,7 @@
 """Slots: one per GPU plus CPU slots, and the environment a job gets on its GPUs or CPU slot.
 
-Reading GPUs uses NVML (nvidia-ml-py), never torch: the worker parent must not start CUDA.
+Reading GPUs uses NVML (nvidia-ml-py, scheduler/nvml.py), never torch: the worker parent must not
+start CUDA.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 from dataclasses import dataclass
 
 from .errors import SchedError
+from .gpus import DEFAULT_CONTEXT_MIB
+from .nvml import SESSION, VISIBLE, Device
 
 log = logging.getLogger("sched.worker")
 
@@ -17,16 +20,21 @@ log = logging.getLogger("sched.worker")
 @dataclass(frozen=True)
 class Slot:
     name: str  # "gpu0", "cpu0"
-    gpu: int | None  # the physical GPU index (PCI bus order), None for a CPU slot
+    gpu: int | None  # the physical GPU index (PCI bus order, NVML's), None for a CPU slot
     threads: int | None = None  # CPU threads a job on this slot may use (None: the library default)
+    visible: str | None = None  # the GPU's name in a job's CUDA_VISIBLE_DEVICES (None: its index)
 
     @property
     def gpus(self) -> int:
         return 0 if self.gpu is None else 1
 
+    @property
+    def device_name(self) -> str:
+        return self.visible if self.visible is not None else str(self.gpu)
+
     def child_env(self, job_gpus: int) -> dict[str, str]:
         """Environment for a job on this slot: it sees only its own GPU, or none if it asked none."""
-        visible = str(self.gpu) if (self.gpu is not None and job_gpus > 0) else ""
+        visible = self.device_name if (self.gpu is not None and job_gpus > 0) else ""
         threads = {}
         if self.threads and "OMP_NUM_THREADS" not in os.environ:
             # CPU slots share the cores: without a cap every job starts a thread per core, and
@@ -34,42 +42,40 @@ class Slot:
             threads = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         return {
             **threads,
-            # PCI bus order makes index N the same GPU that nvidia-smi and NVML call N.
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-            "CUDA_VISIBLE_DEVICES": visible,
+            **_device_order(),
+            VISIBLE: visible,
             "SCHED_DEVICE": "cuda" if visible else "cpu",
             "SCHED_SLOT": self.name,
         }
 
 
-def placement_env(gpus: tuple[int, ...], share_mib: int | None) -> dict[str, str]:
-    """Environment of a GPU job placed on `gpus` (scheduler/gpus.py): it sees those GPUs only;
-    a data-parallel kind starts one process per GPU (SCHED_PROCESSES); a shared job knows its
-    share (SCHED_GPU_SHARE_MIB: the runner caps torch's memory to it)."""
+def _device_order() -> dict[str, str]:
+    # PCI bus order makes index N the same GPU that nvidia-smi and NVML call N. An order the worker
+    # inherited (with its allocation's CUDA_VISIBLE_DEVICES) is the one those names were given in.
+    return {"CUDA_DEVICE_ORDER": os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
+
+
+def placement_env(gpus: tuple[int, ...], share_mib: int | None, names: dict[int, str] | None = None,
+                  context_mib: int = DEFAULT_CONTEXT_MIB) -> dict[str, str]:
+    """Environment of a GPU job placed on `gpus` (scheduler/gpus.py): it sees those GPUs only (by
+    `names`: the allocation's names for them, else their indices); a data-parallel kind starts one
+    process per GPU (SCHED_PROCESSES); a shared job knows its share and the context allowance in
+    it (the runner caps torch's allocator to the share less the allowance)."""
     from .gpus import slot_name
 
-    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+    names = names or {}
+    env = {**_device_order(), VISIBLE: ",".join(names.get(i, str(i)) for i in gpus),
            "SCHED_DEVICE": "cuda", "SCHED_SLOT": slot_name(gpus), "SCHED_PROCESSES": str(len(gpus))}
     if share_mib is not None:
         env["SCHED_GPU_SHARE_MIB"] = str(share_mib)
+        env["SCHED_GPU_CONTEXT_MIB"] = str(context_mib)
     return env
 
 
 def nvml_gpu_count() -> tuple[int, str]:
     """(Number of NVIDIA GPUs NVML sees, why none when 0)."""
-    try:
-        import pynvml
-    except ImportError:
-        return 0, "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError: no driver on this machine
-        return 0, f"NVML: {exc}"
-    try:
-        count = pynvml.nvmlDeviceGetCount()
-        return count, "" if count else "NVML sees no GPU"
-    finally:
-        pynvml.nvmlShutdown()
+    devices, why = SESSION.devices()
+    return len(devices), why
 
 
 def cpu_slot_list(count: int) -> list[Slot]:
@@ -77,62 +83,81 @@ def cpu_slot_list(count: int) -> list[Slot]:
     return [Slot(f"cpu{i}", None, threads) for i in range(count)]
 
 
-def parse_slots(spec: str, cpu_slots: int = 1, gpu_count: tuple[int, str] | None = None) -> list[Slot]:
-    """`--gpus` value -> slots: one per GPU (`0,1`: those; `auto`: every GPU NVML sees; `none`:
-    none), then `cpu_slots` CPU slots for jobs that ask no GPU. `gpu_count`: what NVML sees
-    (count, why none), read when not given."""
+def parse_slots(spec: str, cpu_slots: int = 1, gpu_count: tuple[int, str] | None = None,
+                devices: tuple[list[Device], str] | None = None) -> list[Slot]:
+    """`--gpus` value -> slots: one per GPU (`0,1`: those; `auto`: every GPU this worker may use;
+    `none`: none), then `cpu_slots` CPU slots for jobs that ask no GPU.
+
+    The GPUs this worker may use: those NVML sees, or only those named by an inherited
+    CUDA_VISIBLE_DEVICES (scheduler/nvml.py). `devices` (or `gpu_count`: that many, numbered from
+    0) gives them instead of asking NVML."""
     spec = spec.strip().lower()
     if cpu_slots < 1:
         raise SchedError("--cpu-slots must be at least 1")
     if spec == "none":
         return cpu_slot_list(cpu_slots)
-    count, why = gpu_count if gpu_count is not None else nvml_gpu_count()
+    inherited = os.environ.get(VISIBLE)
+    from_nvml = devices is None and gpu_count is None
+    if devices is None:
+        devices = ([Device(i, str(i)) for i in range(gpu_count[0])], gpu_count[1]) if gpu_count is not None \
+            else SESSION.devices(inherited)
+    usable, why = devices
     if spec == "auto":
-        if not count:
+        if not usable:
             log.warning("--gpus auto: no GPU found (%s); running %d CPU slot(s): jobs that need a GPU wait",
                         why, cpu_slots)
-        return [Slot(f"gpu{i}", i) for i in range(count)] + cpu_slot_list(cpu_slots)
+        chosen = usable
+    else:
+        chosen = _listed(spec, usable, why, inherited if gpu_count is None else None)
+    if from_nvml:
+        SESSION.mig_note(chosen)
+    return [_gpu_slot(d) for d in chosen] + cpu_slot_list(cpu_slots)
+
+
+def _gpu_slot(device: Device) -> Slot:
+    return Slot(f"gpu{device.index}", device.index, visible=None if device.visible == str(device.index)
+                else device.visible)
+
+
+def _listed(spec: str, usable: list[Device], why: str, inherited: str | None) -> list[Device]:
+    """The GPUs `--gpus 0,1` names, each one this worker may use."""
     try:
-        gpus = [int(part) for part in spec.split(",") if part.strip()]
+        wanted = [int(part) for part in spec.split(",") if part.strip()]
     except ValueError:
         raise SchedError(f"--gpus takes a list like 0,1, or auto, or none; got '{spec}'") from None
-    if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
+    if not wanted or len(set(wanted)) != len(wanted) or min(wanted) < 0:
         raise SchedError(f"--gpus: list each GPU index once, e.g. 0,1; got '{spec}'")
-    if max(gpus) >= count:
-        sees = f"NVML sees {count} GPU(s): {', '.join(map(str, range(count)))}" if count else why
-        raise SchedError(f"--gpus {spec}: no GPU {max(gpus)} on this machine ({sees})")
-    return [Slot(f"gpu{i}", i) for i in gpus] + cpu_slot_list(cpu_slots)
+    by_index = {d.index: d for d in usable}
+    missing = [i for i in wanted if i not in by_index]
+    if missing and inherited is not None and usable:
+        raise SchedError(f"--gpus {spec}: GPU {missing[0]} is not in this allocation ({VISIBLE}={inherited} "
+                         f"gives {', '.join(f'gpu{d.index}' for d in usable)})")
+    if missing:
+        count = len(usable)
+        sees = f"NVML sees {count} GPU(s): {', '.join(str(d.index) for d in usable)}" if count else why
+        raise SchedError(f"--gpus {spec}: no GPU {max(missing)} on this machine ({sees})")
+    return [by_index[i] for i in wanted]
 
 
 def nvml_inventory(indices: list[int]):
-    """Memory of these GPUs now (scheduler.gpus.Gpu: total and free MiB; None where unknown)."""
+    """Memory of these GPUs now (scheduler.gpus.Gpu: total and free MiB; None where unknown; a
+    GPU NVML cannot read is lost: no job is placed on it)."""
     from .gpus import Gpu
 
     readings = {r["gpu"]: r for r in (gpu_readings(indices) or [])}
-    return [Gpu(i, readings[i]["mem_total"] if i in readings else None,
-                readings[i]["mem_total"] - readings[i]["mem_used"] if i in readings else None) for i in indices]
+    gpus = []
+    for index in indices:
+        reading = readings.get(index)
+        if reading is None:
+            gpus.append(Gpu(index, None))
+        elif "lost" in reading:
+            gpus.append(Gpu(index, None, lost=reading["lost"]))
+        else:
+            gpus.append(Gpu(index, reading["mem_total"], reading["mem_total"] - reading["mem_used"]))
+    return gpus
 
 
 def gpu_readings(indices: list[int]) -> list[dict] | None:
-    """Utilisation (%) and memory (MiB) of these GPUs from NVML; None where NVML is absent."""
-    if not indices:
-        return None
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no nvidia-ml-py or no driver
-        return None
-    try:
-        readings = []
-        for index in indices:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            readings.append({"gpu": index, "util": util.gpu, "mem_used": memory.used // 2**20,
-                             "mem_total": memory.total // 2**20})
-        return readings
-    except Exception:  # a GPU fell off the bus: report nothing rather than stop the worker
-        return None
-    finally:
-        pynvml.nvmlShutdown()
+    """Per GPU: utilisation (%, None where not supported) and memory (MiB), or why it is lost;
+    None where NVML is absent. One NVML session per process (scheduler/nvml.py)."""
+    return SESSION.readings(indices)

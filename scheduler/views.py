@@ -155,7 +155,21 @@ def _workers(conn, now: datetime, running: list[dict]) -> list[dict]:
 
 def _free_gpu_slots(workers: list[dict]) -> int:
     return sum(1 for w in workers for s in w["slot_use"]
-               if s["slot"].startswith("gpu") and not s["job"] and not s["reserved_for"])
+               if s["slot"].startswith("gpu") and not s["job"] and not s["reserved_for"]
+               and gpu_blocked(s["slot"], s["gpu_stats"]) is None)
+
+
+def gpu_blocked(slot: str, stats: dict | None) -> str | None:
+    """Why a GPU with no sched job takes none either: lost, held by another program, or CUDA failed."""
+    if not stats:
+        return None
+    if "lost" in stats:
+        return f"{slot} lost ({stats['lost']})"
+    if stats.get("fault"):
+        return f"{slot}: CUDA unusable on its worker ({stats['fault']})"
+    if stats.get("outside"):
+        return f"{slot} busy outside sched ({stats['mem_used'] / 1024:.0f} GiB used)"
+    return None
 
 
 def _why_waiting(job, pending: list[str], drained: bool, gpu_slots_free: int, workers: list[dict]) -> str:
@@ -180,11 +194,19 @@ def _why_waiting_for_gpus(job, gpu_slots_free: int, workers: list[dict]) -> str:
         held = w.get("reservation")
         if held and held["job_id"] == job.id:
             gpus = ", ".join(f"gpu{i}" for i in held["gpus"])
+            blocked = [why for s in w["slot_use"] if s["slot"] in {f"gpu{i}" for i in held["gpus"]}
+                       for why in [gpu_blocked(s["slot"], s["gpu_stats"])] if why]
+            if blocked:  # what keeps the kept GPUs from it is not a sched job
+                return "; ".join(blocked) + f" (reserved for it on worker {w['id']})"
             return f"reserved {gpus} on worker {w['id']}: starts when {job.gpus} are free"
     reserved = [(s["slot"], s["reserved_for"]) for w in workers for s in w["slot_use"] if s["reserved_for"]]
     if reserved and not gpu_slots_free:
         slots = ", ".join(slot for slot, _ in reserved)
         return f"{slots} reserved for {reserved[0][1]}"
+    blocked = [why for w in workers for s in w["slot_use"] if not s["job"]
+               for why in [gpu_blocked(s["slot"], s["gpu_stats"])] if why]
+    if blocked and not gpu_slots_free:
+        return "; ".join(blocked[:2]) + (f" and {len(blocked) - 2} more" if len(blocked) > 2 else "")
     if job.gpus > 1:
         return f"needs {job.gpus} free GPUs on one worker"
     return "next free GPU" if not gpu_slots_free else "next free slot"

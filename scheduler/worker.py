@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobs.proc import kill_all, processes_with
 
 from .gpus import (
+    DEFAULT_CONTEXT_MIB,
     DEFAULT_HEADROOM_MIB,
     ClaimPass,
     Gpu,
@@ -46,7 +47,7 @@ from .hooks import reap as reap_hooks
 from .hooks import run_hooks
 from .jobqueue import DEFAULT_LEASE_S, GPU_CANDIDATES_LIMIT, ClaimedJob, JobQueue
 from .launch import RunnerProc, header, start_runner
-from .runner import ERROR_FILE, GPU_OOM_EXIT, INPUT_ERROR_EXIT, PREEMPTED_EXIT
+from .runner import CUDA_UNUSABLE_EXIT, ERROR_FILE, GPU_OOM_EXIT, INPUT_ERROR_EXIT, PREEMPTED_EXIT
 from .slots import Slot, gpu_readings, nvml_inventory, placement_env
 from .store.states import (
     CANCELLED,
@@ -96,6 +97,7 @@ class WorkerOptions:
     max_jobs: int | None = None  # stop claiming after this many jobs
     warm: bool = False  # spare runners and runner reuse (`sched worker` turns it on; --no-warm off)
     gpu_headroom_mib: int = DEFAULT_HEADROOM_MIB  # left free on a GPU that jobs share
+    gpu_context_mib: int = DEFAULT_CONTEXT_MIB  # each shared job's CUDA context, inside its share
 
 
 @dataclass
@@ -115,6 +117,7 @@ class WorkerLoop:
     # GPU memory now (total, free) of these GPU indices; NVML by default, fake inventories in tests
     inventory: Callable[[list[int]], list[Gpu]] = nvml_inventory
     reservation: Reservation | None = None  # the waiting GPU job this worker keeps GPUs free for
+    gpu_fault: str | None = None  # CUDA did not work for a job here: no more GPU jobs on this worker
     _wake_r: int | None = field(default=None, repr=False)  # request_stop() writes here to end a wait
     _wake_w: int | None = field(default=None, repr=False)
 
@@ -378,6 +381,9 @@ class WorkerLoop:
             return CANCELLED if done else None
         if reason == "timeout":
             return self._fail(job, KILLED, f"timed out after {job.timeout_s:g}s", code)
+        if code == CUDA_UNUSABLE_EXIT and child.placement is not None:
+            self._stop_gpu_jobs(child)
+            code = INPUT_ERROR_EXIT
         if code == GPU_OOM_EXIT and child.placement is not None and child.placement.share_mib is not None:
             self.queue.requeue_exclusive(job.id, self.worker_id, message=(
                 f"out of GPU memory beside other jobs ({fmt_mib(child.placement.share_mib)} share on "
@@ -392,6 +398,17 @@ class WorkerLoop:
             return self._fail(job, KILLED, f"killed by signal {signal.Signals(-code).name}", code)
         # A wrong input (missing file, bad label, unknown model) fails the same way every time.
         return self._fail(job, FAILED, self._error_message(job, code), code, permanent=code == INPUT_ERROR_EXIT)
+
+    def _stop_gpu_jobs(self, child: Child) -> None:
+        """CUDA failed to start for a job on this worker's GPUs (a driver too old for torch's CUDA,
+        a broken install): every GPU job here would fail the same way, or, worse, train on the CPU
+        while holding a GPU. This worker takes no more GPU jobs (other workers may); its CPU slots go on."""
+        reason = self._error_message(child.job, CUDA_UNUSABLE_EXIT)
+        if self.gpu_fault is None:
+            log.error("CUDA is not usable on this worker (%s): it takes no more GPU jobs until restarted; "
+                      "CPU slots go on", reason)
+        self.gpu_fault = reason
+        self._publish_reservation(None)  # it keeps no GPUs for a job it will not start
 
     def _fail(self, job: ClaimedJob, kind: str, message: str, code: int | None,
               permanent: bool = False) -> str | None:
@@ -414,8 +431,7 @@ class WorkerLoop:
         if force or now - self.last_worker_heartbeat >= self.options.heartbeat_s:
             self.last_worker_heartbeat = now
             # Idle workers heartbeat too, so `sched status` can show them and their GPUs.
-            gpus = [slot.gpu for slot in self.slots if slot.gpu is not None]
-            self.queue.worker_heartbeat(self.worker_id, gpu_stats=gpu_readings(gpus))
+            self.queue.worker_heartbeat(self.worker_id, gpu_stats=self._gpu_stats())
         for child in self.children.values():
             if not force and now - child.last_heartbeat < self.options.heartbeat_s:
                 continue
@@ -425,6 +441,24 @@ class WorkerLoop:
                 self._signal(child, "lease_lost", now, signal.SIGKILL)
             elif reply.cancel_requested and child.stop_reason != "cancel":
                 self._signal(child, "cancel", now)
+
+    def _gpu_stats(self) -> list[dict] | None:
+        """NVML's readings of this worker's GPUs for `sched status`, each marked when another
+        program holds it (no sched job there, memory used beyond the headroom) or when CUDA failed here."""
+        readings = gpu_readings([slot.gpu for slot in self._gpu_slots()])
+        if readings is None and self.gpu_fault is not None:  # no NVML: still say why no GPU job runs
+            readings = [{"gpu": slot.gpu} for slot in self._gpu_slots()]
+        if readings is None:
+            return None
+        held = {i for c in self.children.values() if c.placement is not None for i in c.placement.gpus}
+        for reading in readings:
+            if "lost" in reading:
+                continue
+            if reading["gpu"] not in held and reading.get("mem_used", 0) > self.options.gpu_headroom_mib:
+                reading["outside"] = True
+            if self.gpu_fault is not None:
+                reading["fault"] = self.gpu_fault
+        return readings
 
     def _enforce_limits(self, now: float) -> None:
         for child in self.children.values():
@@ -512,7 +546,7 @@ class WorkerLoop:
 
     def _claim_for_free_slots(self, now: float) -> bool:
         started = self._claim_for_cpu_slots(now)
-        if self._gpu_slots() and not self._max_jobs_reached():
+        if self._gpu_slots() and not self._max_jobs_reached() and self.gpu_fault is None:
             started |= self._claim_on_gpus(now)
         return started
 
@@ -533,7 +567,8 @@ class WorkerLoop:
         """One claim pass over this worker's GPUs (scheduler/gpus.py)."""
         # A pass even when every GPU is busy: it renews the reservation (for `sched status` and
         # for preemption) from the queue as it is now.
-        claim_pass = ClaimPass(self._gpus_now(list(self.children.values())), self.options.gpu_headroom_mib)
+        claim_pass = ClaimPass(self._gpus_now(list(self.children.values())), self.options.gpu_headroom_mib,
+                               self.options.gpu_context_mib)
         limit = GPU_CANDIDATES_LIMIT
         if self.options.max_jobs is not None:
             limit = min(limit, self.options.max_jobs - self.claimed)
@@ -589,6 +624,10 @@ class WorkerLoop:
                  job.max_attempts, "warm" if warm else "new")
         return True
 
+    def _device_names(self) -> dict[int, str]:
+        """How a job's CUDA_VISIBLE_DEVICES names each GPU: as the worker's allocation does."""
+        return {slot.gpu: slot.device_name for slot in self._gpu_slots()}
+
     def _run_token(self, job: ClaimedJob) -> str:
         return f"{self.token}-{job.id}-{job.attempts}"
 
@@ -625,8 +664,10 @@ class WorkerLoop:
         # The job's environment gets the database URL without its password (programs print their
         # environment, crash reports copy it); the runner gets the password through its stdin.
         url, password = without_password(self.queue.url)
-        devices = slot.child_env(0) if placement is None else placement_env(placement.gpus, placement.share_mib)
-        env = {**devices, "SCHED_DB": url, RUN_TOKEN: self._run_token(job)}
+        devices = slot.child_env(0) if placement is None else placement_env(
+            placement.gpus, placement.share_mib, self._device_names(), self.options.gpu_context_mib)
+        env = {**devices, "SCHED_DB": url, RUN_TOKEN: self._run_token(job),
+               "SCHED_STOP_GRACE_S": f"{self.options.stop_grace_s:g}"}
         try:
             runner.hand(job, env, password, reuse=self.options.warm)
         except OSError:  # the runner died just now: a new one

@@ -17,6 +17,9 @@ from .app import console, open_queue, setup_logging
               help="CPU slots: jobs with gpus 0 (on a GPU worker too, beside its GPUs).")
 @click.option("--gpu-headroom", default="2GiB", show_default=True, metavar="SIZE",
               help="GPU memory left free when jobs share a GPU (gpu_memory).")
+@click.option("--gpu-context", default="512MiB", show_default=True, metavar="SIZE",
+              help="What each job's CUDA context takes outside torch's allocator: part of a shared job's "
+                   "gpu_memory (its allocator gets the rest), added to an auto share.")
 @click.option("--until-empty", is_flag=True, help="Exit once no job is left to run.")
 @click.option("--max-jobs", type=click.IntRange(1), default=None, help="Exit after this many jobs.")
 @click.option("--runs", default="runs", show_default=True, envvar="SCHED_RUNS",
@@ -27,7 +30,8 @@ from .app import console, open_queue, setup_logging
 @click.option("--warm/--no-warm", default=True, show_default=True,
               help="Keep a spare runner per slot with the next jobs' imports done, and reuse runners of light jobs.")
 @click.pass_context
-def worker(ctx, gpus, cpu_slots, gpu_headroom, until_empty, max_jobs, runs, lease, heartbeat, grace, warm) -> None:
+def worker(ctx, gpus, cpu_slots, gpu_headroom, gpu_context, until_empty, max_jobs, runs, lease, heartbeat, grace,
+           warm) -> None:
     """Run jobs from the queue: GPU jobs on this machine's GPUs (whole, k at once, or sharing one by
     gpu_memory), CPU jobs on --cpu-slots slots; one child process per job.
 
@@ -46,19 +50,20 @@ def worker(ctx, gpus, cpu_slots, gpu_headroom, until_empty, max_jobs, runs, leas
     setup_logging(ctx.find_root().obj["verbose"])
     options = WorkerOptions(runs_root=runs, lease_s=lease, heartbeat_s=heartbeat, stop_grace_s=grace,
                             max_jobs=max_jobs, reaper_s=max(1.0, lease / 4), warm=warm,
-                            gpu_headroom_mib=_headroom(gpu_headroom))
+                            gpu_headroom_mib=_size("--gpu-headroom", gpu_headroom),
+                            gpu_context_mib=_size("--gpu-context", gpu_context))
     WorkerLoop(open_queue(ctx, create=True), parse_slots(gpus, cpu_slots), options).run(until_empty=until_empty)
 
 
-def _headroom(text: str) -> int:
+def _size(option: str, text: str) -> int:
     from ..gpus import parse_memory
 
     try:
         value = parse_memory(text)
     except SchedError as exc:
-        raise SchedError(str(exc).replace("gpu_memory", "--gpu-headroom")) from None
+        raise SchedError(str(exc).replace("gpu_memory", option)) from None
     if not isinstance(value, int):
-        raise SchedError(f"--gpu-headroom takes a size like 2GiB; got '{text}'")
+        raise SchedError(f"{option} takes a size like 2GiB; got '{text}'")
     return value
 
 
