@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .context import JobContext, Preempted
 from .registry import Kind
@@ -22,6 +23,30 @@ class Params(BaseModel):
     argv: list[str] = Field(min_length=1)  # the program and its arguments, run without a shell
     env: dict[str, str] = Field(default_factory=dict)  # added to the worker's environment
     cwd: str | None = None  # working folder; default: the job's output folder
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
+        for key, value in env.items():
+            _check_env_entry(key, value)
+        return env
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_env_entry(key: str, value: str) -> None:
+    """Refused at submit rather than when the job starts: the runner sets SCHED_* itself (the run
+    token, the database) and a job must not replace them; `A=B`, an empty name or a NUL cannot be
+    passed to a program (execve takes NAME=VALUE strings ending at a NUL)."""
+    shown = repr(key) if len(key) <= 60 else repr(key[:60]) + "..."
+    if key.startswith("SCHED_"):
+        raise ValueError(f"{shown}: SCHED_* variables are sched's own (the job's id, run token, database); "
+                         "use another name")
+    if not _ENV_NAME.fullmatch(key):
+        raise ValueError(f"{shown} is not a variable name (letters, digits and _, not starting with a digit)")
+    if "\0" in value:
+        raise ValueError(f"{shown}: the value holds a NUL character, which no program can be given")
 
 
 class CommandFailed(RuntimeError):

@@ -31,10 +31,15 @@ log = logging.getLogger("sched.cron")
 
 CRON_STORE = "crons"
 MISFIRE_GRACE_S = 3600
+MAX_EXPRESSION = 200  # characters; a day of every minute listed by hand fits in less
 
 
 def parse_cron(expression: str) -> CronTrigger:
     """A UTC cron trigger from a crontab line (minute hour day month weekday)."""
+    if len(expression) > MAX_EXPRESSION:
+        # It is stored, shown by `sched cron list` and parsed by every worker: keep it a line.
+        raise SchedError(f"cron expression of {len(expression):,} characters; at most {MAX_EXPRESSION} "
+                         "(5 fields: minute hour day month weekday, e.g. '0 2 * * *')")
     try:
         return CronTrigger.from_crontab(expression, timezone=timezone.utc)
     except ValueError as exc:
@@ -57,6 +62,9 @@ def add_cron(queue: JobQueue, expression: str, queue_file: str | Path, name: str
     from .plan import load_plan
 
     trigger = parse_cron(expression)
+    if trigger.get_next_fire_time(None, datetime.now(timezone.utc)) is None:
+        # e.g. "0 0 31 2 *" (February 31st): valid fields, but no date ever matches them
+        raise SchedError(f"cron expression '{expression}' never fires (no date matches it); nothing stored")
     path = Path(queue_file).resolve()
     load_plan(path, _fire_vars(name or path.stem, datetime.now(timezone.utc)))  # raises PlanError
     name = name or path.stem

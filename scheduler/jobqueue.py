@@ -296,7 +296,8 @@ class JobQueue:
             for dep in dict.fromkeys(spec.after):
                 dep_id = ids_by_name.get(dep, existing.get(dep))
                 if dep_id is None:
-                    raise PlanError(f"job '{spec.name}': unknown dependency '{dep}' in after "
+                    where = f"{spec.source}: " if spec.source else ""  # the queue file, or "sched add"
+                    raise PlanError(f"{where}job '{spec.name}', field after: unknown dependency '{dep}' "
                                     "(not in this batch, not in the queue); nothing was submitted")
                 pairs.append((ids_by_name[spec.name], dep_id))
         q.insert_dependencies(conn, pairs)
@@ -344,7 +345,8 @@ class JobQueue:
                                                  if c.gpu_memory_auto and c.memory_key])
             now = self.clock.now(conn)
             for c in candidates:
-                share = share_for(c.gpu_memory_mib, c.gpu_memory_auto, c.exclusive, peaks.get(c.memory_key))
+                share = share_for(c.gpu_memory_mib, c.gpu_memory_auto, c.exclusive, peaks.get(c.memory_key),
+                                  claim_pass.context_mib)
                 request = Request(c.id, c.name, c.priority, c.gpus, share if claim_pass.can_share else None,
                                   c.preemptible)
                 placement = claim_pass.place(request)
@@ -641,13 +643,15 @@ class JobQueue:
 
     def resolve(self, ref: str | int) -> int:
         """A job id from an id or a name."""
+        from .limits import MAX_JOB_ID, MAX_JOB_ID_POSTGRESQL, job_id_of
+
+        number = job_id_of(ref, MAX_JOB_ID_POSTGRESQL if self.engine.dialect.name == "postgresql" else MAX_JOB_ID)
         with self.read() as conn:
-            if isinstance(ref, int) or str(ref).isdigit():
-                if q.job_row(conn, int(ref)) is not None:
-                    return int(ref)
+            if number is not None and q.job_row(conn, number) is not None:
+                return number
             job_id = q.job_id_named(conn, str(ref))
             if job_id is None:
-                raise NotFound(f"no job named or numbered '{ref}'")
+                raise NotFound(f"no job named or numbered '{short(str(ref), 80)}'")
             return job_id
 
     def get(self, ref: str | int) -> Row:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from typing import Any
 
 from .errors import PlanError
@@ -20,6 +21,12 @@ MAX_ATTEMPTS = 100
 MAX_GPUS = 64  # GPUs one job may ask for (all on one worker)
 MAX_TIMEOUT_S = 366 * 24 * 3600.0  # a year
 MAX_NAME = 200  # characters (the column's size)
+# Job ids are INTEGER: 64-bit on SQLite, 32-bit on PostgreSQL. A bigger number names no job (and
+# the driver or the server would raise on it).
+MAX_JOB_ID = 2 ** 63 - 1
+MAX_JOB_ID_POSTGRESQL = 2 ** 31 - 1
+# A GPU share in MiB fits PostgreSQL's 32-bit INTEGER column: 2 PiB, more than any GPU holds.
+MAX_GPU_MEMORY_MIB = 2 ** 31 - 1
 MAX_TAG = 64
 MAX_TAGS = 32
 MAX_PARAMS_BYTES = 64 * 1024  # a job's params as JSON
@@ -29,6 +36,7 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_VALUES = 100_000
 MAX_DEPTH = 32
 MAX_JOBS_PER_FILE = 5_000
+MAX_NUMBER_CHARS = 1_000  # a whole number in a queue file or a -p value, as written
 
 
 def check_document(raw: Any, where: str) -> None:
@@ -42,8 +50,8 @@ def check_document(raw: Any, where: str) -> None:
         value, depth = todo.pop()
         seen += 1
         if seen > MAX_VALUES:
-            raise PlanError(f"{where}: the file expands to more than {MAX_VALUES:,} values (YAML aliases "
-                            "count once per use); split it or use fewer aliases")
+            raise PlanError(f"{where}: expands to more than {MAX_VALUES:,} values (YAML aliases and "
+                            "{vars} count once per use); split the file or use fewer aliases")
         if depth > MAX_DEPTH:
             raise PlanError(f"{where}: values nest deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
@@ -54,7 +62,8 @@ def check_document(raw: Any, where: str) -> None:
 
 def check_name(name: Any, label: str) -> str:
     if not isinstance(name, str):
-        raise PlanError(f"{label}: resolves to {name!r}; a name must be text")
+        # reprlib: a bounded repr, whatever the size of the value a variable brought
+        raise PlanError(f"{label}: resolves to {reprlib.repr(name)}; a name must be text")
     if not name.strip():
         raise PlanError(f"{label}: a name cannot be empty or only spaces")
     if name != name.strip():
@@ -63,7 +72,24 @@ def check_name(name: Any, label: str) -> str:
         raise PlanError(f"{label}: name '{visible(name)}' holds control characters")
     if len(name) > MAX_NAME:
         raise PlanError(f"{label}: name is {len(name)} characters long; at most {MAX_NAME}")
+    if name.isascii() and name.isdigit():
+        # `sched show 12` means job id 12: a job named "12" could never be reached by its name.
+        raise PlanError(f"{label}: name '{name}' is all digits, which commands read as a job id; "
+                        f"add a letter (e.g. 'run-{name}')")
     return name
+
+
+def job_id_of(ref: str | int, limit: int = MAX_JOB_ID) -> int | None:
+    """The job id a command argument means (`12`), or None when it is a name or a number no job
+    can have (above `limit`). Only ASCII digits: `int()` of "²" fails, and one of 20 digits
+    overflows SQLite's INTEGER inside the driver."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return ref if 0 <= ref <= limit else None
+    text = str(ref)
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(limit)):
+        return None
+    number = int(text)
+    return number if number <= limit else None
 
 
 def check_priority(priority: Any, label: str) -> int:
@@ -84,11 +110,18 @@ def check_timeout(timeout_s: float | None, label: str) -> float | None:
     return timeout_s
 
 
+def check_gpu_memory_mib(mib: Any, label: str) -> None:
+    if mib is not None and not (isinstance(mib, int) and 0 < mib <= MAX_GPU_MEMORY_MIB):
+        raise PlanError(f"{label}, field gpu_memory: {mib!r} MiB is more than a GPU holds "
+                        f"(at most {MAX_GPU_MEMORY_MIB:,} MiB)")
+
+
 def check_spec(spec, label: str) -> None:
     """Every field of a JobSpec within what the queue can store and run."""
     check_name(spec.name, f"{label}, field name")
     check_priority(spec.priority, label)
     check_timeout(spec.timeout_s, label)
+    check_gpu_memory_mib(spec.gpu_memory_mib, label)
     if isinstance(spec.max_attempts, bool) or not isinstance(spec.max_attempts, int) \
             or not 1 <= spec.max_attempts <= MAX_ATTEMPTS:
         raise PlanError(f"{label}: max_attempts must be 1 to {MAX_ATTEMPTS}, got {spec.max_attempts!r}")

@@ -17,7 +17,11 @@ Nothing is submitted unless the whole file is valid.
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import reprlib
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +33,17 @@ from jobs.registry import multi_gpu_kinds
 from pipeline.util import parse_duration
 
 from .errors import PlanError, SchedError
-from .fmt import visible
+from .fmt import short, visible
 from .gpus import parse_memory
 from .jobqueue import JobSpec
 from .limits import (
     MAX_ATTEMPTS,
     MAX_FILE_BYTES,
     MAX_GPUS,
+    MAX_GPU_MEMORY_MIB,
     MAX_JOBS_PER_FILE,
+    MAX_NUMBER_CHARS,
+    MAX_PARAMS_BYTES,
     PRIORITY_MAX,
     PRIORITY_MIN,
     check_document,
@@ -69,9 +76,13 @@ class _Common(BaseModel):
     @classmethod
     def _check_gpu_memory(cls, value):
         try:
-            parse_memory(value)
+            mib = parse_memory(value)
         except SchedError as exc:
             raise ValueError(str(exc).removeprefix("gpu_memory: ")) from None
+        except (OverflowError, ValueError):  # int() of an infinite or NaN size (`.inf`, 1e400)
+            raise ValueError(f"'{short(value)}' is not a size (use e.g. 20GiB, 512MiB or auto)") from None
+        if isinstance(mib, int) and mib > MAX_GPU_MEMORY_MIB:
+            raise ValueError(f"{short(value)} is more than a GPU holds (at most {MAX_GPU_MEMORY_MIB:,} MiB)")
         return value
 
     @field_validator("timeout")
@@ -127,6 +138,20 @@ class _StrictLoader(yaml.SafeLoader):
                 seen.add(key)
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node):
+        # Python refuses to turn more than 4,300 digits into an int (a ValueError deep in YAML),
+        # and base-60 (`1:2:3`) or hex ones can grow past what can be printed or stored: no job
+        # needs a number this long, so it is an error at its line.
+        text = self.construct_scalar(node)
+        if len(text) > MAX_NUMBER_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a whole number of {len(text):,} characters; at most {MAX_NUMBER_CHARS:,}",
+                node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
 
 def parse_yaml(text: str, where: str) -> Any:
     """YAML text -> Python values (safe: no Python objects), duplicate keys refused; PlanError."""
@@ -145,20 +170,41 @@ def load_plan(path: str | Path, extra_vars: dict[str, Any] | None = None) -> lis
     path = Path(path)
     where = str(path)
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise PlanError(f"{where}: {path.stat().st_size:,} bytes; a queue file may have at most "
-                            f"{MAX_FILE_BYTES:,}")
-        text = path.read_text(encoding="utf-8")
+        text = _read_queue_file(path, where).decode("utf-8")
     except FileNotFoundError:
         raise PlanError(f"{where}: no such file") from None
-    except IsADirectoryError:
-        raise PlanError(f"{where}: a folder, not a queue file") from None
     except UnicodeDecodeError:
         raise PlanError(f"{where}: not UTF-8 text") from None
     specs = build_plan(parse_yaml(text, where), where, extra_vars)
     for spec in specs:
         spec.source = str(path.resolve())
     return specs
+
+
+def _read_queue_file(path: Path, where: str) -> bytes:
+    """The file's bytes, at most MAX_FILE_BYTES. Only a regular file: /dev/zero, /dev/urandom or
+    a FIFO report size 0 and never end (a FIFO's open would even wait for a writer). The read
+    stops one byte past the limit, so a file that grows while read cannot run on either."""
+    _check_regular(os.stat(path).st_mode, where)  # before opening: a FIFO's open blocks
+    # O_NONBLOCK: should the path become a FIFO after the stat, opening it still returns at once
+    # (and fstat below refuses it); it changes nothing for a regular file.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        _check_regular(os.fstat(fd).st_mode, where)
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise PlanError(f"{where}: more than {MAX_FILE_BYTES:,} bytes; a queue file may have at most "
+                        f"{MAX_FILE_BYTES:,}")
+    return data
+
+
+def _check_regular(mode: int, where: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise PlanError(f"{where}: a folder, not a queue file")
+    if not stat.S_ISREG(mode):
+        what = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "not a regular file")
+        raise PlanError(f"{where}: {what}, not a queue file (give a regular file)")
 
 
 def build_plan(raw: Any, where: str = "<queue>", extra_vars: dict[str, Any] | None = None) -> list[JobSpec]:
@@ -179,7 +225,7 @@ def _build_plan(raw: Any, where: str, extra_vars: dict[str, Any] | None) -> list
         raise PlanError(f"{where}: {_describe_validation(exc, raw)}") from None
     _check_job_count(queue_file, where)
     _check_default_kinds(queue_file, where)
-    variables = {**queue_file.vars, **(extra_vars or {})}
+    variables = _resolve_vars({**queue_file.vars, **(extra_vars or {})}, where)
     expanded, by_template = [], {}  # template or group name -> [(job name, its matrix values)]
     for index, entry in enumerate(queue_file.jobs):
         for spec, combo in _expand(entry, index, queue_file.defaults, variables, where):
@@ -241,6 +287,9 @@ def _expand(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
     for key, values in matrix.items():
         if not values:
             raise PlanError(f"{where}: job '{entry.name}' (jobs[{index}]), field matrix.{key}: empty list")
+    # Matrix values may use vars too (`model: ["{base}-large"]`); filled once, not per combination.
+    matrix = {key: _fill(values, variables, f"{where}: job '{visible(entry.name)}' (jobs[{index}]), "
+                                            f"field matrix.{key}") for key, values in matrix.items()}
     combos = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())] or [{}]
     specs = [(_make_spec(entry, index, defaults, {**variables, **combo}, where), combo) for combo in combos]
     if entry.workers == 1:
@@ -266,6 +315,9 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
               for k, v in BUILTIN_DEFAULTS.items()}
     params = _with_defaults(entry.kind, entry.params, defaults.params)
     params = _fill(params, variables, f"{label}, field params")
+    # Variables are shared, not copied: one used many times over (through others) could make
+    # params too large to walk; counted as copies, stopping at the limit.
+    check_document(params, f"{label}, field params")
     try:
         get_kind(entry.kind).parse(params)
     except UnknownKind as exc:
@@ -316,7 +368,44 @@ def _with_defaults(kind_name: str, params: dict, defaults: dict[str, dict]) -> d
 def _hooks(merged: dict, variables: dict, label: str) -> dict | None:
     hooks = {key: _fill(list(merged[key]), variables, f"{label}, field {key}")
              for key in ("on_finish", "on_failure") if merged[key]}
+    check_document(hooks, f"{label}, field on_finish/on_failure")
     return hooks or None
+
+
+def _resolve_vars(raw: dict, where: str) -> dict:
+    """The variables with every `{var}` in their values filled (`{a: "{b}-x", b: y}`), in any
+    order; a variable that uses itself, directly or through others, is an error naming the cycle."""
+    variables = _Vars(raw, where)
+    return {name: variables[name] for name in raw}
+
+
+class _Vars(Mapping):
+    """Variables filled on first use from the others (what `_fill` looks `{name}` up in)."""
+
+    def __init__(self, raw: dict, where: str):
+        self._raw, self._where = raw, where
+        self._done: dict[str, Any] = {}
+        self._filling: list[str] = []  # the chain being filled, to name a cycle
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._done:
+            if name in self._filling:
+                chain = [*self._filling[self._filling.index(name):], name]
+                raise PlanError(f"{self._where}: vars: variables use each other in a cycle: "
+                                + " -> ".join(f"{{{visible(n)}}}" for n in chain))
+            self._filling.append(name)
+            self._done[name] = _fill(self._raw[name], self, f"{self._where}: vars.{visible(name)}")
+            self._filling.pop()
+        return self._done[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def __iter__(self):
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 def _fill(value: Any, variables: dict, label: str) -> Any:
@@ -332,10 +421,22 @@ def _fill(value: Any, variables: dict, label: str) -> Any:
     if whole and whole.group(1):
         return _lookup(whole.group(1), variables, label)
 
+    written = 0
+
     def replace(match: re.Match) -> str:
+        nonlocal written
         if match.group(0) in ("{{", "}}"):
             return match.group(0)[0]
-        return str(_lookup(match.group(1), variables, label))
+        found = _lookup(match.group(1), variables, label)
+        if isinstance(found, (dict, list)):
+            check_document(found, label)  # a shared value may stand for many copies: bound str()'s walk
+        text = str(found)
+        # "{a}{a}{a}..." with a long `a` (or vars doubling each other) could grow without bound;
+        # nothing that long can be stored (params are at most MAX_PARAMS_BYTES as JSON).
+        written += len(text)
+        if written > MAX_PARAMS_BYTES:
+            raise PlanError(f"{label}: longer than {MAX_PARAMS_BYTES:,} characters once its variables are filled")
+        return text
 
     return _VAR.sub(replace, value)
 
@@ -365,7 +466,7 @@ def _resolve_after(expanded: list, by_template: dict[str, list[tuple[str, dict]]
                                 if all(variables.get(k, v) == v for k, v in combo.items()))
                 continue
             if not isinstance(filled, str):
-                raise PlanError(f"{label}: '{raw_name}' resolves to {filled!r}; after takes job names "
+                raise PlanError(f"{label}: '{raw_name}' resolves to {reprlib.repr(filled)}; after takes job names "
                                 "(write each name, or a list of them)")
             # The name of a `workers: k` entry (or of a matrix entry without variables): all its jobs.
             resolved.extend([n for n, _ in by_template[filled]] if filled not in names and filled in by_template

@@ -145,6 +145,9 @@ def parse_pairs(pairs: tuple[str, ...], flag: str) -> list[tuple[str, object]]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SchedError(f"{flag} takes KEY=VALUE, got '{pair}'")
+        if any(key == seen for seen, _ in parsed):
+            # the last one would win silently, and the first might be the one that was meant
+            raise SchedError(f"{flag} {key} is given twice; give each key once")
         parsed.append((key, parse_yaml(value, f"{flag} {key}") if value else ""))
     return parsed
 

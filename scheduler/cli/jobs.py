@@ -9,6 +9,10 @@ import click
 from ..errors import SchedError
 from .app import complete_job, console, open_queue
 
+# --since reaches back at most this far: a century holds any campaign, and the date stays far
+# from the year 1 that Python's datetime cannot go below.
+MAX_SINCE_DAYS = 36_500
+
 
 def _filters(func):
     for option in reversed([
@@ -43,6 +47,7 @@ def _since(queue, value: str | None):
 
     from pipeline.util import parse_duration
 
+    from ..fmt import short
     from ..store.engine import db_now
 
     text = value.strip().lower()
@@ -56,6 +61,9 @@ def _since(queue, value: str | None):
             return datetime.fromisoformat(value)
         except ValueError:
             raise SchedError(f"--since takes an age (30m, 2h, 7d) or an ISO time, got {value!r}") from None
+    if not age <= MAX_SINCE_DAYS * 86400:  # also inf and NaN (`1e400d`): timedelta cannot hold them
+        raise SchedError(f"--since {short(value)} reaches back more than {MAX_SINCE_DAYS:,} days; "
+                         "give a shorter age or an ISO time")
     with queue.read() as conn:
         return db_now(conn) - timedelta(seconds=age)
 
@@ -69,7 +77,7 @@ def _described(statuses, tags, kinds, name_glob, since) -> str:
 
 @click.command("ls")
 @_filters
-@click.option("--limit", "-n", type=click.IntRange(1), default=None, help="Only the first N jobs.")
+@click.option("--limit", "-n", type=click.IntRange(1, 2 ** 31 - 1), default=None, help="Only the first N jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as a JSON list.")
 @click.pass_context
 def ls(ctx, statuses, tags, kinds, name_glob, since, limit, as_json) -> None:

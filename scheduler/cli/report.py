@@ -11,7 +11,8 @@ from .app import console, open_queue
 
 @click.command()
 @click.option("--out", "-o", "out", default="report.html", show_default=True, metavar="PATH",
-              type=click.Path(dir_okay=False, path_type=Path), help="Where to write the HTML file.")
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML file (a new or a regular file; its folder must exist).")
 @click.option("--tag", default=None, help="Only jobs carrying this tag (and the studies of tagged jobs).")
 @click.pass_context
 def report(ctx: click.Context, out: Path, tag: str | None) -> None:
@@ -23,11 +24,15 @@ def report(ctx: click.Context, out: Path, tag: str | None) -> None:
     \b
     Example:
       sched report
-      sched report --tag round2 --out reports/round2.html
+      sched report --tag round2 --out round2.html
     """
     from ..errors import SchedError
-    from ..report import write_report
+    from ..report import check_out_path, write_report
 
+    check_out_path(out)
+    if not out.absolute().parent.is_dir():
+        # A mistyped --out should be an error, not a new tree of folders wherever it points.
+        raise SchedError(f"cannot write the report to {out}: no folder {out.parent} (sched report creates none)")
     queue = open_queue(ctx)
     if tag is not None and not queue.has_tag(tag):
         raise SchedError(f"no job carries the tag {tag!r}; no report written")

@@ -16,7 +16,8 @@ from .app import complete_job, console, open_queue
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON snapshot for scripts.")
 @click.option("--watch", is_flag=True, help="Refresh live until Ctrl-C.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
-@click.option("--limit", default=1000, show_default=True, help="Most recent jobs listed under `jobs` in --json.")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(0, 2 ** 31 - 1),  # an SQL LIMIT
+              help="Most recent jobs listed under `jobs` in --json.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, limit: int) -> None:
     """Show workers and GPUs, running jobs, the queue in claim order and why each job waits,
@@ -76,15 +77,22 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
 @click.command()
 @click.argument("job", shell_complete=complete_job)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
-@click.option("-n", "--lines", default=0, help="Only the last N lines (0: all).")
+@click.option("-n", "--lines", default=0, type=click.IntRange(0), help="Only the last N lines (0: all).")
+@click.option("--max-line", default=4000, show_default=True, type=click.IntRange(0),
+              help="Show at most this many characters of a line, saying how many were left out (0: all).")
 @click.pass_context
-def logs(ctx: click.Context, job: str, follow: bool, lines: int) -> None:
+def logs(ctx: click.Context, job: str, follow: bool, lines: int, max_line: int) -> None:
     """Print a job's log (stdout and stderr of every attempt).
+
+    The log is streamed, and -n reads it from the end, so a log of any size prints in little
+    memory; a line longer than --max-line ends with a note of how much was left out.
 
     \b
     Example:
       sched logs 42 -f
+      sched logs 42 -n 50
     """
+    from ..logtail import CappedLines, tail_offset
     from ..store.states import RUNNING
 
     queue = open_queue(ctx)
@@ -94,15 +102,22 @@ def logs(ctx: click.Context, job: str, follow: bool, lines: int) -> None:
     path = Path(row.log_path)
     if not path.exists():
         raise SchedError(f"log file {path} of job {row.id} is not on this host")
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
-        shown = text.splitlines(keepends=True)[-lines:] if lines else [text]
-        click.echo("".join(shown), nl=False)
+    capped = CappedLines(max_line)
+    with open(path, "rb") as fh:
+        fh.seek(tail_offset(fh, lines))
+        _echo_blocks(fh, capped)
         while follow:
-            chunk = fh.read()
-            if chunk:
-                click.echo(chunk, nl=False)
-            elif queue.get(row.id).status != RUNNING:
+            if queue.get(row.id).status != RUNNING:
+                _echo_blocks(fh, capped)  # what it wrote before it ended
                 break
-            else:
-                time.sleep(0.5)
+            time.sleep(0.5)
+            _echo_blocks(fh, capped)
+    click.echo(capped.close(), nl=False)
+
+
+def _echo_blocks(fh, capped) -> None:
+    """Print the rest of the file as it is now, block by block."""
+    from ..logtail import read_blocks
+
+    for block in read_blocks(fh):
+        click.echo(capped.feed(block), nl=False)

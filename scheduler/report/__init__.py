@@ -12,6 +12,7 @@ only where a chart is drawn or a study is read, and nothing here imports torch.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .gather import CURVE_JOB_LIMIT, TIMELINE_LIMIT, curves_data, gather, study_
 from .page import machine_data, render_html
 
 __all__ = ["ReportSummary", "write_report", "gather", "curves_data", "study_data", "summary_data",
-           "timeline_data", "render_html", "machine_data"]
+           "timeline_data", "render_html", "machine_data", "check_out_path"]
 
 
 @dataclass
@@ -39,13 +40,34 @@ class ReportSummary:
     notes: list[str] = field(default_factory=list)  # sections left out, and why
 
 
+def check_out_path(path: Path) -> None:
+    """Refuse a report path that is not a regular file or absent.
+
+    The report replaces its file by renaming a new one over it: over `/dev/full` that turns the
+    device into a plain file, over a symlink it replaces the link (not what it points to)."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise SchedError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        what = ("a symlink" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise SchedError(f"cannot write the report to {path}: {what}; give the path of a file (new or "
+                         "one to replace)")
+
+
 def write_report(queue: JobQueue, out_path: str | Path, tag: str | None = None) -> ReportSummary:
-    """Gather, plot and write the report to `out_path` (parents created; replaced atomically)."""
+    """Gather, plot and write the report to `out_path`, a regular file or none yet (parents
+    created; replaced atomically: a reader sees the old report or the new one)."""
     from .charts import make_charts
 
+    path = Path(out_path)
+    check_out_path(path)  # before the minutes of gathering and plotting
     data = gather(queue, tag)
     page = render_html(data, make_charts(data))
-    path = Path(out_path)
+    check_out_path(path)  # it may have changed meanwhile
     try:
         atomic_write(path, page)
     except OSError as exc:

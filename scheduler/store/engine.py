@@ -21,6 +21,7 @@ from .location import resolve_url
 
 READ_ONLY = "sched_read_only"  # execution option: a transaction that only reads
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")  # postgresql:// becomes psycopg
 
 
 def parse_url(url: str) -> URL:
@@ -32,6 +33,11 @@ def parse_url(url: str) -> URL:
         raise SchedError(f"not a database URL: {url!r} ({exc})") from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        # Any other database or driver would fail later with an import error or a missing
+        # plugin, and sched's queries and migrations are tested on these two only.
+        raise SchedError(f"unsupported database URL {shown_url(parsed)}: sched supports "
+                         "sqlite:///PATH and postgresql://USER@HOST/DB")
     return parsed
 
 
