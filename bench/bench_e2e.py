@@ -10,7 +10,10 @@ Each contender runs the program `true` N times, one at a time (and `xargs -P 2` 
 - huey: its own consumer (`Huey.create_consumer`, 1 worker thread, the default worker type, and
   `-d 0.01`: a first idle-polling interval of 10 ms instead of 0.1 s, as a latency-minded user sets
   it) on a SqliteHuey file, running a task that does `subprocess.run(["true"])` and checks the exit
-  code. sched's worker keeps its fixed 0.5 s idle poll (it has no such option today).
+  code. sched's worker has no such interval to set: an idle worker wakes on events, not on a poll
+  (scheduler/wakeup.py): its runner's report pipe when a job ends, and the database changing when
+  a job is submitted (SQLite `PRAGMA data_version` read every 50 ms, PostgreSQL LISTEN); its
+  `poll_s` (0.5 s) only bounds one wait when nothing happens.
 - `xargs -P 1` and `xargs -P 2` running `true`: the cost of spawning the process and nothing else.
 
 Wall time runs from the submit of the first job to the moment the last one is recorded done: the

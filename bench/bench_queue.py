@@ -288,8 +288,12 @@ def main() -> int:
                      for name, (best, med) in rates.items()],
                     ["contender", "best jobs/s", "median jobs/s", "median vs huey"]))
         sched_batch_rate = rates[contenders[0][0]][1]
-        print(f"goal: submit >= 0.5x huey's enqueue rate; now {ratio(sched_batch_rate, huey_rate)} (batches), "
-              f"{ratio(rates[contenders[1][0]][1], huey_rate)} (one per call)\n")
+        # The goal compares like with like, one job per call on both sides; sched's batches are shown
+        # against huey's single calls too, since huey has no batch enqueue to set beside them.
+        print(f"goal: submit >= 0.5x huey's enqueue rate, one job per call on both sides: now "
+              f"{ratio(rates[contenders[1][0]][1], huey_rate)}; sched's {args.submit_batch}-job batches against "
+              f"huey's one task per call (huey has no batch enqueue; not like for like): "
+              f"{ratio(sched_batch_rate, huey_rate)}\n")
 
         # ---- (b) claim + finish at depth
         mode = args.fill

@@ -15,3 +15,7 @@ class InvalidTransition(SchedError):
 
 class PlanError(SchedError):
     """A queue file or job spec is invalid; nothing was submitted."""
+
+
+class DatabaseUnreachable(SchedError):
+    """The queue's database could not be opened (down, refusing connections, its disk failing)."""

@@ -623,13 +623,17 @@ class JobQueue:
             return q.insert_worker(conn, host, pid, slots, self.clock.now(conn))
 
     def worker_heartbeat(self, worker_id: int, state: str | None = None,
-                         gpu_stats: list[dict] | None = None) -> None:
+                         gpu_stats: list[dict] | None = None, problem: str | None = ...) -> None:
+        """The worker is alive; with its state, GPU readings and what keeps it from claiming
+        (`problem`: one line, None once it claims again; left as it is when not given)."""
         with self.write() as conn:
             values = {"heartbeat": self.clock.now(conn)}
             if state:
                 values["state"] = state
             if gpu_stats is not None:
                 values["gpu_stats"] = gpu_stats
+            if problem is not ...:
+                values["problem"] = None if problem is None else problem[:500]
             q.update_worker(conn, worker_id, **values)
 
     # ---- lookups ------------------------------------------------------------------------------

@@ -103,7 +103,9 @@ def main(argv: list[str]) -> int:
         attach_log(str(output_dir / f"rank-{rank}.log"))
     queue = QueueLink()
     queue.set_url(url_with_password(spec["db_url"], password))
-    reporter = LazyReporter(queue) if rank == 0 else Follower(LazyReporter(queue))
+    from .outage import BufferedReporter
+
+    reporter = BufferedReporter(LazyReporter(queue) if rank == 0 else Follower(LazyReporter(queue)))
     try:
         code, reason = _run_rank(job, stop, reporter, queue.url)
         if rank == 0:  # the ranks are alike: rank 0's peak stands for the job's
@@ -126,6 +128,7 @@ def _run_rank(job: dict, stop: StopFlag, reporter, url: str) -> tuple[int, str |
         kind = get_kind(job["kind"])
         gpu.require_cuda()  # each rank: a rank without CUDA would train on the CPU over gloo
         kind.run(kind.parse(job["params"]), job_context(job, stop, reporter, url))
+        reporter.finish()  # what it reported during a database outage, before it counts as done
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr, flush=True)
         return PREEMPTED_EXIT, str(exc)

@@ -96,6 +96,8 @@ def status_view(snap: dict, *, width: int = 120, height: int | None = None) -> G
     if snap["drained"]:
         head.append(Text("Queue is drained: workers take no new job (sched resume)", style="bold yellow"))
     head.extend(_reservation_line(w) for w in snap["workers"] if w.get("reservation"))
+    head.extend(Text(f"worker {w['id']} does not claim: {visible(w['problem'])}", style="bold red")
+                for w in snap["workers"] if w.get("problem"))
     parts = [*head, _workers_table(snap["workers"], width) if snap["workers"] else
              Text("Workers: none running (start one: sched worker)", style="yellow")]
     if snap["running"]:

@@ -187,7 +187,7 @@ def attach_log(path: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.makedirs(os.path.dirname(path), exist_ok=True)  # its run folder may have been deleted meanwhile
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a link
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -221,9 +221,11 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
     from jobs import get_kind, gpu
     from jobs.context import Preempted
 
+    from .outage import BufferedReporter
+
     output_dir = Path(job["output_dir"])
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
-    reporter = LazyReporter(queue)
+    reporter = BufferedReporter(LazyReporter(queue))  # a database outage does not fail the job
     reusable = False
     try:
         if stop():  # asked to stop while this runner was starting: do not start the job
@@ -240,10 +242,13 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
         else:
             gpu.prepare(in_process=kind.torch_in_runner)
             kind.run(params, job_context(job, stop, reporter, queue.url))
+        reporter.finish()  # what it reported during an outage, written before it counts as done
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr, flush=True)
+        _flush_quietly(reporter)  # what it reported before it stopped (the next attempt goes on from there)
         return PREEMPTED_EXIT, reusable
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the worker as a reason
+        _flush_quietly(reporter)
         if gpu.share_mib() is not None and gpu.is_out_of_memory(exc):
             traceback.print_exc()
             print(f"out of GPU memory on a shared GPU ({gpu.share_mib()} MiB share): queued again for a "
@@ -259,6 +264,14 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
     finally:
         record_peak(job["id"], reporter)
     return 0, reusable
+
+
+def _flush_quietly(reporter) -> None:
+    """Write what a job that is ending anyway reported during an outage, if the database answers."""
+    try:
+        reporter.flush()
+    except Exception:  # noqa: BLE001 - its ending matters more than its last metrics
+        traceback.print_exc()
 
 
 def record_peak(job_id: int, reporter) -> None:

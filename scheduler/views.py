@@ -149,7 +149,7 @@ def _workers(conn, now: datetime, running: list[dict]) -> list[dict]:
                           "reserved_for": reservation["name"] if slot in reserved else None})
         workers.append({"id": w.id, "host": w.host, "pid": w.pid, "slots": w.slots, "state": w.state,
                         "heartbeat_age_s": (now - w.heartbeat).total_seconds(), "slot_use": slots,
-                        "reservation": reservation})
+                        "reservation": reservation, "problem": getattr(w, "problem", None)})
     return workers
 
 

@@ -16,9 +16,11 @@ the same process (`scheduler.launch`). Cold: a new runner per claimed job.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,6 +82,8 @@ class Child:
     killed: bool = False
     token: str = ""  # RUN_TOKEN of this attempt's processes
     done: tuple[int, bool] | None = None  # (exit code, runner takes another job) once it reported
+    renewed_at: float = 0.0  # when the last lease renewal that succeeded was sent (monotonic)
+    kill_at: float | None = None  # SIGKILL by then whatever the grace (its lease runs out)
 
     @property
     def proc(self) -> subprocess.Popen:
@@ -98,6 +102,8 @@ class WorkerOptions:
     warm: bool = False  # spare runners and runner reuse (`sched worker` turns it on; --no-warm off)
     gpu_headroom_mib: int = DEFAULT_HEADROOM_MIB  # left free on a GPU that jobs share
     gpu_context_mib: int = DEFAULT_CONTEXT_MIB  # each shared job's CUDA context, inside its share
+    min_free_mib: int = 1024  # claim nothing while the runs folder has less free space than this
+    max_log_mib: int = 100  # a job's log beyond this keeps its head and tail (checked each heartbeat)
 
 
 @dataclass
@@ -118,6 +124,9 @@ class WorkerLoop:
     inventory: Callable[[list[int]], list[Gpu]] = nvml_inventory
     reservation: Reservation | None = None  # the waiting GPU job this worker keeps GPUs free for
     gpu_fault: str | None = None  # CUDA did not work for a job here: no more GPU jobs on this worker
+    problem: str | None = None  # what keeps it from claiming now (runs folder full, database file gone)
+    db_file: tuple[int, int] | None = None  # (device, inode) of a SQLite database when the worker started
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # children vs the guard thread
     _wake_r: int | None = field(default=None, repr=False)  # request_stop() writes here to end a wait
     _wake_w: int | None = field(default=None, repr=False)
 
@@ -129,6 +138,7 @@ class WorkerLoop:
                                                         [s.name for s in self.slots])
             log.info("worker %s started on %s with slots %s", self.worker_id, socket.gethostname(),
                      ", ".join(s.name for s in self.slots))
+            self.db_file = _file_identity(self.queue.url)
         return self.worker_id
 
     def request_stop(self, *_args) -> None:
@@ -158,6 +168,9 @@ class WorkerLoop:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        guard_stop = threading.Event()
+        guard = threading.Thread(target=self._guard, args=(guard_stop,), name="sched-guard", daemon=True)
+        guard.start()
         failures = 0
         try:
             while True:
@@ -170,12 +183,20 @@ class WorkerLoop:
                     failures = 0
                 except SQLAlchemyError as exc:
                     failures += 1
+                    if self.stopping and self._children_gone():
+                        log.error("stopping with %d job ending(s) unrecorded: the database is unreachable (%s); "
+                                  "their leases run out and they are queued again", len(self.children),
+                                  str(exc).splitlines()[0])
+                        self.children.clear()
+                        break
                     time.sleep(self._after_database_error(exc, failures))
                     continue
                 if not busy:
                     wakeup.wait([*self._report_fds(), self._wake_r], self._idle_timeout())
                     _drain(self._wake_r)
         finally:
+            guard_stop.set()
+            guard.join(timeout=5)
             wakeup.close()
             for fd in (self._wake_r, self._wake_w):
                 os.close(fd)
@@ -184,8 +205,33 @@ class WorkerLoop:
             reaper.shutdown(wait=False)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.queue.worker_heartbeat(self.worker_id, state=WorkerState.STOPPED.value)
+            try:
+                self.queue.worker_heartbeat(self.worker_id, state=WorkerState.STOPPED.value)
+            except SQLAlchemyError:  # unreachable: `sched status` stops listing it once it is silent
+                pass
             log.info("worker %s stopped after %d job(s)", self.worker_id, self.claimed)
+
+    def _guard(self, stop: threading.Event) -> None:
+        """What must not wait for the database, every GUARD_S: stop requests, grace periods,
+        timeouts, and stopping jobs whose lease this worker could not renew before it runs out.
+        The loop's own steps do the same; this thread covers a step stuck on the database."""
+        while not stop.wait(GUARD_S):
+            try:
+                self._local_duties(time.monotonic())
+            except Exception:  # noqa: BLE001 - the guard must outlive any one bad pass
+                log.exception("guard pass failed")
+
+    def _local_duties(self, now: float) -> None:
+        with self._lock:
+            self._enforce_limits(now)
+            self._guard_leases(now)
+            if self.stopping:
+                self._stop_children(now)
+
+    def _children_gone(self) -> bool:
+        """Every runner of this worker's jobs has exited (their endings not yet recorded)."""
+        with self._lock:
+            return all(child.proc.poll() is not None for child in self.children.values())
 
     def close(self) -> None:
         """Stop every runner of this worker: idle spares, and (after an unexpected error) jobs."""
@@ -275,16 +321,17 @@ class WorkerLoop:
     def run_once(self, now: float | None = None) -> bool:
         """One step of the loop. Returns True when something happened (a job started or ended)."""
         now = time.monotonic() if now is None else now
+        self._local_duties(now)  # first: none of it needs the database
         self.start()
         if self.database_was_down:  # back after an outage: renew every lease before anything else
             self._renew_leases(now, force=True)
             self.database_was_down = False
         changed = self._reap_finished()
         self._renew_leases(now)
-        self._enforce_limits(now)
+        self._local_duties(now)
         if self.stopping:
-            self._stop_children(now)
-        elif not self._max_jobs_reached():
+            pass
+        elif self._can_claim(now) and not self._max_jobs_reached():
             changed |= self._claim_for_free_slots(now)
             if not changed:
                 self._preempt_for_waiting_jobs(now)
@@ -307,7 +354,8 @@ class WorkerLoop:
                 # The runner did not end the job itself (killed, crashed): find its processes by token.
                 kill_all(processes_with(RUN_TOKEN, child.token))
             final = self._record_ending(child, code)
-            del self.children[job_id]  # only once recorded: a database error retries the step
+            with self._lock:
+                del self.children[job_id]  # only once recorded: a database error retries the step
             self._after_runner(child.lane, child.runner, again)
             if final is not None and child.job.hooks:
                 run_hooks(self.queue, child.job.id, final)
@@ -375,6 +423,15 @@ class WorkerLoop:
             log.warning("%s finished, but the job is no longer this worker's (cancelled or requeued "
                         "meanwhile); its result is not recorded", job.label)
             return None
+        if reason == "lease_expiring":
+            # Stopped for want of the database, not for anything the job did: no attempt spent.
+            if self.queue.preempt(job.id, self.worker_id, message=(
+                    "preempted: its worker could not reach the database to renew the lease, and stopped it "
+                    "before the lease ran out")):
+                log.info("%s queued again after the database outage (attempt not counted)", job.label)
+            else:
+                log.warning("%s: another worker has it now (its lease ran out during the outage)", job.label)
+            return None
         if reason == "cancel":
             done = self.queue.finish_cancel(job.id, self.worker_id, exit_code=code)
             log.info("%s cancelled", job.label)
@@ -431,12 +488,16 @@ class WorkerLoop:
         if force or now - self.last_worker_heartbeat >= self.options.heartbeat_s:
             self.last_worker_heartbeat = now
             # Idle workers heartbeat too, so `sched status` can show them and their GPUs.
-            self.queue.worker_heartbeat(self.worker_id, gpu_stats=self._gpu_stats())
-        for child in self.children.values():
+            self.queue.worker_heartbeat(self.worker_id, gpu_stats=self._gpu_stats(), problem=self.problem)
+            self._cap_logs()
+        for child in list(self.children.values()):
             if not force and now - child.last_heartbeat < self.options.heartbeat_s:
                 continue
             child.last_heartbeat = now
+            sent = time.monotonic()  # the database set the lease from its clock after this moment
             reply = self.queue.heartbeat(child.job.id, self.worker_id, lease_s=self.options.lease_s)
+            if reply.lease_held:
+                child.renewed_at = sent
             if not reply.lease_held:
                 self._signal(child, "lease_lost", now, signal.SIGKILL)
             elif reply.cancel_requested and child.stop_reason != "cancel":
@@ -460,14 +521,33 @@ class WorkerLoop:
                 reading["fault"] = self.gpu_fault
         return readings
 
+    def _guard_leases(self, now: float) -> None:
+        """A job whose lease this worker has not renewed (the database unreachable or too slow) is
+        stopped, and killed before the lease runs out: another worker's reaper may then run it
+        again, and two copies must never run. The time left is counted from the moment the last
+        renewal that succeeded was sent, on this host's monotonic clock, so it errs early."""
+        lease = self.options.lease_s
+        margin = min(1.0, lease / 10)
+        for child in self.children.values():
+            if child.stop_reason in ("lease_lost", "lease_expiring") or child.done is not None:
+                continue
+            dead_by = child.renewed_at + lease - margin
+            if now < dead_by - min(self.options.stop_grace_s, lease / 2):
+                continue
+            log.warning("%s: lease not renewed for %.1fs (the database is unreachable); stopping it before the "
+                        "lease runs out, so no other worker runs it twice", child.job.label, now - child.renewed_at)
+            self._signal(child, "lease_expiring", now)
+            child.kill_at = dead_by
+
     def _enforce_limits(self, now: float) -> None:
         for child in self.children.values():
             timeout = child.job.timeout_s
             if timeout and child.stop_reason is None and now - child.started > timeout:
                 self._signal(child, "timeout", now)
-            if child.term_sent_at is not None and not child.killed \
-                    and now - child.term_sent_at > self.options.stop_grace_s:
+            grace_over = child.term_sent_at is not None and now - child.term_sent_at > self.options.stop_grace_s
+            if (grace_over or (child.kill_at is not None and now >= child.kill_at)) and not child.killed:
                 self._kill_group(child, signal.SIGKILL)
+                kill_all(processes_with(RUN_TOKEN, child.token))  # whatever left its process group
                 child.killed = True
 
     def _stop_children(self, now: float) -> None:
@@ -613,16 +693,84 @@ class WorkerLoop:
         self.claimed += 1
         try:
             runner, warm = self._spawn(job, slot, placement)
-        except OSError as exc:  # runs folder not writable, disk full, ...
+        except UnsafeRunFolder as exc:
+            self._fail(job, FAILED, f"could not start the job: {exc}", None, permanent=True)
+            return False
+        except OSError as exc:
+            if exc.errno in RUNS_FOLDER_ERRORS:  # the machine's fault, not the job's: put it back
+                self.claimed -= 1
+                self._runs_folder_failed(job, exc)
+                return False
             self._fail(job, FAILED, f"could not start the job: {exc}", None)
             return False
-        self.children[job.id] = Child(job, runner, now, now, token=self._run_token(job), lane=slot.name,
-                                      placement=placement)
+        with self._lock:
+            self.children[job.id] = Child(job, runner, now, now, token=self._run_token(job), lane=slot.name,
+                                          placement=placement, renewed_at=now)
         where = slot.name if placement is None else placement.slot + (
             f" ({fmt_mib(placement.share_mib)} share)" if placement.share_mib is not None else "")
         log.info("%s started on %s (attempt %d of %d, %s runner)", job.call, where, job.attempts,
                  job.max_attempts, "warm" if warm else "new")
         return True
+
+    def _runs_folder_failed(self, job: ClaimedJob, exc: OSError) -> None:
+        """Starting a job failed on the runs folder (full, read-only, not ours): the job goes back
+        without spending an attempt and the worker claims nothing until the folder works again."""
+        self.queue.preempt(job.id, self.worker_id, message=f"put back: its worker could not start it ({exc})")
+        self._set_problem(self._runs_problem(exc))
+
+    def _runs_problem(self, exc: OSError | None = None) -> str | None:
+        """Why the runs folder cannot take a job now (None: it can)."""
+        root = Path(self.options.runs_root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(root).free
+        except OSError as error:
+            return f"{root}/ cannot be used ({error.strerror or error})"
+        if exc is not None and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            return f"{root}/ is not writable ({exc.strerror})"
+        if (exc is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or free < self.options.min_free_mib * 2**20:
+            return f"{root}/ is full ({free:,} bytes free; a job starts with at least {self.options.min_free_mib} MiB)"
+        return None
+
+    def _can_claim(self, now: float) -> bool:
+        """Whether this worker may claim now: its runs folder has room and its database file is the
+        one it started with. A problem is logged and shown in `sched status` until it clears (a
+        replaced database file does not clear: the worker must be restarted)."""
+        if self.problem is not None and self.problem.startswith(DB_FILE_PROBLEM):
+            return False
+        problem = self._database_file_problem() or self._runs_problem()
+        if problem != self.problem:
+            if problem is None:
+                log.warning("claiming again (it was: %s)", self.problem)
+            else:
+                log.error("not claiming: %s", problem)
+            self._set_problem(problem)
+        return problem is None
+
+    def _set_problem(self, problem: str | None) -> None:
+        if problem == self.problem:
+            return
+        self.problem = problem
+        self.queue.worker_heartbeat(self.worker_id, problem=problem)
+
+    def _database_file_problem(self) -> str | None:
+        """A SQLite database file deleted or replaced under a running worker: new submits go to the
+        new file, which this worker does not read, so it must not go on running the old queue."""
+        if self.db_file is None:
+            return None
+        if _file_identity(self.queue.url) != self.db_file:
+            return (f"{DB_FILE_PROBLEM} {self.queue.url.removeprefix('sqlite:///')} was deleted or replaced; "
+                    "restart the worker to work on the new one")
+        return None
+
+    def _cap_logs(self) -> None:
+        """Each running job's log keeps at most max_log_mib: its head and its tail, with a marker."""
+        limit = self.options.max_log_mib * 2**20
+        for child in list(self.children.values()):
+            try:
+                cap_log(child.job.log_path, limit)
+            except OSError as exc:
+                log.warning("%s: cannot cap its log (%s)", child.job.label, exc)
 
     def _device_names(self) -> dict[int, str]:
         """How a job's CUDA_VISIBLE_DEVICES names each GPU: as the worker's allocation does."""
@@ -633,8 +781,12 @@ class WorkerLoop:
 
     def _runner_env(self, slot: Slot) -> dict[str, str]:
         """A runner's environment before any job: the slot's (its GPU, its CPU threads)."""
+        from .store.engine import without_password
+
         env = {**os.environ, **slot.child_env(slot.gpus), "PYTHONUNBUFFERED": "1"}
         env.pop(RUN_TOKEN, None)
+        if env.get("SCHED_DB"):  # a password in the worker's own SCHED_DB reaches runners only by their stdin
+            env["SCHED_DB"] = without_password(env["SCHED_DB"])[0]
         return env
 
     def _take_runner(self, slot: Slot, gpu_job: bool) -> tuple[RunnerProc, bool]:
@@ -655,10 +807,12 @@ class WorkerLoop:
         """Hand a claimed job to a runner; (runner, whether it was warm)."""
         from .store.engine import without_password
 
-        Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+        make_run_folder(Path(self.options.runs_root), Path(job.output_dir))
         runner, warm = self._take_runner(slot, placement is not None)
         where = slot.name if placement is None else placement.slot
-        with open(job.log_path, "a", encoding="utf-8") as log_file:  # before the runner writes there
+        # Before the runner writes there; never through a link planted in the run folder.
+        fd = os.open(job.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        with open(fd, "a", encoding="utf-8") as log_file:
             log_file.write(header(job, where, socket.gethostname(), warm=warm,
                                   when=time.strftime("%Y-%m-%d %H:%M:%S")))
         # The job's environment gets the database URL without its password (programs print their
@@ -676,6 +830,75 @@ class WorkerLoop:
             runner, warm = start_runner(self._runner_env(slot)), False
             runner.hand(job, env, password, reuse=self.options.warm)
         return runner, warm
+
+
+DB_FILE_PROBLEM = "its database file"
+GUARD_S = 0.2  # how often the guard thread enforces stops, grace periods, timeouts and leases
+# Starting a job failed because of the runs folder, not the job: full, read-only, no permission.
+RUNS_FOLDER_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
+
+
+class UnsafeRunFolder(Exception):
+    """A run folder (or a folder above it, under the runs root) is a symbolic link or not a folder."""
+
+
+def make_run_folder(root: Path, folder: Path) -> None:
+    """Create `folder` under `root` one level at a time, never following a link: a link planted in
+    runs/ would otherwise take the job's log and files wherever it points."""
+    import stat
+
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        parts = folder.relative_to(root).parts
+    except ValueError:
+        parts = None
+    if parts is None:  # a run folder outside the runs root (an older row): plain creation
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    current = root
+    for part in parts:
+        current = current / part
+        try:
+            os.mkdir(current)
+        except FileExistsError:
+            pass
+        mode = os.lstat(current).st_mode
+        if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+            raise UnsafeRunFolder(f"{current} is a symbolic link or not a folder; remove it and retry the job")
+
+
+def cap_log(path: str, limit: int) -> bool:
+    """Keep a log under `limit` bytes: its first half-limit, a marker, and its last quarter-limit.
+    The runner appends (O_APPEND), so its next writes land after the kept tail. True if cut."""
+    size = os.stat(path).st_size
+    if size <= limit:
+        return False
+    head, tail = limit // 2, limit // 4
+    with open(path, "rb") as fh:
+        fh.seek(size - tail)
+        kept = fh.read(tail)
+    marker = f"\n[... sched: {size - head - len(kept):,} bytes of this log left out (max_log_size) ...]\n".encode()
+    os.truncate(path, head)
+    with open(path, "ab") as fh:
+        fh.write(marker + kept)
+    return True
+
+
+def _file_identity(url: str | None) -> tuple[int, int] | None:
+    """(device, inode) of a SQLite database file; None for other databases, or when it is missing."""
+    from .store.engine import sqlite_path
+
+    try:
+        path = sqlite_path(url) if url else None
+    except Exception:  # noqa: BLE001 - not a URL we can read a file from
+        return None
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)  # missing: differs from any identity taken at start
+    return st.st_dev, st.st_ino
 
 
 def _ending(child: Child) -> int | None:

@@ -9,6 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,8 +28,12 @@ class Params(BaseModel):
 def run(params: Params, ctx: JobContext) -> None:
     rank = int(os.environ["RANK"])
     # What this rank saw: its reads work whichever rank it is (the marker is not a record).
+    # The database password (this rank's URL has it) and the variables whose value holds it: what
+    # anything the job starts would inherit.
+    password = urlsplit(ctx.db_url).password if ctx.db_url else None
     seen = {"rank": rank, "world": int(os.environ["WORLD_SIZE"]), "own_record": ctx.job(ctx.name).name,
-            "password_in_env": any("SCHED_RANKS" in key for key in os.environ), "db_url": ctx.db_url}
+            "password": password, "db_url": ctx.db_url,
+            "env_with_password": sorted(key for key, value in os.environ.items() if password and password in value)}
     (Path(ctx.output_dir) / f"seen-{rank}.json").write_text(json.dumps(seen))
     ctx.log_metric("rank_says", rank, step=1, split="val")
     ctx.add_artifact(f"from_rank_{rank}", Path(ctx.output_dir) / f"seen-{rank}.json")

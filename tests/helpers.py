@@ -23,6 +23,15 @@ def step_until(loop, done, timeout: float = 240.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll `predicate()` until it holds; fail with `what` after `timeout` seconds (a deadline for
+    what normally takes far less, never a sleep that a slow machine could outrun)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def submit(queue, name: str, kind: str, **fields) -> int:
     """Submit one job; `fields` are JobSpec fields (params=..., priority=...)."""
     params = fields.pop("params", {})

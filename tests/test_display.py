@@ -5,6 +5,7 @@ whose output pipe closes still stops cleanly; an expired lease is pointed out.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 from rich.console import Console
 from sqlalchemy import update
 
@@ -96,7 +98,8 @@ def test_compact_names_drop_the_common_start_and_cut_the_middle():
     assert names[0] == "…klue/roberta-base-seed1" and len(set(names)) == 5
     assert cut_middle("demo-1130-003201-finetune-beomi/kcbert-base-seed3", 24) == "demo-11…cbert-base-seed3"
     assert cut_left("/very/long/path/to/runs/00042-finetune/model.safetensors", 30).endswith("model.safetensors")
-    assert len(cut_middle("한국어 리뷰 감성 분석 모델 미세조정", 12)) < 12  # wide characters count double
+    cut = cut_middle("한국어 리뷰 감성 분석 모델 미세조정", 12)  # wide characters count double
+    assert cut == "한… 미세조정" and cell_len(cut) == 12  # 7 characters fill the 12 cells
 
 
 def test_numbers_have_units_and_sensible_rounding(campaign):
@@ -110,7 +113,8 @@ def test_show_keeps_the_end_of_long_paths(campaign, tmp_path):
     job = campaign.get(NAMES[0])
     Records(campaign).add_artifact(job.id, "model", "/" + "/".join(["deep"] * 30) + "/00001-ft/model.safetensors")
     lines = render(job_view(job_detail(campaign, job.id), width=80), 80)
-    assert any(line.rstrip().endswith("model.safetensors │") or "model.safetensors" in line for line in lines)
+    (row,) = [line for line in lines if line.startswith("│ model ")]  # the path on one line, not wrapped:
+    assert re.fullmatch(r"│ model +│ …/(deep/)+00001-ft/model\.safetensors │", row.rstrip()), row  # its end kept
     assert all(len(line) <= 80 for line in lines)
 
 

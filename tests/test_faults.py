@@ -1,5 +1,5 @@
 """Faults with real processes: a killed worker or runner leaves no process of its job behind, an
-outage longer than the lease costs a live worker nothing, a recreated database is rebuilt, a stop
+worker that cannot renew a lease stops its job before the lease runs out and queues it again, a recreated database is rebuilt, a stop
 during start-up is honoured at once, a deleted run folder keeps the failure reason, and the
 database password stays out of the job's environment."""
 
@@ -86,11 +86,10 @@ def test_a_runner_killed_abruptly_leaves_nothing_behind(sqlite_url, tmp_path):
 
 
 class _Outage:
-    """Makes every database call of one JobQueue fail while `down` is set."""
+    """Makes every database call of one JobQueue fail while `down` is set (its hot path too)."""
 
     def __init__(self, queue: JobQueue):
         self.down = threading.Event()
-        real_write, real_read = queue.write, queue.read
 
         def guard(real):
             def call(*args, **kwargs):
@@ -99,30 +98,53 @@ class _Outage:
                 return real(*args, **kwargs)
             return call
 
-        queue.write, queue.read = guard(real_write), guard(real_read)
+        queue.write, queue.read = guard(queue.write), guard(queue.read)
+        if queue.hot is not None:
+            queue.hot._run = guard(queue.hot._run)
 
 
-def test_a_live_worker_keeps_its_job_through_an_outage_longer_than_its_lease(db_url, tmp_path):
+def test_a_worker_that_cannot_renew_stops_its_job_before_the_lease_runs_out_and_queues_it_again(db_url, tmp_path):
+    from scheduler.store.engine import db_now
+
     queue = JobQueue(db_url)
-    job_id = submit(queue, "survivor", "sleep", params={"seconds": 2.5}, max_attempts=2)
+    go = tmp_path / "go"  # the job runs until the test creates this file: past the outage, whatever its length
+    pids = tmp_path / "pids"
+    job_id = submit(queue, "survivor", "shell", max_attempts=2,
+                    params={"argv": ["sh", "-c", f'echo $$ >> "{pids}"; while [ ! -e "{go}" ]; do sleep 0.05; done']})
     outage = _Outage(queue)
     loop = WorkerLoop(queue, [Slot("cpu0", None)], WorkerOptions(
-        runs_root=tmp_path / "runs", lease_s=1.0, heartbeat_s=0.3, poll_s=0.05, reaper_s=0.2))
+        runs_root=tmp_path / "runs", lease_s=1.0, heartbeat_s=0.3, poll_s=0.05, reaper_s=0.2, stop_grace_s=0.3))
     runner = threading.Thread(target=loop.run, kwargs={"until_empty": True})
     probe = JobQueue(db_url)  # sees the database as other hosts do
+
+    def lease_left() -> float:
+        """Seconds left on the job's lease by the database's clock (negative: expired)."""
+        with probe.read() as conn:
+            now = db_now(conn)
+        return (probe.get(job_id).lease_until - now).total_seconds()
+
     try:
         runner.start()
-        _wait_for(lambda: probe.get(job_id).progress_done is not None, 60, "job never started")
+        _wait_for(lambda: probe.get(job_id).status == "running" and pids.exists(), 60, "job never started")
+        first = int(pids.read_text().split()[0])
         outage.down.set()
-        time.sleep(3.0)  # three leases; the job finishes meanwhile
-        assert probe.get(job_id).status == "running"
+        _wait_for(lambda: loop.database_was_down and lease_left() < 0, 30,
+                  "the worker never met the outage, or the outage never outlasted the lease")
+        # By the time the lease ran out, the job was gone: another worker may now run it safely.
+        assert not _alive(first), "the job outlived its lease while its worker could not renew it"
         outage.down.clear()
+        # After the outage: queued again as preempted (no attempt spent), then run again here.
+        _wait_for(lambda: len(pids.read_text().split()) == 2, 30, "the job was not run again after the outage")
+        go.touch()
         runner.join(timeout=60)
         assert not runner.is_alive()
         row = probe.get(job_id)
-        assert (row.status, row.attempts, row.failure_kind) == ("succeeded", 1, None)
+        assert (row.status, row.attempts) == ("succeeded", 1)
+        log = Path(row.log_path).read_text()
+        assert log.count("=== survivor #") == 2
     finally:
         outage.down.clear()
+        go.touch()
         loop.request_stop()
         runner.join(timeout=30)
         probe.dispose()

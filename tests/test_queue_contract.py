@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections import Counter
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text, update
@@ -32,6 +32,31 @@ def drain_order(queue, worker, slot_gpus=0):
 @pytest.fixture
 def worker(queue):
     return queue.register_worker("test-host", 1, ["cpu0"])
+
+
+class HandClock:
+    """The queue's clock (by which every lease is judged), moved only by the test: a lease expires
+    when the test says so, not when a loaded machine gets round to the next statement."""
+
+    def __init__(self, start: datetime):
+        self.time = start
+
+    def now(self, conn=None) -> datetime:
+        return self.time
+
+    def advance(self, seconds: float) -> None:
+        self.time += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(queue, monkeypatch):
+    from scheduler.store.engine import db_now
+
+    with queue.read() as conn:
+        hand = HandClock(db_now(conn))
+    monkeypatch.setattr(queue.clock, "now", hand.now)  # the one clock of the queue and its hot path
+    monkeypatch.setattr(queue.clock, "stale", lambda: False)
+    return hand
 
 
 def status_of(queue, name):
@@ -135,13 +160,14 @@ def test_reprioritize_changes_claim_order(queue, worker):
         queue.reprioritize(queue.resolve("first"), 1)
 
 
-def test_stale_lease_is_requeued_then_lost_when_no_attempt_is_left(queue, worker):
+def test_stale_lease_is_requeued_then_lost_when_no_attempt_is_left(queue, worker, clock):
     queue.submit([spec("once", max_attempts=1), spec("twice", max_attempts=2),
                   spec("needs-once", after=["once"])])
-    a = queue.claim(worker, "cpu0", 0, lease_s=0.2)
-    b = queue.claim(worker, "cpu0", 0, lease_s=0.2)
+    a = queue.claim(worker, "cpu0", 0, lease_s=60)
+    b = queue.claim(worker, "cpu0", 0, lease_s=60)
+    clock.advance(59)
     assert queue.requeue_stale() == ([], [])  # leases still valid
-    time.sleep(0.5)
+    clock.advance(2)
     requeued, lost = queue.requeue_stale()
     assert requeued == [b.id] and lost == [a.id]
     assert status_of(queue, "once") == "lost"
@@ -152,13 +178,16 @@ def test_stale_lease_is_requeued_then_lost_when_no_attempt_is_left(queue, worker
     assert drain_order(queue, worker) == ["twice"]
 
 
-def test_heartbeat_keeps_the_lease_alive(queue, worker):
+def test_heartbeat_keeps_the_lease_alive(queue, worker, clock):
     queue.submit([spec("long")])
-    job = queue.claim(worker, "cpu0", 0, lease_s=0.3)
-    for _ in range(4):
-        time.sleep(0.15)
-        assert queue.heartbeat(job.id, worker, lease_s=0.3).lease_held
-    assert queue.requeue_stale() == ([], [])
+    job = queue.claim(worker, "cpu0", 0, lease_s=60)
+    for _ in range(4):  # 160 s in all, each renewal 40 s after the last
+        clock.advance(40)
+        assert queue.heartbeat(job.id, worker, lease_s=60).lease_held
+    clock.advance(59)
+    assert queue.requeue_stale() == ([], [])  # 59 s after the last renewal
+    clock.advance(2)
+    assert queue.requeue_stale() == ([], [job.id])  # 61 s: no attempt left, lost
 
 
 def test_preempt_requeues_without_spending_an_attempt(queue, worker):
@@ -284,17 +313,17 @@ def test_retry_leaves_jobs_blocked_by_another_failure_and_refuses_a_blocked_root
     assert sorted(queue.retry(queue.resolve("a"))) == sorted(queue.resolve(n) for n in ("a", "d"))
 
 
-def test_a_pending_cancel_wins_over_a_retry_a_preemption_or_a_lost_lease(queue, worker):
+def test_a_pending_cancel_wins_over_a_retry_a_preemption_or_a_lost_lease(queue, worker, clock):
     queue.submit([spec("crashes", max_attempts=3), spec("preempted"), spec("stale", max_attempts=3),
                   spec("child", after=["crashes"])])
     crashes = queue.claim(worker, "cpu0", 0)
     preempted = queue.claim(worker, "cpu0", 0)
-    stale = queue.claim(worker, "cpu0", 0, lease_s=0.1)
+    stale = queue.claim(worker, "cpu0", 0, lease_s=60)
     for job in (crashes, preempted, stale):
         assert queue.cancel(job.id) == "running"
     assert queue.fail(crashes.id, worker, message="boom") == "cancelled"  # not back to the queue
     assert queue.preempt(preempted.id, worker)
-    time.sleep(0.3)
+    clock.advance(61)
     queue.requeue_stale()
     for name in ("crashes", "preempted", "stale"):
         assert status_of(queue, name) == "cancelled"

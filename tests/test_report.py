@@ -274,15 +274,17 @@ def test_running_job_ends_at_now(queue):
 
 
 def test_cli_writes_the_file_and_prints_its_path(sqlite_url, tmp_path, monkeypatch):
-    from scheduler.cli import cli
-    from scheduler.cli.report import report
+    from scheduler.cli import cli  # `report` as the group loads it (scheduler/cli/app.py COMMANDS)
 
-    monkeypatch.setitem(cli.commands, "report", report)  # the lead registers it in cli.py
     monkeypatch.chdir(tmp_path)
     queue = JobQueue(sqlite_url)
     build_campaign(queue, study=False)
     queue.dispose()
     runner = CliRunner()
+    result = runner.invoke(cli, ["--db", sqlite_url, "report", "--out", "reports/r.html"], catch_exceptions=False)
+    assert result.exit_code == 1  # a mistyped --out makes no folders (docs/report.md)
+    assert "no folder reports (sched report creates none)" in result.output
+    (tmp_path / "reports").mkdir()
     result = runner.invoke(cli, ["--db", sqlite_url, "report", "--out", "reports/r.html"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     out = tmp_path / "reports" / "r.html"
@@ -293,11 +295,9 @@ def test_cli_writes_the_file_and_prints_its_path(sqlite_url, tmp_path, monkeypat
     assert "Example" in runner.invoke(cli, ["report", "--help"]).output
 
 
-def test_cli_reports_an_unwritable_path_in_one_line(sqlite_url, tmp_path, monkeypatch):
+def test_cli_reports_an_unwritable_path_in_one_line(sqlite_url, tmp_path):
     from scheduler.cli import cli
-    from scheduler.cli.report import report
 
-    monkeypatch.setitem(cli.commands, "report", report)
     (tmp_path / "file").write_text("x")
     CliRunner().invoke(cli, ["--db", sqlite_url, "init"])
     result = CliRunner().invoke(cli, ["--db", sqlite_url, "report", "--out", str(tmp_path / "file" / "r.html")])

@@ -16,7 +16,7 @@ import pytest
 from scheduler.jobqueue import JobQueue, JobSpec
 from scheduler.slots import Slot
 from scheduler.worker import WorkerLoop, WorkerOptions
-from tests.helpers import step_until
+from tests.helpers import step_until, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,23 +147,43 @@ def test_stops_end_a_job_on_a_warm_runner_as_they_do_on_a_new_one(ending, sqlite
     queue.dispose()
 
 
-def test_an_idle_worker_wakes_when_a_job_is_submitted(db_url, tmp_path):
+def test_an_idle_worker_wakes_when_a_job_is_submitted(db_url, tmp_path, monkeypatch):
     """The loop sleeps on the database (SQLite data_version, PostgreSQL LISTEN), not on a timer."""
     import threading
 
+    from scheduler import worker
+
+    waits: list[list] = []  # [entered, left (None while waiting), timeout] of each of the loop's waits
+
+    class Watched(worker.Wakeup):
+        def wait(self, fds, timeout):
+            span = [time.monotonic(), None, timeout]
+            waits.append(span)
+            try:
+                super().wait(fds, timeout)
+            finally:
+                span[1] = time.monotonic()
+
+    monkeypatch.setattr(worker, "Wakeup", Watched)
     queue = JobQueue(db_url)
-    loop = loop_for(queue, tmp_path, poll_s=30, heartbeat_s=60, lease_s=120)
+    loop = loop_for(queue, tmp_path, poll_s=120, heartbeat_s=120, lease_s=240)  # each wait: 120 s at most
     runner = threading.Thread(target=loop.run)
+
+    def asleep() -> bool:
+        """In a wait that nothing pending will end: its spare has reported ready, and the wait is
+        past the first look at the database (which may see the loop's own last commit)."""
+        spare, last = loop.spares.get("cpu0"), (waits[-1] if waits else None)
+        return (spare is not None and spare.ready and last is not None and last[1] is None
+                and time.monotonic() - last[0] > 0.5)
+
     runner.start()
     try:
-        time.sleep(1.0)  # idle, waiting with a 30 s timeout
+        wait_for(asleep, 60, "the worker never settled into an idle wait")
         submitted = time.monotonic()
         JobQueue(db_url).submit([JobSpec(name="wake", kind="echo")])
-        deadline = submitted + 15
-        while queue.get("wake").status != "succeeded":
-            assert time.monotonic() < deadline, "the idle worker did not wake for the new job"
-            time.sleep(0.05)
-        assert time.monotonic() - submitted < 10  # far below the 30 s poll
+        wait_for(lambda: queue.get("wake").status == "succeeded", 60, "the idle worker did not wake for the new job")
+        (woken,) = [w for w in waits if w[0] < submitted and (w[1] is None or w[1] >= submitted)]
+        assert woken[1] - woken[0] < woken[2]  # the submission ended that wait, not its timeout
     finally:
         loop.request_stop()
         runner.join(timeout=30)

@@ -142,9 +142,22 @@ def rm(ctx, jobs, statuses, tags, kinds, name_glob, since, files, dry_run) -> No
             row = queue.get(job_id)
             console.print(Text(f"would remove {row.id} '{visible(row.name)}' ({row.status})"))
         return
+    if files:
+        _check_folders([queue.get(job_id) for job_id in chosen])  # before any row goes
     removed = queue.remove(chosen)
     folders = _remove_folders(removed, queue) if files else 0
     console.print(Text(f"removed {len(removed)} job(s)" + (f" and {folders} run folder(s)" if files else "")))
+
+
+def _check_folders(rows) -> None:
+    """Refuse (removing nothing) when a run folder to delete is a symbolic link: rmtree would
+    fail on it halfway, after the job's row was gone, or delete where it points."""
+    from pathlib import Path
+
+    for row in rows:
+        if row.output_dir and row.reused_from is None and Path(row.output_dir).is_symlink():
+            raise SchedError(f"the run folder of job {row.id} ({row.output_dir}) is a symbolic link: not "
+                             "removing anything; delete the link yourself, then run sched rm again")
 
 
 def _remove_folders(rows, queue) -> int:
@@ -159,7 +172,7 @@ def _remove_folders(rows, queue) -> int:
         if not row.output_dir or row.reused_from is not None:
             continue  # a reused result's folder belongs to the job it reused
         folder = Path(row.output_dir)
-        if folder.name == run_folder_name(row.id, row.name) and folder.is_dir():
+        if folder.name == run_folder_name(row.id, row.name) and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder)
             count += 1
     return count

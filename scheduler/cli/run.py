@@ -20,6 +20,10 @@ from .app import console, open_queue, setup_logging
 @click.option("--gpu-context", default="512MiB", show_default=True, metavar="SIZE",
               help="What each job's CUDA context takes outside torch's allocator: part of a shared job's "
                    "gpu_memory (its allocator gets the rest), added to an auto share.")
+@click.option("--min-free", default="1GiB", show_default=True, metavar="SIZE",
+              help="Claim nothing while the runs folder has less free space than this.")
+@click.option("--max-log-size", default="100MiB", show_default=True, metavar="SIZE",
+              help="A job's log beyond this keeps its head and tail (checked each heartbeat).")
 @click.option("--until-empty", is_flag=True, help="Exit once no job is left to run.")
 @click.option("--max-jobs", type=click.IntRange(1), default=None, help="Exit after this many jobs.")
 @click.option("--runs", default="runs", show_default=True, envvar="SCHED_RUNS",
@@ -30,8 +34,8 @@ from .app import console, open_queue, setup_logging
 @click.option("--warm/--no-warm", default=True, show_default=True,
               help="Keep a spare runner per slot with the next jobs' imports done, and reuse runners of light jobs.")
 @click.pass_context
-def worker(ctx, gpus, cpu_slots, gpu_headroom, gpu_context, until_empty, max_jobs, runs, lease, heartbeat, grace,
-           warm) -> None:
+def worker(ctx, gpus, cpu_slots, gpu_headroom, gpu_context, min_free, max_log_size, until_empty, max_jobs, runs,
+           lease, heartbeat, grace, warm) -> None:
     """Run jobs from the queue: GPU jobs on this machine's GPUs (whole, k at once, or sharing one by
     gpu_memory), CPU jobs on --cpu-slots slots; one child process per job.
 
@@ -51,13 +55,17 @@ def worker(ctx, gpus, cpu_slots, gpu_headroom, gpu_context, until_empty, max_job
     options = WorkerOptions(runs_root=runs, lease_s=lease, heartbeat_s=heartbeat, stop_grace_s=grace,
                             max_jobs=max_jobs, reaper_s=max(1.0, lease / 4), warm=warm,
                             gpu_headroom_mib=_size("--gpu-headroom", gpu_headroom),
-                            gpu_context_mib=_size("--gpu-context", gpu_context))
+                            gpu_context_mib=_size("--gpu-context", gpu_context),
+                            min_free_mib=_size("--min-free", min_free, at_least=0),
+                            max_log_mib=_size("--max-log-size", max_log_size))
     WorkerLoop(open_queue(ctx, create=True), parse_slots(gpus, cpu_slots), options).run(until_empty=until_empty)
 
 
-def _size(option: str, text: str) -> int:
+def _size(option: str, text: str, at_least: int | None = None) -> int:
     from ..gpus import parse_memory
 
+    if at_least is not None and text.strip() in ("0", "0MiB", "0GiB"):
+        return 0
     try:
         value = parse_memory(text)
     except SchedError as exc:

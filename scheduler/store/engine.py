@@ -21,6 +21,11 @@ from .location import resolve_url
 
 READ_ONLY = "sched_read_only"  # execution option: a transaction that only reads
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A server that went away must not hang a worker's step for the kernel's TCP timeout (15 min and
+# more): connecting gives up after 5 s, an unacknowledged write after 5 s (libpq's
+# tcp_user_timeout), and an idle connection to a dead peer is found by keepalives within ~10 s.
+POSTGRES_TIMEOUTS = {"connect_timeout": 5, "tcp_user_timeout": 5000, "keepalives": 1, "keepalives_idle": 5,
+                     "keepalives_interval": 2, "keepalives_count": 2}
 SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")  # postgresql:// becomes psycopg
 
 
@@ -120,7 +125,7 @@ def make_engine(url: str | None = None) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _tune_sqlite(engine)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, connect_args=dict(POSTGRES_TIMEOUTS))
 
 
 _SQLITE_NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")

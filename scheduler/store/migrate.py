@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, inspect, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
-from ..errors import SchedError
+from ..errors import DatabaseUnreachable, SchedError
 from .engine import make_engine, shown_url, sqlite_path
 from .schema import SCHED_TABLES, meta
 
@@ -190,7 +190,9 @@ def ensure_schema(engine: Engine, *, upgrade: bool = True) -> Upgrade:
             log.warning("upgraded %s from schema revision %s to %s%s", _where(engine), start, newest,
                         f" (backup: {backup})" if backup else "")
         return Upgrade(start, newest, backup)
-    except (OperationalError, ProgrammingError) as exc:
+    except OperationalError as exc:
+        raise DatabaseUnreachable(f"cannot open {_where(engine)}: {exc.orig}") from None
+    except ProgrammingError as exc:
         raise SchedError(f"cannot open {_where(engine)}: {exc.orig}") from None
     except DatabaseError as exc:
         raise SchedError(f"cannot open {_where(engine)}: {exc.orig}") from None

@@ -135,6 +135,8 @@ workers = Table(
     Column("gpu_stats", JSON, nullable=True),
     # The waiting multi-GPU job it keeps free GPUs for: {job_id, name, priority, gpus, needs}
     Column("reservation", JSON, nullable=True),
+    # What keeps it from claiming (runs folder full, database file replaced, CUDA unusable); NULL: nothing
+    Column("problem", String(500), nullable=True),
 )
 
 # Key/value settings of the whole queue: the drain flag; `schema_version` for sched 0.1 (see migrate.py).

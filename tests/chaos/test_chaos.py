@@ -40,13 +40,27 @@ def _start_worker(url: str, runs: Path) -> subprocess.Popen:
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def _holding(queue: JobQueue, pids: list[int]) -> set[int]:
+    """The pids among `pids` of workers that run a job now."""
+    from sqlalchemy import select
+
+    from scheduler.store.schema import jobs, workers
+
+    with queue.read() as conn:
+        return set(conn.execute(select(workers.c.pid).join(jobs, jobs.c.worker_id == workers.c.id)
+                                .where(workers.c.pid.in_(pids), jobs.c.status == "running")).scalars())
+
+
 class _Requeues:
     """Watches the jobs a killed worker held and records how long until each left it."""
 
     def __init__(self, url: str):
         self.queue = JobQueue(url)
         self.waits: list[float] = []
-        self.pending: list[tuple[float, int, int]] = []  # (kill time, job id, dead worker id)
+        self.held: list[int] = []  # per kill, how many running jobs the dead worker held
+        self.requeued: Counter[int] = Counter()  # per kill (its index), how many of them left it
+        self.pending: list[tuple[float, int, int, int]] = []  # (kill time, kill, job id, dead worker id)
+        self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
@@ -60,23 +74,34 @@ class _Requeues:
         with self.queue.read() as conn:
             held = conn.execute(select(jobs.c.id, jobs.c.worker_id).join(workers, workers.c.id == jobs.c.worker_id)
                                 .where(workers.c.pid == worker_pid, jobs.c.status == "running")).all()
-        self.pending.extend((now, job_id, worker_id) for job_id, worker_id in held)
+        with self.lock:
+            kill = len(self.held)
+            self.held.append(len(held))
+            self.pending.extend((now, kill, job_id, worker_id) for job_id, worker_id in held)
+
+    def _check(self) -> None:
+        with self.lock:
+            pending = list(self.pending)
+        left = []
+        for entry in pending:
+            since, kill, job_id, worker_id = entry
+            row = self.queue.get(job_id)
+            if row.status != "running" or row.worker_id != worker_id:
+                left.append(entry)
+                self.waits.append(time.monotonic() - since)
+                self.requeued[kill] += 1
+        with self.lock:
+            self.pending = [entry for entry in self.pending if entry not in left]
 
     def _watch(self) -> None:
         while not self.stop.is_set():
-            still = []
-            for since, job_id, worker_id in self.pending:
-                row = self.queue.get(job_id)
-                if row.status == "running" and row.worker_id == worker_id:
-                    still.append((since, job_id, worker_id))
-                else:
-                    self.waits.append(time.monotonic() - since)
-            self.pending = still
+            self._check()
             time.sleep(0.1)
 
     def close(self) -> None:
         self.stop.set()
         self.thread.join()
+        self._check()  # a last look: jobs requeued since the watcher's last pass
         self.queue.dispose()
 
 
@@ -102,7 +127,10 @@ def test_exactly_once_while_workers_are_killed_at_random(db_url, tmp_path):
             if progress_due:
                 progress_marks = [mark for mark in progress_marks if mark > done]
             if progress_due or time.monotonic() >= next_kill:
-                victim = workers.pop(rng.randrange(len(workers)))
+                # a worker that holds a job when one does: a kill is there to test the requeue
+                holding = _holding(queue, [w.pid for w in workers])
+                victims = [i for i, w in enumerate(workers) if w.pid in holding] or list(range(len(workers)))
+                victim = workers.pop(rng.choice(victims))
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 requeues.killed(victim.pid)
@@ -126,5 +154,10 @@ def test_exactly_once_while_workers_are_killed_at_random(db_url, tmp_path):
           f"longest kill-to-requeue {longest:.1f}s (lease {LEASE_S:g}s)")
     assert kills >= 3
     assert duplicates == [] and lost == []
+    # every kill that caught a worker running jobs saw each of them queued again, and some kill did
+    holding_kills = [kill for kill, held in enumerate(requeues.held) if held]
+    assert holding_kills, f"no kill caught a worker running a job: {requeues.held}"
+    assert all(requeues.requeued[kill] == requeues.held[kill] for kill in holding_kills), \
+        (requeues.held, dict(requeues.requeued), requeues.pending)
     assert longest <= LEASE_S * 2 + 2  # the lease, the reaper's interval, and this watcher's polling
     queue.dispose()
