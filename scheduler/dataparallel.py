@@ -61,17 +61,36 @@ def run_ranks(job: dict, processes: int, stop, url: str) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                str(processes), "-m", "scheduler.ranks", str(spec)]
     print(f"data-parallel: {processes} processes through torchrun", flush=True)
-    proc = subprocess.Popen(command, env=_env(processes, password), start_new_session=True)
-    code = _wait(proc, stop)
+    secret = _password_file(password)
+    try:
+        proc = subprocess.Popen(command, env=_env(processes, secret), start_new_session=True)
+        code = _wait(proc, stop)
+    finally:
+        if secret is not None:
+            Path(secret).unlink(missing_ok=True)
     _outcome(read_endings(output_dir), processes, code, stop())
 
 
-def _env(processes: int, password: str | None) -> dict[str, str]:
-    """The ranks' environment: the runner's, the password for rank processes to pop, and each
+def _password_file(password: str | None) -> str | None:
+    """The password in a file only this user reads, outside the run folder, for the ranks to read:
+    a value in their environment would stay in /proc/PID/environ (and `ps e`) for their lifetime,
+    however early they pop it."""
+    if password is None:
+        return None
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="sched-ranks-")  # mode 0600
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password)
+    return path
+
+
+def _env(processes: int, password_file: str | None) -> dict[str, str]:
+    """The ranks' environment: the runner's, where to read the password (not the password), and each
     rank's share of the slot's CPU threads (k ranks with the slot's count each would oversubscribe)."""
     env = dict(os.environ)
-    if password is not None:
-        env[PASSWORD_ENV] = password
+    if password_file is not None:
+        env[PASSWORD_ENV] = password_file
     if "OMP_NUM_THREADS" in env:
         threads = str(max(1, int(env["OMP_NUM_THREADS"]) // processes))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)

@@ -7,8 +7,10 @@ them one DDP run. Rank 0 records metrics, artifacts and progress in the queue's 
 other ranks get a `Follower` reporter that reads (other jobs' records, for `from:` params) and
 records nothing, so every row is written once.
 
-The database password arrives in PASSWORD_ENV, popped before anything else runs: neither the
-spec file nor a command line (both readable by others) holds it. A stop request reaches each rank
+The database password arrives in a file only this user can read, named by PASSWORD_ENV (popped
+before anything else runs); the runner deletes the file when torchrun ends. Neither the spec file
+nor a command line (both readable by others) nor any environment (which /proc keeps for a
+process's lifetime) holds it. A stop request reaches each rank
 as SIGTERM from torchrun (the runner signals torchrun) and sets the rank's stop flag: the job
 checkpoints and raises Preempted as it would in a runner. Each rank writes how it ended (exit
 code, one-line reason, when) to ENDINGS/rank-R.json in the job's folder, which the runner reads:
@@ -38,7 +40,7 @@ from .runner import (
     url_with_password,
 )
 
-PASSWORD_ENV = "SCHED_RANKS_DB_PASSWORD"
+PASSWORD_ENV = "SCHED_RANKS_DB_PASSWORD_FILE"
 SPEC_FILE = ".sched-ranks.json"
 ENDINGS = ".sched-ranks"
 
@@ -89,8 +91,17 @@ class Follower:
         return self.reads.jobs_where(kind=kind, tag=tag, status=status)
 
 
+def _read_password(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text()
+    except OSError:  # gone: the runner ended meanwhile; the rank fails on its first database call
+        return None
+
+
 def main(argv: list[str]) -> int:
-    password = os.environ.pop(PASSWORD_ENV, None)  # first: nothing this rank starts may inherit it
+    password = _read_password(os.environ.pop(PASSWORD_ENV, None))  # first: nothing it starts inherits it
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGUSR1, stop.set)

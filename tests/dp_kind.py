@@ -33,7 +33,9 @@ def run(params: Params, ctx: JobContext) -> None:
     password = urlsplit(ctx.db_url).password if ctx.db_url else None
     seen = {"rank": rank, "world": int(os.environ["WORLD_SIZE"]), "own_record": ctx.job(ctx.name).name,
             "password": password, "db_url": ctx.db_url,
-            "env_with_password": sorted(key for key, value in os.environ.items() if password and password in value)}
+            "env_with_password": sorted(key for key, value in os.environ.items() if password and password in value),
+            # the environment the rank started with, as /proc keeps it (popping a variable does not change it)
+            "started_with_password": bool(password) and password.encode() in Path("/proc/self/environ").read_bytes()}
     (Path(ctx.output_dir) / f"seen-{rank}.json").write_text(json.dumps(seen))
     ctx.log_metric("rank_says", rank, step=1, split="val")
     ctx.add_artifact(f"from_rank_{rank}", Path(ctx.output_dir) / f"seen-{rank}.json")

@@ -94,6 +94,7 @@ def test_each_rank_runs_and_reads_but_rank_0_alone_records(dp_kind, tmp_path, pg
         assert [(s["rank"], s["world"], s["own_record"]) for s in seen] == [(0, 2, "dp"), (1, 2, "dp")]
         assert [s["password"] for s in seen] == ["s3cret-pw", "s3cret-pw"]  # each rank's URL has it
         assert [s["env_with_password"] for s in seen] == [[], []]  # no variable's value holds it
+        assert [s["started_with_password"] for s in seen] == [False, False]  # nor the environment it started with
         assert "s3cret-pw" not in (folder / SPEC_FILE).read_text()
         rows = metric_rows(url, "dp")
         assert [(m["key"], m["value"]) for m in rows] == [("rank_says", 0.0)]  # once, by rank 0
@@ -153,7 +154,9 @@ def test_ranks_pop_the_password_before_anything_else(monkeypatch, tmp_path):
     # The variable is gone from the rank's environment, so nothing the job starts inherits it.
     from scheduler import ranks
 
-    monkeypatch.setenv(PASSWORD_ENV, "pw")
+    secret = tmp_path / "secret"
+    secret.write_text("pw")
+    monkeypatch.setenv(PASSWORD_ENV, str(secret))
     monkeypatch.setattr(ranks.signal, "signal", lambda *a: None)
     with pytest.raises(SystemExit):
         ranks.main([])  # no spec: usage
