@@ -361,3 +361,38 @@ def test_runners_never_hold_the_database_password(pg_url, tmp_path, monkeypatch)
     seen = out.read_text()
     assert "SCHED_DB=" in seen and "pw-s3cret-42" not in seen
     queue.dispose()
+
+
+def test_a_sqlite_file_made_immutable_for_a_while_neither_fails_a_job_nor_loses_its_metrics(sqlite_url, tmp_path,
+                                                                                          ticker):
+    import shutil
+
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is not installed")
+    queue = JobQueue(sqlite_url)
+    job_id = submit(queue, "steady", "ticker", params={"steps": 50, "every": 0.1})
+    loop = WorkerLoop(queue, [Slot("cpu0", None)], WorkerOptions(
+        runs_root=tmp_path / "runs", lease_s=30, heartbeat_s=0.5, poll_s=0.05))
+    files = [str(p) for p in sorted(tmp_path.glob("experiments.db*")) if not p.name.endswith("-shm")]
+    try:
+        _steps_until(loop, lambda: queue.get(job_id).status == "running", timeout=60)
+        time.sleep(1.0)
+        subprocess.run(["chattr", "+i", *files], check=True)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            try:
+                loop.run_once()
+            except Exception:  # noqa: BLE001 - what run() retries
+                time.sleep(0.1)
+    finally:
+        subprocess.run(["chattr", "-i", *files], check=False)
+    _steps_until(loop, lambda: queue.get(job_id).status != "running", timeout=60)
+    loop.close()
+    row = queue.get(job_id)
+    assert (row.status, row.attempts) == ("succeeded", 1), row.message
+    with queue.read() as conn:
+        from scheduler.store import queries as q
+
+        steps = [m.value for m in q.job_metrics(conn, job_id) if m.key == "step"]
+    assert steps == [float(i) for i in range(50)]
+    queue.dispose()
