@@ -90,7 +90,7 @@ class Session:
         CUDA_VISIBLE_DEVICES (None: not set, every GPU)."""
         nvml = self.lib()
         if nvml is None:
-            return [], self.why
+            return self._named_only(inherited)
         count = nvml.nvmlDeviceGetCount()
         if inherited is None:
             found = [Device(i, str(i)) for i in range(count)]
@@ -106,6 +106,16 @@ class Session:
                 continue
             found[index] = Device(index, entry)
         return list(found.values()), ""
+
+    def _named_only(self, inherited: str | None) -> tuple[list[Device], str]:
+        """Without NVML, an allocation's CUDA_VISIBLE_DEVICES still says which GPUs are this
+        worker's: one slot each, by position, taking whole-GPU jobs only (no memory readings)."""
+        if inherited is None or inherited.strip() in NO_GPU_VALUES:
+            return [], self.why
+        entries = [part.strip() for part in inherited.split(",") if part.strip()]
+        log.warning("%s; using the %d GPU(s) %s names, without memory readings (no sharing by gpu_memory)",
+                    self.why, len(entries), VISIBLE)
+        return [Device(i, entry) for i, entry in enumerate(entries)], ""
 
     def _index_of(self, nvml, entry: str, count: int) -> int:
         """NVML's index of one CUDA_VISIBLE_DEVICES entry (a position or a UUID)."""

@@ -7,6 +7,8 @@ stays fast with 100,000 jobs in the database.
 
 from __future__ import annotations
 
+import re
+
 from datetime import datetime, timedelta
 
 from .fmt import duration as fmt_duration
@@ -147,10 +149,38 @@ def _workers(conn, now: datetime, running: list[dict]) -> list[dict]:
                           "job_id": here[0]["id"] if here else None, "gpu_stats": stats.get(gpu),
                           "jobs": [{"id": j["id"], "name": j["name"], "placed_mib": j["placed_mib"]} for j in here],
                           "reserved_for": reservation["name"] if slot in reserved else None})
-        workers.append({"id": w.id, "host": w.host, "pid": w.pid, "slots": w.slots, "state": w.state,
+        workers.append({"id": w.id, "host": _host_shown(w.host), "pid": w.pid, **_slurm_fields(w.host), "slots": w.slots, "state": w.state,
                         "heartbeat_age_s": (now - w.heartbeat).total_seconds(), "slot_use": slots,
                         "reservation": reservation, "problem": getattr(w, "problem", None)})
     return workers
+
+
+_SLURM_HOST = re.compile(r"^(?P<host>.*) \(slurm job (?P<job>[^ )]+)(?: until (?P<end>[^)]+))?\)$")
+
+
+def _slurm_fields(host: str) -> dict:
+    """The Slurm job a worker runs in and its time left (the worker registered them in its host)."""
+    match = _SLURM_HOST.match(host or "")
+    if not match:
+        return {}
+    left = None
+    if match["end"]:
+        try:  # squeue prints the cluster's local time
+            left = max(0.0, (datetime.fromisoformat(match["end"]) - datetime.now()).total_seconds())
+        except ValueError:
+            pass
+    return {"slurm_job": match["job"], "slurm_time_left_s": left}
+
+
+def _host_shown(host: str) -> str:
+    from .fmt import duration
+
+    fields = _slurm_fields(host)
+    if not fields:
+        return host
+    left = fields["slurm_time_left_s"]
+    shown = f"{_SLURM_HOST.match(host)['host']} (slurm job {fields['slurm_job']}"
+    return shown + (f", {duration(left)} left)" if left is not None else ")")
 
 
 def _free_gpu_slots(workers: list[dict]) -> int:

@@ -104,6 +104,7 @@ class WorkerOptions:
     gpu_context_mib: int = DEFAULT_CONTEXT_MIB  # each shared job's CUDA context, inside its share
     min_free_mib: int = 1024  # claim nothing while the runs folder has less free space than this
     max_log_mib: int = 100  # a job's log beyond this keeps its head and tail (checked each heartbeat)
+    idle_exit_s: float | None = None  # exit after this long with no job running and none claimed
 
 
 @dataclass
@@ -116,6 +117,7 @@ class WorkerLoop:
     spares: dict[str, RunnerProc] = field(default_factory=dict)  # slot name -> idle runner
     claimed: int = 0
     stopping: bool = False
+    draining: bool = False  # finishing its jobs, claiming no more (SIGUSR2)
     last_worker_heartbeat: float = float("-inf")
     last_preempt_check: float = float("-inf")
     database_was_down: bool = False  # the next step renews every lease before anything else
@@ -134,8 +136,7 @@ class WorkerLoop:
 
     def start(self) -> int:
         if self.worker_id is None:
-            self.worker_id = self.queue.register_worker(socket.gethostname(), os.getpid(),
-                                                        [s.name for s in self.slots])
+            self.worker_id = self.queue.register_worker(_host_label(), os.getpid(), [s.name for s in self.slots])
             log.info("worker %s started on %s with slots %s", self.worker_id, socket.gethostname(),
                      ", ".join(s.name for s in self.slots))
             self.db_file = _file_identity(self.queue.url)
@@ -162,6 +163,8 @@ class WorkerLoop:
         main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
             if main else {}
+        if main:  # `sched slurm down`: finish the running jobs, claim no more, exit
+            previous[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, self.request_drain)
         reaper = start_reaper(self.queue, self.options.reaper_s, worker_id=self.worker_id,
                               lease_s=self.options.lease_s)
         wakeup = Wakeup(self.queue)
@@ -172,13 +175,18 @@ class WorkerLoop:
         guard = threading.Thread(target=self._guard, args=(guard_stop,), name="sched-guard", daemon=True)
         guard.start()
         failures = 0
+        idle_since = time.monotonic()
         try:
             while True:
-                if self.stopping and not self.children:
+                if (self.stopping or self.draining) and not self.children:
                     break
                 try:
                     busy = self.run_once()
                     if until_empty and not self.children and not busy and self._nothing_left():
+                        break
+                    if self.children or busy:
+                        idle_since = time.monotonic()
+                    elif self._idle_too_long(idle_since):
                         break
                     failures = 0
                 except SQLAlchemyError as exc:
@@ -210,6 +218,24 @@ class WorkerLoop:
             except SQLAlchemyError:  # unreachable: `sched status` stops listing it once it is silent
                 pass
             log.info("worker %s stopped after %d job(s)", self.worker_id, self.claimed)
+
+    def request_drain(self, *_args) -> None:
+        """Finish the running jobs, claim no more, then exit (SIGUSR2: `sched slurm down`)."""
+        if not self.draining:
+            log.warning("draining: %d running job(s) finish, then this worker exits", len(self.children))
+        self.draining = True
+        if self._wake_w is not None:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+
+    def _idle_too_long(self, idle_since: float) -> bool:
+        limit = self.options.idle_exit_s
+        if limit is None or time.monotonic() - idle_since < limit:
+            return False
+        log.info("nothing to claim for %.0fs (--idle-exit): exiting", limit)
+        return True
 
     def _guard(self, stop: threading.Event) -> None:
         """What must not wait for the database, every GUARD_S: stop requests, grace periods,
@@ -331,7 +357,7 @@ class WorkerLoop:
         self._local_duties(now)
         if self.stopping:
             pass
-        elif self._can_claim(now) and not self._max_jobs_reached():
+        elif not self.draining and self._can_claim(now) and not self._max_jobs_reached():
             changed |= self._claim_for_free_slots(now)
             if not changed:
                 self._preempt_for_waiting_jobs(now)
@@ -899,6 +925,18 @@ def _file_identity(url: str | None) -> tuple[int, int] | None:
     except OSError:
         return (-1, -1)  # missing: differs from any identity taken at start
     return st.st_dev, st.st_ino
+
+
+def _host_label() -> str:
+    """This host, and the Slurm job the worker runs in with its end time (`sched status` shows
+    the time left): `node7 (slurm job 1234 until 2026-12-04T18:00:00)`."""
+    from .slurm import slurm_job_end, slurm_job_here
+
+    host, job = socket.gethostname(), slurm_job_here()
+    if job is None:
+        return host
+    end = slurm_job_end(job)
+    return f"{host} (slurm job {job}" + (f" until {end})" if end else ")")
 
 
 def _ending(child: Child) -> int | None:

@@ -28,6 +28,7 @@ COMMANDS = {
     "cron": "cron",
     "results": "results", "report": "report", "study": "study", "kinds": "kinds",
     "ls": "jobs", "rm": "jobs",
+    "slurm": "slurm",
 }
 
 

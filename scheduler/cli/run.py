@@ -25,6 +25,8 @@ from .app import console, open_queue, setup_logging
 @click.option("--max-log-size", default="100MiB", show_default=True, metavar="SIZE",
               help="A job's log beyond this keeps its head and tail (checked each heartbeat).")
 @click.option("--until-empty", is_flag=True, help="Exit once no job is left to run.")
+@click.option("--idle-exit", default=None, metavar="DURATION",
+              help="Exit after this long (30s, 5m) with no job running and none to claim (Slurm workers).")
 @click.option("--max-jobs", type=click.IntRange(1), default=None, help="Exit after this many jobs.")
 @click.option("--runs", default="runs", show_default=True, envvar="SCHED_RUNS",
               type=click.Path(file_okay=False, path_type=Path), help="Folder for job run folders.")
@@ -34,8 +36,8 @@ from .app import console, open_queue, setup_logging
 @click.option("--warm/--no-warm", default=True, show_default=True,
               help="Keep a spare runner per slot with the next jobs' imports done, and reuse runners of light jobs.")
 @click.pass_context
-def worker(ctx, gpus, cpu_slots, gpu_headroom, gpu_context, min_free, max_log_size, until_empty, max_jobs, runs,
-           lease, heartbeat, grace, warm) -> None:
+def worker(ctx, gpus, cpu_slots, gpu_headroom, gpu_context, min_free, max_log_size, until_empty, idle_exit,
+           max_jobs, runs, lease, heartbeat, grace, warm) -> None:
     """Run jobs from the queue: GPU jobs on this machine's GPUs (whole, k at once, or sharing one by
     gpu_memory), CPU jobs on --cpu-slots slots; one child process per job.
 
@@ -57,8 +59,23 @@ def worker(ctx, gpus, cpu_slots, gpu_headroom, gpu_context, min_free, max_log_si
                             gpu_headroom_mib=_size("--gpu-headroom", gpu_headroom),
                             gpu_context_mib=_size("--gpu-context", gpu_context),
                             min_free_mib=_size("--min-free", min_free, at_least=0),
-                            max_log_mib=_size("--max-log-size", max_log_size))
+                            max_log_mib=_size("--max-log-size", max_log_size),
+                            idle_exit_s=_duration("--idle-exit", idle_exit))
     WorkerLoop(open_queue(ctx, create=True), parse_slots(gpus, cpu_slots), options).run(until_empty=until_empty)
+
+
+def _duration(option: str, text: str | None) -> float | None:
+    from pipeline.util import parse_duration
+
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise SchedError(f"{option} takes a duration like 30s, 5m or 2h; got '{text}'") from None
+    if not 0 < seconds < 10**9:
+        raise SchedError(f"{option} takes a positive duration; got '{text}'")
+    return seconds
 
 
 def _size(option: str, text: str, at_least: int | None = None) -> int:

@@ -205,6 +205,12 @@ def requeue_exclusive(conn: Connection, job_id: int, owner: int, message: str, n
                         attempts=jobs.c.attempts - 1, worker_id=None, exclusive=True)
 
 
+def queued_gpu_asks(conn: Connection) -> list[int]:
+    """The `gpus` of every job a worker could claim now (queued, dependencies met, queue not
+    drained): what `sched slurm scale` sizes the worker jobs by."""
+    return list(conn.execute(select(jobs.c.gpus).where(jobs.c.status == QUEUED, ~_blocked, ~_drained)).scalars())
+
+
 def top_waiting_priority(conn: Connection, slot_gpus: int) -> int | None:
     return conn.execute(TOP_WAITING, {"slot_gpus": slot_gpus}).scalar()
 
