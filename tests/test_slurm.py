@@ -85,6 +85,11 @@ def test_the_batch_script_signals_in_time_and_holds_no_password(tmp_path):
     assert "#SBATCH --signal=B:TERM@90" in script and "#SBATCH --gres=gpu:2" in script
     assert "#SBATCH --time=4:00:00" in script and "#SBATCH --constraint=a100" in script
     assert "exec " in script and "--gpus auto" in script and "--idle-exit 5m" in script
+    from scheduler.slurm import bare_url
+
+    url = bare_url("postgresql://me:s3cret@db/exp")
+    assert "s3cret" not in url and url.startswith("postgresql+psycopg://me@db/exp")
+    assert "s3cret" not in WorkerTemplate(db_url=url, runs=tmp_path).script()
 
 
 # ---------------------------------------------------------------- against a real Slurm
