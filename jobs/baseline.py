@@ -70,5 +70,6 @@ KIND = Kind("baseline", Params, run, summary="TF-IDF character n-grams + logisti
                             scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
                             params={"C": "C"}, colour="#7f7f7f"),
             preflight=preflight, preload=("pipeline.baseline",), reusable=True,  # scikit-learn, no CUDA
+            models={"model": "joblib"},  # model.joblib: the one joblib file predict unpickles from a job
             outputs=("model", "val_logits", "test_logits", "val_predictions", "test_predictions", "val_split",
                      "result", "val_accuracy", "val_f1"))

@@ -34,10 +34,12 @@ from .common import (
     FromJob,
     ModelRef,
     artifact_of,
+    check_trackers,
     data_path,
     hooks_for,
     params_from_config,
     resolve_model,
+    tracking_run,
     training_config,
 )
 from .context import JobContext, Preempted
@@ -154,7 +156,8 @@ def run(params, ctx: JobContext) -> None:
                           model=resolve_model(ctx, params.model, train["text"].tolist()))
     ctx.progress(0, None, f"{len(train)} train rows, {0 if val is None else len(val)} val rows")
     try:
-        result = finetune(cfg, train, val, test, output_dir=str(ctx.output_dir / "train"), hooks=hooks_for(ctx))
+        result = finetune(cfg, train, val, test, output_dir=str(ctx.output_dir / "train"), hooks=hooks_for(ctx),
+                          tracking=tracking_run(ctx, "finetune", params))
     except StopRequested as stop:
         raise Preempted(str(stop)) from None
     if result is not None:  # None: another rank of a data-parallel run; rank 0 reports
@@ -197,6 +200,7 @@ def preflight(params, pre) -> None:
     if params.test:
         pre.text_csv("params.test", params.test, params.text_column)
     pre.model("params.model", params.model)
+    check_trackers(pre, params.report_to)
     if isinstance(params.extra_train, FromJob):
         pre.produces("params.extra_train", params.extra_train.from_, params.extra_train.artifact or "augmented_csv")
     elif params.extra_train:
@@ -213,5 +217,5 @@ def preflight(params, pre) -> None:
 OUTPUTS = ("model", "val_logits", "test_logits", "val_predictions", "test_predictions", "val_split", "result",
            "val_accuracy", "val_f1", "best_epoch", "epochs_run")
 KIND = Kind("finetune", Params, run, summary="fine-tune a classifier (focal loss, SWA, early stopping, resume)",
-            display=DISPLAY, preflight=preflight, outputs=OUTPUTS, preload=TRAINING_MODULES,
-            gpus=1, multi_gpu=True, data_parallel=True, memory_params=MEMORY_PARAMS)
+            display=DISPLAY, preflight=preflight, outputs=OUTPUTS, models={"model": "hf"},
+            preload=TRAINING_MODULES, gpus=1, multi_gpu=True, data_parallel=True, memory_params=MEMORY_PARAMS)

@@ -9,7 +9,13 @@
 tokenizer saved beside it and the max_length it was trained with), a baseline's model file, or an
 ensemble's members and weights as it stored them (each member predicted as above, then combined
 as the ensemble did; a member the ensemble took from `test_from` is predicted by that job's model).
-A predict job named there stands for the model it ran. A plain folder or hub name works too.
+A predict job named there stands for the model it ran. A plain folder or hub name works too, and a
+baseline's `.joblib` file given by path (the user vouches for a path they give).
+
+From another job only what its kind registers as a model (`Kind.models`) is loaded, as the format
+it declares: `{from: JOB, artifact: NAME}` naming anything else (an echo's `evil.joblib`, a
+baseline's logits) is refused at submit and again right before loading, and the registered path
+must still lie in that job's run folder (`jobs.common.model_artifact`).
 
 Writes `test_predictions` (the project's predictions file: id, text, label when the CSV has the
 `label_column`, pred, pred_name, one prob_<class> column per class) and `test_logits` (.npy, one row
@@ -21,18 +27,20 @@ it. Logs `predicted_share` (step = class) and, when the CSV has labels, `test_ac
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import InputError
 
-from .common import MEMORY_PARAMS, TRAINING_MODULES, FromJob, ModelRef, data_path
+from .common import MEMORY_PARAMS, TRAINING_MODULES, FromJob, ModelArtifact, ModelRef, data_path, model_artifact
 from .context import JobContext
-from .registry import Kind, known_kind
+from .registry import MODEL_FORMATS, Kind
 
-BASELINE_SUFFIX = ".joblib"  # a `model` artifact with this suffix is a baseline, not a model folder
+BASELINE_SUFFIX = ".joblib"  # a model *path the user gave* with this suffix is a baseline, not a model folder
 MAX_DEPTH = 8  # ensembles of ensembles: deeper than this is a reference cycle
+FORMATS = tuple(MODEL_FORMATS)  # predict runs every kind of registered model: folders, joblib files, ensembles
 
 
 class Params(BaseModel):
@@ -49,12 +57,18 @@ class Params(BaseModel):
 
 @dataclass
 class Predictor:
-    """What to run: a model folder ("hf"), a baseline file ("baseline"), or a weighted vote of others."""
+    """What to run: a model folder ("hf"), a baseline file ("joblib"), or a weighted vote of others
+    ("ensemble"). `artifact`: the model another job registered (checked again right before loading);
+    None for a path the user gave."""
 
     kind: str
     path: str | None = None
+    artifact: ModelArtifact | None = None
     members: list[tuple[float, Predictor]] = field(default_factory=list)
     vote: str = "probs"
+
+    def model_path(self) -> str:
+        return self.artifact.checked_path() if self.artifact is not None else self.path
 
 
 class PredictError(InputError):
@@ -63,7 +77,10 @@ class PredictError(InputError):
 
 
 def resolve(ctx: JobContext, ref: ModelRef, depth: int = 0) -> Predictor:
-    """The predictor behind a model reference (jobs followed by name, ensembles member by member)."""
+    """The predictor behind a model reference (jobs followed by name, ensembles member by member).
+
+    From another job only what its kind registers as a model (`Kind.models`) is used, as the format
+    it registered: an echo's `evil.joblib` is refused, never unpickled."""
     if depth > MAX_DEPTH:
         raise PredictError(f"model: ensembles nested deeper than {MAX_DEPTH} (a cycle?)")
     if not isinstance(ref, FromJob):
@@ -71,25 +88,19 @@ def resolve(ctx: JobContext, ref: ModelRef, depth: int = 0) -> Predictor:
     record = ctx.job(ref.from_)
     if record.status != "succeeded":
         raise PredictError(f"model: job '{ref.from_}' is {record.status}, not succeeded; add it to `after`")
-    if ref.artifact is not None:
-        if ref.artifact not in record.artifacts:
-            raise PredictError(f"model: job '{ref.from_}' has no artifact '{ref.artifact}' "
-                               f"(it has: {', '.join(sorted(record.artifacts)) or 'none'})")
-        return _of_path(record.artifacts[ref.artifact])
-    if "ensemble" in record.artifacts:
-        return _ensemble(ctx, record.artifacts["ensemble"], depth)
-    for name in ("model", "best_model"):  # a fine-tune's or baseline's model; a tune's best trial's
-        if name in record.artifacts:
-            return _of_path(record.artifacts[name])
     ran = (record.params or {}).get("model")
-    if record.kind == "predict" and isinstance(ran, dict | str):
+    if ref.artifact is None and record.kind == "predict" and isinstance(ran, dict | str):
+        # a predict job stands for the model it ran, resolved (and checked) as that job's reference
         return resolve(ctx, FromJob.model_validate(ran) if isinstance(ran, dict) else ran, depth + 1)
-    raise PredictError(f"model: job '{ref.from_}' ({record.kind}) saved no model (its artifacts: "
-                       f"{', '.join(sorted(record.artifacts)) or 'none'}); use a finetune, baseline or ensemble job")
+    found = model_artifact(ctx, record, ref.artifact, FORMATS)
+    if found.format == "ensemble":
+        return _ensemble(ctx, found.checked_path(), depth)
+    return Predictor(found.format, path=found.path, artifact=found)
 
 
 def _of_path(path: str) -> Predictor:
-    return Predictor("baseline" if path.endswith(BASELINE_SUFFIX) else "hf", path=path)
+    """A path or hub name the user gave (they vouch for it): a `.joblib` file is a baseline."""
+    return Predictor("joblib" if path.endswith(BASELINE_SUFFIX) else "hf", path=path)
 
 
 def _ensemble(ctx: JobContext, recipe_path: str, depth: int) -> Predictor:
@@ -106,12 +117,12 @@ def logits_of(predictor: Predictor, texts: list[str], params: Params, device: st
     if predictor.kind == "hf":
         from pipeline.training import predict
 
-        return predict(predictor.path, texts, batch_size=params.batch_size, max_length=params.max_length,
+        return predict(predictor.model_path(), texts, batch_size=params.batch_size, max_length=params.max_length,
                        device=device)
-    if predictor.kind == "baseline":
+    if predictor.kind == "joblib":  # unpickled: only a path the user gave, or a baseline job's registered model
         from pipeline.baseline import predict_baseline
 
-        return predict_baseline(predictor.path, texts)
+        return predict_baseline(predictor.model_path(), texts)
     from pipeline import ensemble as E
 
     weights = [w for w, _ in predictor.members]
@@ -156,26 +167,31 @@ def _labels(path: str, params: Params, num_labels: int):
     return load_labeled_csv(path, params.text_column, params.label_column, num_labels)["label"].to_numpy()
 
 
-# What a `{from: JOB}` must leave for predict to run it (an ensemble's recipe, or a model).
-PREDICTABLE = ("ensemble", "model", "best_model")
-
-
 def preflight(params: Params, pre) -> None:
-    """The CSV and its text column, and a model: a folder or hub name, or a job that leaves one."""
+    """The CSV and its text column, and a model: a folder or hub name, a `.joblib` file given by
+    path, a predict job, or a job whose kind registers the artifact it names as a model."""
     pre.text_csv("params.csv", params.csv, params.text_column)
     ref = params.model
-    if not isinstance(ref, FromJob) or ref.artifact is not None:
-        pre.model("params.model", ref)
+    if not isinstance(ref, FromJob):
+        if ref.endswith(BASELINE_SUFFIX):
+            pre.check("params.model", lambda: _joblib_file(ref))
+        else:
+            pre.model("params.model", ref)
         return
     other = pre.job(ref.from_)
     if other is None:
         pre.problems.append(f"params.model: no job named '{ref.from_}' in this file or the queue")
-        return
-    kind = known_kind(other.kind)
-    outputs = set(kind.outputs) if kind is not None else set()
-    if other.kind != "predict" and outputs and not outputs & set(PREDICTABLE):
-        pre.problems.append(f"params.model: job '{ref.from_}' is a {other.kind} job; it leaves no model to "
-                            "predict with (a finetune, baseline, ensemble or tune job does)")
+    elif not (other.kind == "predict" and ref.artifact is None):
+        pre.registered_model("params.model", ref.from_, ref.artifact, FORMATS)
+
+
+def _joblib_file(path: str) -> None:
+    """A baseline file the user names by path: it must be a regular file (not a folder, not a FIFO)."""
+    expanded = os.path.expanduser(path)
+    if not os.path.exists(expanded):
+        raise PredictError(f"{path}: file not found")
+    if not os.path.isfile(expanded):
+        raise PredictError(f"{path} is not a regular file")
 
 
 KIND = Kind("predict", Params, run,

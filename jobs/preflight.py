@@ -70,15 +70,19 @@ class Preflight:
 
         self.check(what, lambda: check_text_csv(data_path(path), text_column))
 
-    def model(self, what: str, ref, *, artifact: str = "model") -> None:
+    def model(self, what: str, ref, *, artifact: str = "model", formats: tuple[str, ...] = ("hf",)) -> None:
         """A model param: a folder with a config, a hub name (cached, or noted as a download), the
-        tiny preset, or `{from: job}` naming a job that produces `artifact`."""
+        tiny preset, or `{from: job}` naming a job that produces `artifact` and registers it as a
+        model of one of these formats (`Kind.models`)."""
         from pipeline.sources import check_model_source
 
         from .common import FromJob
 
         if isinstance(ref, FromJob):
+            before = len(self.problems)
             self.produces(what, ref.from_, ref.artifact or artifact)
+            if len(self.problems) == before:
+                self.registered_model(what, ref.from_, ref.artifact, formats)
             return
         source = self.check(what, lambda: check_model_source(ref))
         if source is not None and source.note:
@@ -96,6 +100,21 @@ class Preflight:
         if kind is not None and kind.outputs and output not in kind.outputs:
             self.problems.append(f"{what}: job '{name}' is a {other.kind} job; it produces no '{output}' "
                                  f"(it produces: {', '.join(kind.outputs)})")
+
+    def registered_model(self, what: str, name: str, artifact: str | None, formats: tuple[str, ...]) -> None:
+        """`name` is a job whose kind registers `artifact` (None: any of its models) as a model of one
+        of these formats: nothing else of another job is ever loaded as a model (a joblib file is
+        unpickled), whatever it is called."""
+        from .common import ModelRefused, registered_model
+
+        other = self.job(name)
+        if other is None:
+            self.problems.append(f"{what}: no job named '{name}' in this file or the queue")
+            return
+        try:
+            registered_model(name, other.kind, artifact, formats, what=what)
+        except ModelRefused as exc:
+            self.problems.append(str(exc))
 
     def raise_problems(self, job: str) -> None:
         if self.problems:

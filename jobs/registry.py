@@ -29,6 +29,16 @@ ENTRY_POINT_GROUP = "sched.kinds"
 SUPPORT_MODULES = frozenset({"common", "context", "gpu", "preflight", "proc", "registry"})
 
 
+# How a model artifact is loaded (`Kind.models`). Only an artifact that a kind registers as a model
+# is ever loaded from another job, and only as its format says: a joblib file is unpickled, so one
+# that an echo, a shell or any other kind wrote is never loaded.
+MODEL_FORMATS = {
+    "hf": "a from_pretrained folder (model and tokenizer)",
+    "joblib": "a joblib file (a pickled scikit-learn pipeline)",
+    "ensemble": "an ensemble recipe (its members and weights)",
+}
+
+
 class UnknownKind(ValueError):
     pass
 
@@ -94,6 +104,9 @@ class Kind:
     # jobs/preflight.py. Called as preflight(params, pre); reports through `pre`.
     preflight: Callable[[BaseModel, Any], None] | None = None
     outputs: tuple[str, ...] = ()  # artifacts and final metrics its jobs leave for others (`from:`)
+    # Its artifacts that are models, artifact name -> format (MODEL_FORMATS), in the order a bare
+    # `{from: job}` looks for them. Nothing else of its jobs is ever loaded as a model by another job.
+    models: dict[str, str] = field(default_factory=dict)
     # Modules a spare runner imports before a job of this kind is claimed (a warm start).
     preload: tuple[str, ...] = ()
     # Its run() leaves nothing behind in the runner process (no CUDA, no global state): the runner
@@ -112,6 +125,12 @@ class Kind:
     # Params that decide its GPU memory (with kind and model): jobs alike in these share a recorded
     # peak for `gpu_memory: auto`. Names are looked up in the row's params (`display.params_of`).
     memory_params: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        unknown = sorted(set(self.models.values()) - set(MODEL_FORMATS))
+        if unknown:
+            raise KindConflict(f"kind '{self.name}' declares models of unknown format(s) {', '.join(unknown)} "
+                               f"(known: {', '.join(MODEL_FORMATS)})")
 
     def parse(self, params: dict | None) -> BaseModel:
         try:
@@ -236,6 +255,12 @@ def kind_names() -> list[str]:
 def multi_gpu_kinds() -> list[str]:
     """Kinds whose jobs may ask for several GPUs."""
     return [kind.name for kind in all_kinds() if kind.multi_gpu]
+
+
+def model_kinds(formats: tuple[str, ...] = tuple(MODEL_FORMATS)) -> list[str]:
+    """Kinds that register a model of one of these formats (those whose modules import here)."""
+    return [name for name in kind_names()
+            if (kind := known_kind(name)) is not None and set(kind.models.values()) & set(formats)]
 
 
 def all_kinds() -> list[Kind]:

@@ -20,10 +20,12 @@ from .common import (
     MEMORY_PARAMS,
     TRAINING_MODULES,
     ModelRef,
+    check_trackers,
     data_path,
     hooks_for,
     params_from_config,
     resolve_model,
+    tracking_run,
     training_config,
 )
 from .context import JobContext, Preempted
@@ -50,7 +52,8 @@ def run(params, ctx: JobContext) -> None:
     cfg = training_config(params, TaptConfig, Params.config_names,
                           model=resolve_model(ctx, params.model, texts))
     try:
-        result = tapt(cfg, texts, output_dir=str(ctx.output_dir / "train"), hooks=hooks_for(ctx))
+        result = tapt(cfg, texts, output_dir=str(ctx.output_dir / "train"), hooks=hooks_for(ctx),
+                      tracking=tracking_run(ctx, "tapt", params))
     except StopRequested as stop:
         raise Preempted(str(stop)) from None
     if result is None:  # another rank of a data-parallel run: rank 0 reports
@@ -67,10 +70,12 @@ def preflight(params, pre) -> None:
     for i, path in enumerate(params.texts):
         pre.text_csv(f"params.texts[{i}]", path, params.text_column)
     pre.model("params.model", params.model)
+    check_trackers(pre, params.report_to)
 
 
 KIND = Kind(
     "tapt", Params, run, preflight=preflight, outputs=("model", "result", "final_mlm_loss", "final_perplexity"),
+    models={"model": "hf"},
     preload=TRAINING_MODULES, gpus=1, multi_gpu=True, data_parallel=True, memory_params=MEMORY_PARAMS,
     summary="continued masked-LM pretraining (TAPT) on the task's own texts",
     display=Display(curves=(Curve("mlm_loss", "val"), Curve("mlm_loss", "train")), colour="#6a9f58"),

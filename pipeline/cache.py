@@ -154,7 +154,7 @@ def _save(path: str, enc: Encoded) -> None:
 
 
 def _load(path: str, key: str) -> Encoded:
-    with np.load(path) as z:
+    with np.load(path, allow_pickle=False) as z:  # a cache file is data: never unpickle
         ids = _unflatten(z["ids"], z["ids_rows"])
         offsets = _unflatten(z["offsets"], z["offsets_rows"]) if "offsets" in z.files else None
     return Encoded(input_ids=ids, offsets=offsets, cache_hit=True, key=key)

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BEST_METRICS = ("accuracy", "f1", "loss")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # experiment trackers a run may report to (pipeline/tracking.py)
+# Settings that do not change what a run computes: a run resumed with other values is the same run.
+NOT_TRAINING = ("report_to",)
 
 
 class _Config:
@@ -59,9 +62,12 @@ class _TrainCommon(_Config):
     # ...and not before this many optimizer steps: a model trained from scratch may predict one class
     # for its first ~50-100 updates and then learn (two epochs of 800 rows are only 50 steps)
     not_learning_min_steps: int = 100
+    # experiment trackers to report to: tensorboard, mlflow, wandb (pip install 'sched[tracking]')
+    report_to: list[str] = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
+        unknown = [name for name in self.report_to if name not in TRACKERS]
         self._require([
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
@@ -74,6 +80,8 @@ class _TrainCommon(_Config):
             (self.nan_check_steps >= 0, "nan_check_steps must be >= 0"),
             (self.not_learning_epoch >= 0, "not_learning_epoch must be >= 0"),
             (self.not_learning_min_steps >= 0, "not_learning_min_steps must be >= 0"),
+            (not unknown, f"report_to: {', '.join(map(repr, unknown))} is not one of {', '.join(TRACKERS)}"),
+            (len(set(self.report_to)) == len(self.report_to), "report_to names a tracker twice"),
         ])
 
 

@@ -42,7 +42,7 @@ from pipeline.batching import EncodedDataset, MLMPadCollator, PadCollator
 from pipeline.cache import TokenCache
 from pipeline.callbacks import HealthCallback, HooksCallback, SWACallback
 from pipeline.checkpoints import drop_incomplete_checkpoints
-from pipeline.config import FinetuneConfig, TaptConfig
+from pipeline.config import NOT_TRAINING, FinetuneConfig, TaptConfig
 from pipeline.data import rows_fingerprint
 from pipeline.distributed import is_main, main_first, rank, world_size
 from pipeline.health import majority_share
@@ -58,11 +58,12 @@ from pipeline.models import (
 from pipeline.oom import is_out_of_memory
 from pipeline.predictions import write_predictions
 from pipeline.tokenizers import add_special_tokens
+from pipeline.tracking import TrackingRun, TrackingSession
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FinetuneConfig", "FinetuneResult", "Hooks", "StopRequested", "TaptConfig", "TaptResult",
+    "FinetuneConfig", "FinetuneResult", "Hooks", "StopRequested", "TaptConfig", "TaptResult", "TrackingRun",
     "finetune", "inference_settings", "predict", "predict_logits", "tapt",
 ]
 
@@ -143,8 +144,10 @@ def set_matmul_precision(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = ampere
 
 
-def _training_args(cfg, ckpt_dir: str, batch: int, accum: int, evaluate: bool, **extra) -> TrainingArguments:
-    """Arguments every run shares: epoch checkpoints, no reporting, no progress bars, CPU fallback."""
+def _training_args(cfg, ckpt_dir: str, batch: int, accum: int, evaluate: bool, run_name: str | None = None,
+                   **extra) -> TrainingArguments:
+    """Arguments every run shares: epoch checkpoints, the run's trackers (`report_to`, none by
+    default; `pipeline.tracking` names and groups their runs), no progress bars, CPU fallback."""
     fp16, bf16 = resolve_precision(cfg.precision)
     cuda = torch.cuda.is_available()
     set_matmul_precision(cfg.precision)
@@ -166,7 +169,8 @@ def _training_args(cfg, ckpt_dir: str, batch: int, accum: int, evaluate: bool, *
         eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch",
         save_total_limit=cfg.save_total_limit,
-        report_to=[],
+        report_to=list(cfg.report_to),
+        run_name=run_name,
         use_cpu=not cuda,
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -210,8 +214,8 @@ def _start_run_state(output_dir: str, cfg) -> dict:
         state = _read_json(path)
         has_checkpoint = _last_checkpoint(output_dir) is not None
         # A setting the saved config lacks was added by a later version: the run began without it.
-        changed = [] if state is None else sorted(k for k, v in cfg.to_dict().items()
-                                                  if k in state["config"] and state["config"][k] != v)
+        changed = [] if state is None else sorted(k for k, v in cfg.to_dict().items() if k not in NOT_TRAINING
+                                                  and k in state["config"] and state["config"][k] != v)
         if state is not None and state.get("processes", 1) != world_size():
             changed.append("processes")
         if state is not None and has_checkpoint and changed:
@@ -282,6 +286,13 @@ def _train_with_oom_retry(build: Callable[[int, int], tuple[Trainer, HooksCallba
         log.warning("out of memory at batch %d: retrying with batch %d x accumulation %d (from %s)",
                     batch, batch // 2, accum * 2, _last_checkpoint(output_dir) or "the start")
         hooks.on_log("oom_batch_size", float(batch // 2), step, "train")
+
+
+def _tracking_session(cfg, tracking: TrackingRun | None, output_dir: str) -> TrackingSession:
+    """The trackers' runs of this call (none without `report_to`); a call that resumes from a
+    checkpoint continues the runs the interrupted one opened."""
+    return TrackingSession(cfg.report_to, tracking, output_dir, main=is_main(),
+                           resume=_last_checkpoint(output_dir) is not None)
 
 
 # ---------------------------------------------------------------- prediction
@@ -375,12 +386,13 @@ def _encode(cache: TokenCache, tokenizer, frames: list[pd.DataFrame | None], max
 
 def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame | None,
              test_df: pd.DataFrame | None, output_dir: str | os.PathLike,
-             hooks: Hooks | None = None) -> FinetuneResult | None:
+             hooks: Hooks | None = None, tracking: TrackingRun | None = None) -> FinetuneResult | None:
     """Fine-tune ``cfg.model`` on ``train_df`` (columns text, label), evaluating on ``val_df`` per epoch.
 
     Re-running with the same ``output_dir`` and config resumes from the last checkpoint. With
     ``cfg.full_data`` the model trains on train+val for ``cfg.epochs`` without evaluation.
     Test logits are written whenever ``test_df`` is given (its labels are optional).
+    ``cfg.report_to`` names experiment trackers; ``tracking`` says who the run is to them.
     In a data-parallel run only rank 0 scores the final model and returns the result; the other
     ranks return None once training is over.
     """
@@ -393,6 +405,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     evaluate = val_df is not None and len(val_df) > 0
     source = resolve_model_source(cfg.model, output_dir, train_df["text"].tolist())
     run_state = _start_run_state(output_dir, cfg)
+    session = _tracking_session(cfg, tracking, output_dir)
 
     tokenizer = load_tokenizer(source)
     if cfg.special_tokens:
@@ -429,6 +442,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
             load_best_model_at_end=evaluate and not cfg.swa_epochs,
             metric_for_best_model=cfg.metric_for_best if evaluate else None,
             greater_is_better=cfg.metric_for_best != "loss" if evaluate else None,
+            run_name=session.run.name,
         )
         trainer = Trainer(
             model=model, args=args, data_collator=collator, train_dataset=train_ds, eval_dataset=val_ds,
@@ -439,7 +453,8 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
         )
         return trainer, hooks_cb
 
-    trainer, hooks_cb, resumed_from = _train_with_oom_retry(build, output_dir, run_state, hooks)
+    with session:
+        trainer, hooks_cb, resumed_from = _train_with_oom_retry(build, output_dir, run_state, hooks)
     model_dir = os.path.join(output_dir, "model")
     _save_final(trainer, tokenizer, model_dir)
     if not is_main():
@@ -501,7 +516,7 @@ def _holdout(n: int, fraction: float, max_rows: int, seed: int) -> tuple[np.ndar
 
 
 def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
-         hooks: Hooks | None = None) -> TaptResult | None:
+         hooks: Hooks | None = None, tracking: TrackingRun | None = None) -> TaptResult | None:
     """Continue masked-LM pretraining of ``cfg.model`` on the task's texts.
 
     Logs held-out MLM loss and perplexity per epoch (and once before training), resumes like
@@ -517,6 +532,7 @@ def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
         raise ValueError("tapt needs at least 2 texts (one is held out to measure the MLM loss)")
     source = resolve_model_source(cfg.model, output_dir, texts)
     run_state = _start_run_state(output_dir, cfg)
+    session = _tracking_session(cfg, tracking, output_dir)
 
     tokenizer = load_tokenizer(source)
     with main_first():  # rank 0 fills the token cache, the others read it
@@ -539,12 +555,14 @@ def tapt(cfg: TaptConfig, texts: Sequence[str], output_dir: str | os.PathLike,
         health = HealthCallback(cfg.nan_check_steps, cfg.not_learning_epoch, classify=False,
                                 min_steps=cfg.not_learning_min_steps)
         args = _training_args(cfg, os.path.join(output_dir, CHECKPOINTS), batch, accum, evaluate=True,
-                              eval_on_start=True, train_sampling_strategy="group_by_length")
+                              run_name=session.run.name, eval_on_start=True,
+                              train_sampling_strategy="group_by_length")
         trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=subset(train_idx),
                           eval_dataset=subset(eval_idx), processing_class=tokenizer, callbacks=[hooks_cb, health])
         return trainer, hooks_cb
 
-    trainer, hooks_cb, resumed_from = _train_with_oom_retry(build, output_dir, run_state, hooks)
+    with session:
+        trainer, hooks_cb, resumed_from = _train_with_oom_retry(build, output_dir, run_state, hooks)
     model_dir = os.path.join(output_dir, "model")
     _save_final(trainer, tokenizer, model_dir)
     if not is_main():

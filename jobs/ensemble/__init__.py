@@ -138,6 +138,7 @@ KIND = Kind(
     outputs=("val_logits", "test_logits", "val_probs", "test_probs", "val_predictions", "test_predictions",
              "submission", "weights", "ensemble", "val_split", "result", "val_accuracy", "val_f1",
              "val_accuracy_in_sample", "val_f1_in_sample"),
+    models={"ensemble": "ensemble"},  # ensemble.json: members and weights, each member predicted by its own model
     summary="soft-vote finished models, weighted by their logged validation scores (scored out of fold)",
     display=Display(model=True, model_param=None, scores={"val_accuracy": "val_accuracy", "val_f1": "val_f1"},
                     params={"weighting": "weighting", "vote": "vote"}, colour="#ef8636", left_out="left_out"),

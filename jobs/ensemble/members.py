@@ -107,7 +107,7 @@ def load_members(names: list[str], records: list):
     labels = reference["label"].to_numpy(np.int64)
     val_logits = []
     for name, record, rows in zip(names, records, val_rows):
-        logits = np.load(record.artifacts["val_logits"])
+        logits = np.load(record.artifacts["val_logits"], allow_pickle=False)  # another job's file: never unpickle
         if len(logits) != len(labels):
             raise EnsembleError(f"member '{name}' has {len(logits)} val logits, not {len(labels)}")
         if rows is not None:

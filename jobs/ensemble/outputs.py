@@ -25,7 +25,7 @@ def _test_inputs(names, records):
         lacking = [n for n in names if n not in have]
         raise EnsembleError(f"member(s) {', '.join(lacking)} saved no test_logits while "
                             f"{', '.join(have)} did; give them all the same `test` file")
-    logits = [np.load(r.artifacts["test_logits"]) for r in records]
+    logits = [np.load(r.artifacts["test_logits"], allow_pickle=False) for r in records]  # never unpickle
     if len({x.shape for x in logits}) > 1:
         shown = ", ".join(f"{n}: {x.shape}" for n, x in zip(names, logits))
         raise EnsembleError(f"members' test logits differ in shape ({shown}): they predicted different test files")

@@ -80,7 +80,8 @@ KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settin
                             params_of="finetune", param_metrics="best_", colour="#8c5fb0"),
             preflight=preflight, with_defaults=with_defaults, gpus=1, memory_params=MEMORY_PARAMS, preload=("optuna", *TRAINING_MODULES, "pipeline.tuning"),
             outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial",
-                     "val_accuracy", "val_f1", "epochs_run"))
+                     "val_accuracy", "val_f1", "epochs_run"),
+            models={"best_model": "hf"})
 
 __all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
            "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]

@@ -217,7 +217,7 @@ class _Tuner:
         from pipeline.training import finetune
         from pipeline.tuning import EpochReporter, suggest
 
-        from ..common import training_config
+        from ..common import tracking_run, training_config
 
         if self.budget_reached(before=trial.number):
             trial.set_user_attr(SURPLUS_ATTR, True)
@@ -228,8 +228,8 @@ class _Tuner:
         trial.set_user_attr(JOB_ATTR, self.ctx.name)
         trial.set_user_attr(DIR_ATTR, str(folder.resolve()))
         values = suggest(trial, self.space)
-        cfg = training_config(self.fixed.model_copy(update=values), FinetuneConfig, FinetuneParams.config_names,
-                              model=self.model_source)
+        trial_params = self.fixed.model_copy(update=values)
+        cfg = training_config(trial_params, FinetuneConfig, FinetuneParams.config_names, model=self.model_source)
         counts = self.counts()
         done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
 
@@ -241,7 +241,9 @@ class _Tuner:
                                  base=Hooks(on_progress=on_progress, should_stop=self.ctx.should_stop))
         print(f"trial {trial.number} starts in {folder.name}: {values}", flush=True)
         try:
-            result = finetune(cfg, self.train, self.val, None, output_dir=str(folder), hooks=reporter.hooks())
+            result = finetune(cfg, self.train, self.val, None, output_dir=str(folder), hooks=reporter.hooks(),
+                              tracking=tracking_run(self.ctx, "tune", trial_params, trial=trial.number,
+                                                    folder=folder.name))
         except StopRequested as stop:
             trial.set_user_attr(STOPPED_ATTR, "preempted")
             raise _Stopped(str(stop)) from None
