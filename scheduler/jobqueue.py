@@ -7,6 +7,8 @@ the change did not happen. The states and their transitions are drawn in `schedu
 
 from __future__ import annotations
 
+import os
+import random
 import re
 from collections import Counter, deque
 from contextlib import contextmanager
@@ -18,6 +20,7 @@ from sqlalchemy import Connection, Engine, Row
 
 from .errors import InvalidTransition, NotFound, PlanError
 from .fmt import short
+from .limits import PRIORITY_MIN
 from .store import queries as q
 from .store.engine import READ_ONLY, DbClock
 from .store.hotpath import HotPath
@@ -51,6 +54,11 @@ __all__ = ["JobQueue", "JobSpec", "ClaimedJob", "HeartbeatReply", "run_folder_na
            "PREEMPTED"]
 
 DEFAULT_LEASE_S = 60.0
+DEFAULT_RETRY_DELAY_S = 30.0  # before a failed job's first retry; doubled for each further one
+MAX_RETRY_DELAY_S = 3600.0  # the doubling stops here (a longer `retry_delay` is kept as given)
+RETRY_JITTER = 0.1  # each delay is stretched or shrunk by up to this share, so retries spread out
+# top_waiting_priority() when the only jobs left wait for their `not_before`: below every priority.
+DELAYED = PRIORITY_MIN - 1
 GPU_CANDIDATES_LIMIT = 50  # runnable GPU jobs one claim pass considers (claim order)
 
 
@@ -77,6 +85,10 @@ class JobSpec:
     group_name: str | None = None
     source: str | None = None  # the queue file it came from (absolute path), or "sched add"
     hooks: dict | None = None  # {"on_finish": argv, "on_failure": argv}
+    # Seconds before its first retry, doubled for each further one (None: DEFAULT_RETRY_DELAY_S;
+    # 0: retry at once). Only the job's own failures wait: lost leases and preemptions do not.
+    retry_delay_s: float | None = None
+    not_before: datetime | None = None  # not claimed before this time (naive UTC, the database's clock)
     spec_hash: str | None = None  # set by submit: see scheduler.submission
 
 
@@ -113,6 +125,18 @@ class ClaimedJob:
 class HeartbeatReply:
     lease_held: bool  # False: the job is no longer ours (requeued as stale, or finished)
     cancel_requested: bool
+
+
+def retry_delay(base_s: float | None, attempts: int, *, jitter: float | None = None) -> float:
+    """Seconds a job waits before its next try after failing attempt number `attempts`: `base_s`
+    (None: the default) doubled for each attempt after the first, at most MAX_RETRY_DELAY_S (or
+    `base_s` when larger), times 1 ± RETRY_JITTER at random (`jitter` in [-1, 1] fixes it)."""
+    base = DEFAULT_RETRY_DELAY_S if base_s is None else base_s
+    if base <= 0:
+        return 0.0
+    delay = min(base * 2 ** max(attempts - 1, 0), max(base, MAX_RETRY_DELAY_S))
+    spread = random.uniform(-1.0, 1.0) if jitter is None else jitter
+    return delay * (1 + RETRY_JITTER * spread)
 
 
 def glob_to_like(pattern: str) -> str:
@@ -230,6 +254,11 @@ class JobQueue:
         twins = q.succeeded_with_hashes(conn, hashes.values()) if reuse else {}
         planned = plan_submission(specs, hashes, existing, twins, rerun_changed=rerun_changed, reuse=reuse)
         sources = {spec.source for spec in specs if spec.source and spec.source.startswith("/")}  # files
+        # The same campaign at another path (the checkout moved, the file was copied and edited):
+        # a file of the same name that submitted jobs of this batch's names.
+        names = {os.path.basename(source) for source in sources}
+        sources |= {row.source for row in existing.values()
+                    if row.source and row.source.startswith("/") and os.path.basename(row.source) in names}
         in_batch = {s.name for s in specs}
         removed = [(row.id, row.name, row.status) for source in sorted(sources)
                    for row in q.jobs_from_source(conn, source) if row.name not in in_batch]
@@ -275,7 +304,8 @@ class JobQueue:
                     max_attempts=spec.max_attempts, timeout_s=spec.timeout_s, tags=list(spec.tags),
                     preemptible=spec.preemptible, group_name=spec.group_name, spec_hash=spec.spec_hash,
                     source=spec.source, hooks=spec.hooks or None, gpu_memory_mib=spec.gpu_memory_mib,
-                    gpu_memory_auto=spec.gpu_memory_auto, memory_key=_memory_key(spec))
+                    gpu_memory_auto=spec.gpu_memory_auto, memory_key=_memory_key(spec),
+                    not_before=spec.not_before, retry_delay_s=spec.retry_delay_s)
 
     def _insert_reused(self, conn: Connection, spec: JobSpec, twin: int, now: datetime) -> int:
         """A job that succeeded as `twin` did, with its results (metrics, artifacts, run folder)."""
@@ -317,10 +347,10 @@ class JobQueue:
                                  lambda job_id, name: run_paths(runs_root, job_id, name))
             return None if row is None else ClaimedJob(**row)
         with self.write() as conn:
-            candidate = q.claim_candidate(conn, slot_gpus)
+            now = self.clock.now(conn)
+            candidate = q.claim_candidate(conn, slot_gpus, now)
             if candidate is None:
                 return None
-            now = self.clock.now(conn)
             output_dir, log_path = run_paths(runs_root, candidate.id, candidate.name) or (None, None)
             row = q.claim(conn, b_id=candidate.id, b_worker=worker_id, b_slot=slot, b_now=now,
                           b_lease=now + timedelta(seconds=lease_s), b_output_dir=output_dir, b_log_path=log_path)
@@ -338,12 +368,12 @@ class JobQueue:
 
         claimed = []
         with self.write() as conn:
-            candidates = q.gpu_candidates(conn, len(claim_pass.gpus), limit)
+            now = self.clock.now(conn)
+            candidates = q.gpu_candidates(conn, len(claim_pass.gpus), limit, now)
             if not candidates:
                 return claimed
             peaks = q.peaks_by_memory_key(conn, [c.memory_key for c in candidates
                                                  if c.gpu_memory_auto and c.memory_key])
-            now = self.clock.now(conn)
             for c in candidates:
                 share = share_for(c.gpu_memory_mib, c.gpu_memory_auto, c.exclusive, peaks.get(c.memory_key),
                                   claim_pass.context_mib)
@@ -384,9 +414,17 @@ class JobQueue:
             return q.upcoming_kinds(conn, limit)
 
     def top_waiting_priority(self, slot_gpus: int) -> int | None:
-        """Priority of the job the next claim for such a slot would take (None: nothing runnable)."""
+        """Priority of the job the next claim for such a slot would take (None: nothing runnable).
+
+        When nothing is runnable now but a job waits only for its `not_before` (a retry's delay),
+        DELAYED: not None, so a `--until-empty` worker waits for it, and below every priority, so
+        no running job is preempted for a job that cannot start yet."""
         with self.read() as conn:
-            return q.top_waiting_priority(conn, slot_gpus)
+            now = self.clock.now(conn)
+            top = q.top_waiting_priority(conn, slot_gpus, now)
+            if top is None and q.any_delayed(conn, slot_gpus, now):
+                return DELAYED
+            return top
 
     # ---- while running ------------------------------------------------------------------------
 
@@ -426,9 +464,13 @@ class JobQueue:
                 return None
             final = permanent or row.attempts >= row.max_attempts
             status = kind if final else QUEUED
+            # A retry waits (its delay doubling per attempt): a crash from a cause outside the job
+            # (a file not yet there, a service restarting) gets time to clear.
+            delay = 0.0 if final else retry_delay(row.retry_delay_s, row.attempts)
+            extra = {"not_before": now + timedelta(seconds=delay)} if delay else {}
             if not q.finish_owned(conn, job_id, worker_id, now, status=status, failure_kind=kind, message=message,
                                   exit_code=exit_code, finished_at=now if final else None,
-                                  worker_id=worker_id if final else None):
+                                  worker_id=worker_id if final else None, **extra):
                 return None
             if final:
                 self._mark_upstream_failed(conn, job_id, row.name, kind, now)

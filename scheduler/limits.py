@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import reprlib
+from datetime import datetime
 from typing import Any
 
 from .errors import PlanError
@@ -110,6 +111,16 @@ def check_timeout(timeout_s: float | None, label: str) -> float | None:
     return timeout_s
 
 
+def check_retry_delay(delay_s: float | None, label: str) -> float | None:
+    if delay_s is None:
+        return None
+    if not math.isfinite(delay_s) or delay_s < 0:
+        raise PlanError(f"{label}: retry_delay must be a duration of 0 or more, got {delay_s!r}")
+    if delay_s > MAX_TIMEOUT_S:
+        raise PlanError(f"{label}: retry_delay of {delay_s:g}s is longer than a year")
+    return delay_s
+
+
 def check_gpu_memory_mib(mib: Any, label: str) -> None:
     if mib is not None and not (isinstance(mib, int) and 0 < mib <= MAX_GPU_MEMORY_MIB):
         raise PlanError(f"{label}, field gpu_memory: {mib!r} MiB is more than a GPU holds "
@@ -121,6 +132,11 @@ def check_spec(spec, label: str) -> None:
     check_name(spec.name, f"{label}, field name")
     check_priority(spec.priority, label)
     check_timeout(spec.timeout_s, label)
+    check_retry_delay(getattr(spec, "retry_delay_s", None), label)
+    not_before = getattr(spec, "not_before", None)
+    if not_before is not None and (not isinstance(not_before, datetime) or not_before.tzinfo is not None
+                                   or not 1970 <= not_before.year <= 9999):
+        raise PlanError(f"{label}: not_before must be a time without a zone (UTC), got {not_before!r}")
     check_gpu_memory_mib(spec.gpu_memory_mib, label)
     if isinstance(spec.max_attempts, bool) or not isinstance(spec.max_attempts, int) \
             or not 1 <= spec.max_attempts <= MAX_ATTEMPTS:

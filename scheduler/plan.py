@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from datetime import date, datetime, timedelta, timezone
 import re
 import reprlib
 import stat
@@ -48,6 +49,7 @@ from .limits import (
     PRIORITY_MIN,
     check_document,
     check_name,
+    check_retry_delay,
     check_spec,
     check_timeout,
 )
@@ -65,6 +67,10 @@ class _Common(BaseModel):
     gpu_memory: str | int | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)  # tries before it fails for good
     timeout: float | str | None = None  # seconds or "30m", "2h"; the job is killed after it
+    # Wait before a retry: seconds or "30s", "5m" (default 30 s), doubled for each further retry
+    retry_delay: float | str | None = None
+    # Not started before this time: "2026-12-01 03:00" (UTC unless it has an offset), or "2h" from now
+    not_before: datetime | str | None = None
     tags: list[str] | None = None  # labels for filtering results and picking ensemble members
     preemptible: bool | None = None  # may yield its slot to a higher-priority job (backfill)
     # A program (argv, no shell) the worker runs when the job ends for good / fails for good, with
@@ -83,6 +89,21 @@ class _Common(BaseModel):
             raise ValueError(f"'{short(value)}' is not a size (use e.g. 20GiB, 512MiB or auto)") from None
         if isinstance(mib, int) and mib > MAX_GPU_MEMORY_MIB:
             raise ValueError(f"{short(value)} is more than a GPU holds (at most {MAX_GPU_MEMORY_MIB:,} MiB)")
+        return value
+
+    @field_validator("retry_delay")
+    @classmethod
+    def _check_retry_delay(cls, value):
+        try:
+            check_retry_delay(parse_duration(value), "retry_delay")
+        except PlanError as exc:
+            raise ValueError(str(exc).removeprefix("retry_delay: ")) from None
+        return value
+
+    @field_validator("not_before")
+    @classmethod
+    def _check_not_before(cls, value):
+        parse_not_before(value)  # raises ValueError naming what is wrong
         return value
 
     @field_validator("timeout")
@@ -117,7 +138,34 @@ class QueueFile(BaseModel):
 
 
 BUILTIN_DEFAULTS = dict(priority=0, gpus=None, gpu_memory=None, max_attempts=1, timeout=None, tags=[], preemptible=False,
-                        on_finish=None, on_failure=None)
+                        on_finish=None, on_failure=None, retry_delay=None, not_before=None)
+
+
+def parse_not_before(value: Any, now: datetime | None = None) -> datetime | None:
+    """A `not_before:` as naive UTC (the database's clock): a time (YAML timestamp or ISO text,
+    UTC unless it carries an offset), or a duration from now ("2h", "30m"). Raises ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, date):
+        when = datetime(value.year, value.month, value.day)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time (write e.g. \"2026-12-01 03:00\" or \"2h\" from now)")
+    else:
+        text = str(value).strip()
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                seconds = parse_duration(text)
+            except ValueError:
+                raise ValueError(f"'{short(text)}' is not a time (write e.g. \"2026-12-01 03:00\", UTC, "
+                                 "or \"2h\" from now)") from None
+            return (now or datetime.now(timezone.utc).replace(tzinfo=None)) + timedelta(seconds=seconds)
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -323,17 +371,26 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
     except UnknownKind as exc:
         raise PlanError(f"{label}, field kind: {exc}") from None
     except ParamsError as exc:
-        raise PlanError(f"{label}: {exc}") from None
+        raise PlanError(f"{label}: {_params_message(entry.kind, exc)}") from None
     gpus, memory = _gpu_request(entry, merged, label)
     return JobSpec(
         name=name, kind=entry.kind, params=params, priority=merged["priority"], gpus=gpus,
         gpu_memory_mib=memory if isinstance(memory, int) else None, gpu_memory_auto=memory == "auto",
         max_attempts=merged["max_attempts"], timeout_s=parse_duration(merged["timeout"]),
+        retry_delay_s=parse_duration(merged["retry_delay"]), not_before=parse_not_before(merged["not_before"]),
         tags=_fill(list(merged["tags"]), variables, f"{label}, field tags"), preemptible=merged["preemptible"],
         hooks=_hooks(merged, variables, label),
         # `after` is resolved once every job's name is known; keep the raw strings and variables.
         after=[(a, variables) for a in ([entry.after] if isinstance(entry.after, str) else entry.after)],
     )
+
+
+def _params_message(kind: str, exc: ParamsError) -> str:
+    """The kind's complaint, a mistyped key naming the closest known one ("did you mean lr?")."""
+    from .paramdocs import suggest_keys
+
+    errors = suggest_keys(get_kind(kind).params_model, exc.errors, kind)
+    return "; ".join(f"params.{path}: {msg}" if path else msg for path, msg in errors)
 
 
 def _gpu_request(entry: JobEntry, merged: dict, label: str) -> tuple[int, int | str | None]:

@@ -17,7 +17,7 @@ from rich.text import Text
 from .fmt import duration, number, score, visible
 from .gpus import fmt_mib, gpu_request_text
 from .jobqueue import JobSpec
-from .tables import NEVER_DROP, Column, cut_left, fit
+from .tables import NEVER_DROP, Column, cut_left, cut_middle, fit
 
 
 def plain(value, style: str = "") -> Text:
@@ -85,7 +85,30 @@ def metric_text(metric: dict | None) -> str:
 
 def status_view(snap: dict, *, width: int = 120, height: int | None = None) -> Group:
     """`sched status`: counts, workers, running jobs, failures, the queue and recent endings.
-    With `height` (`--watch`) the queue and recent tables are cut to fit, failures always shown."""
+
+    With `height` (`--watch`) the view fits the terminal (see `_fit_height`): the head of the
+    queue always shows, with how many more wait, and what must go goes in a fixed order."""
+    head = _head_lines(snap)
+    if height is None:
+        return Group(*head, *_sections(snap, width, _Shown.of(snap)))
+    return Group(*_fit_height(snap, head, width, height))
+
+
+class _Shown:
+    """How much of each section a status view shows (rows; `None`: all of them)."""
+
+    def __init__(self, running: int, failures: int, queue: int, recent: int, workers_table: bool = True):
+        self.running, self.failures, self.queue, self.recent = running, failures, queue, recent
+        self.workers_table = workers_table
+        self.workers = True  # False: not even the one-line summary
+        self.queue_line = False  # the queue as one line (a terminal too short for its table)
+
+    @classmethod
+    def of(cls, snap: dict) -> _Shown:
+        return cls(len(snap["running"]), len(snap["failures"]), len(snap["queue"]), len(snap["recent"]))
+
+
+def _head_lines(snap: dict) -> list[Text]:
     counts = Text("  ".join(f"{state} {n}" for state, n in snap["counts"].items() if n) or "no jobs")
     head = [Text.assemble(("Jobs: ", "bold"), counts, ("   ", ""), _busy_text(snap["busy"]))]
     if snap.get("expired"):
@@ -98,25 +121,117 @@ def status_view(snap: dict, *, width: int = 120, height: int | None = None) -> G
     head.extend(_reservation_line(w) for w in snap["workers"] if w.get("reservation"))
     head.extend(Text(f"worker {w['id']} does not claim: {visible(w['problem'])}", style="bold red")
                 for w in snap["workers"] if w.get("problem"))
-    parts = [*head, _workers_table(snap["workers"], width) if snap["workers"] else
-             Text("Workers: none running (start one: sched worker)", style="yellow")]
-    if snap["running"]:
-        parts.append(_running_table(snap["running"], width))
-    if snap["failures"]:
-        parts.append(_failures_table(snap["failures"], width))
-    queue, recent = snap["queue"], snap["recent"]
-    if height is not None:
-        tables = [len(snap["running"]), len(snap["failures"]), sum(len(w["slot_use"]) for w in snap["workers"])]
-        used = len(head) + sum(5 + rows for rows in tables if rows)  # a table: title, 3 border lines, rows
-        room = max(0, height - used - 2)
-        queue_rows = min(len(queue), max(0, room - 5) if not recent else max(0, (room * 2) // 3 - 5))
-        recent_rows = min(len(recent), max(0, room - (queue_rows + 5 if queue_rows else 0) - 5))
-        queue, recent = queue[:queue_rows], recent[:recent_rows]
-    if queue:
-        parts.append(_queue_table(queue, snap["counts"].get("queued", 0), width))
-    if recent:
-        parts.append(_recent_table(recent, width))
-    return Group(*parts)
+    return head
+
+
+def _sections(snap: dict, width: int, shown: _Shown) -> list:
+    """The tables under the head lines, each cut to what `shown` says (titles say what was left out)."""
+    parts = []
+    if not shown.workers:
+        pass
+    elif not snap["workers"]:
+        parts.append(Text("Workers: none running (start one: sched worker)", style="yellow"))
+    elif shown.workers_table:
+        parts.append(_workers_table(snap["workers"], width))
+    else:
+        parts.append(_workers_line(snap["workers"]))
+    if snap["running"] and shown.running:
+        parts.append(_running_table(snap["running"][:shown.running], width, total=len(snap["running"])))
+    if snap["failures"] and shown.failures:
+        parts.append(_failures_table(snap["failures"][:shown.failures], width, total=len(snap["failures"])))
+    if snap["queue"] and shown.queue_line:
+        parts.append(_queue_line(snap["queue"][0], snap["counts"].get("queued", 0)))
+    elif snap["queue"] and shown.queue:
+        parts.append(_queue_table(snap["queue"][:shown.queue], snap["counts"].get("queued", 0), width))
+    if snap["recent"] and shown.recent:
+        parts.append(_recent_table(snap["recent"][:shown.recent], width))
+    return parts
+
+
+MIN_QUEUE_ROWS = 3  # the head of the queue a --watch view keeps while anything else can give way
+
+
+def _fit_height(snap: dict, head: list[Text], width: int, height: int) -> list:
+    """The status view in at most `height` lines (when it can be done at all). Heights are measured
+    as rich lays the parts out at `width` (a head line may wrap), and space goes, in this order, to:
+    the head lines, the workers, running jobs and failures, the head of the queue (three jobs, or
+    fewer when fewer wait), then more of the queue, then recent endings. When even that is too tall
+    the workers table becomes one line, failures and running jobs keep one row each, the queue one
+    job, the head lines stop wrapping; on a very short terminal running jobs and failures (counted
+    in the first line) go, then the workers' line and all head lines but the first, and last the
+    queue is one line. A cut table's title says how many rows it left out; the queue always says
+    how many more wait."""
+    from rich.console import Console
+
+    measure = Console(width=width, height=max(height, 1), file=_NullFile(), force_terminal=False,
+                      color_system=None, legacy_windows=False)
+
+    def lines(parts: list) -> int:
+        return sum(len(measure.render_lines(part, measure.options, pad=False)) for part in parts)
+
+    full = _Shown.of(snap)
+    min_queue = min(MIN_QUEUE_ROWS, full.queue)
+    shown = _Shown(full.running, full.failures, min_queue, 0)
+    fixed = lines(head)
+
+    def total() -> int:
+        return fixed + lines(_sections(snap, width, shown))
+
+    def unwrapped(texts: list[Text]) -> list[Text]:
+        return [Text(t.plain, style=t.style, spans=t.spans, no_wrap=True, overflow="ellipsis") for t in texts]
+
+    # Give way step by step until the essentials fit.
+    steps = [lambda: setattr(shown, "workers_table", False),
+             lambda: setattr(shown, "failures", min(1, full.failures)),
+             lambda: setattr(shown, "running", min(1, full.running)),
+             lambda: setattr(shown, "queue", min(1, full.queue)),
+             lambda: head.__setitem__(slice(None), unwrapped(head)),
+             lambda: setattr(shown, "running", 0),
+             lambda: setattr(shown, "failures", 0),
+             lambda: setattr(shown, "workers", False),
+             lambda: head.__delitem__(slice(1, None)),
+             lambda: setattr(shown, "queue_line", True)]
+    head = list(head)
+    for step in steps:
+        if total() <= height:
+            break
+        step()
+        fixed = lines(head)
+    # Then fill what is left: more of the queue first, then recent endings.
+    for section, most in (("queue", full.queue), ("recent", full.recent)):
+        while getattr(shown, section) < most:
+            setattr(shown, section, getattr(shown, section) + 1)
+            if total() > height:
+                setattr(shown, section, getattr(shown, section) - 1)
+                break
+    return [*head, *_sections(snap, width, shown)]
+
+
+class _NullFile:
+    """Where the measuring console writes (nothing)."""
+
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def _queue_line(first: dict, total: int) -> Text:
+    """The queue in one line: its next job and how many more wait."""
+    more = f"; {total - 1} more wait" if total > 1 else ""
+    return Text.assemble(("Queue: ", "bold"), f"next #{first['id']} {visible(first['name'])} "
+                         f"({visible(first.get('why') or '')}){more}", no_wrap=True, overflow="ellipsis")
+
+
+def _workers_line(workers: list[dict]) -> Text:
+    """The workers in one line (a --watch view short of room): `Workers: #1 gpu-a 2/2 busy, ...`."""
+    parts = []
+    for w in workers:
+        busy = sum(1 for slot in w["slot_use"] if slot["job"])
+        problem = " (does not claim)" if w.get("problem") else ""
+        parts.append(f"#{w['id']} {visible(w['host'])} {busy}/{len(w['slot_use'])} busy{problem}")
+    return Text.assemble(("Workers: ", "bold"), ", ".join(parts), no_wrap=True, overflow="ellipsis")
 
 
 def _busy_text(busy: dict) -> Text:
@@ -178,9 +293,10 @@ def _workers_table(workers: list[dict], width: int):
     return fit(columns, rows, width, title="Workers")
 
 
-def _running_table(jobs: list[dict], width: int):
-    columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("kind", 30),
-               Column("slot", 60), Column("try", 20), Column("elapsed", 70, justify="right"),
+def _running_table(jobs: list[dict], width: int, total: int | None = None):
+    # At 80 columns: id, name, kind, try, progress and ETA (names compacted before those go).
+    columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("kind", 73),
+               Column("slot", 45), Column("try", 72), Column("elapsed", 50, justify="right"),
                Column("progress", 80, text=True), Column("ETA", 75, justify="right"), Column("latest metric", 40)]
     rows = []
     for j in jobs:
@@ -191,11 +307,12 @@ def _running_table(jobs: list[dict], width: int):
         rows.append([str(j["id"]), j["name"], j["kind"], j["slot"] or "", f"{j['attempts']}/{j['max_attempts']}",
                      duration(j["elapsed_s"]), _progress(j),
                      eta, metric_text(j.get("latest_metric"))])
-    return fit(columns, rows, width, title="Running")
+    more = f" (first {len(jobs)} of {total})" if total and total > len(jobs) else ""
+    return fit(columns, rows, width, title=f"Running{more}")
 
 
 def _queue_table(jobs: list[dict], total: int, width: int):
-    shown = f" (first {len(jobs)} of {total})" if total > len(jobs) else ""
+    shown = f" (first {len(jobs)} of {total}; {total - len(jobs)} more wait)" if total > len(jobs) else ""
     columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("kind", 40),
                Column("prio", 50, justify="right"), Column("gpus", 20, justify="right"),
                Column("waits for", 90, text=True)]
@@ -219,12 +336,13 @@ def _recent_table(jobs: list[dict], width: int):
     return fit(columns, rows, width, title="Recently finished")
 
 
-def _failures_table(jobs: list[dict], width: int):
+def _failures_table(jobs: list[dict], width: int, total: int | None = None):
     columns = [Column("id", NEVER_DROP, justify="right"), Column("name", name=True), Column("status", 90),
                Column("reason", 80, text=True)]
     rows = [[str(j["id"]), j["name"], _state(j["status"]),
              (j["message"] or "").splitlines()[0] if j["message"] else ""] for j in jobs]
-    return fit(columns, rows, width, title="Failures")
+    more = f" (latest {len(jobs)} of {total})" if total and total > len(jobs) else ""
+    return fit(columns, rows, width, title=f"Failures{more}")
 
 
 def jobs_table(jobs: list[dict], *, width: int = 120):
@@ -244,40 +362,108 @@ ACTION_STYLE = {"new": "green", "same": "dim", "replace": "yellow", "rerun": "ye
                 "changed": "bold red", "running": "bold red"}
 
 
-def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120, plan=None) -> Table:
+def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120, plan=None):
     """The expanded plan; with a SubmitPlan, what submitting does to each job (new, same, changed,
-    ...). Params are shown only when the terminal is wide enough for them."""
+    ...). One line per job at any width: long names lose their middle (`tapt-…/roberta-base`),
+    low-value columns go first; params are shown only when the terminal is wide enough for them."""
     show_params = width >= 140
     actions = {p.spec.name: p for p in plan.jobs} if plan is not None else {}
-    table = Table(title=f"{title} ({len(specs)} jobs)", title_justify="left")
-    table.add_column("#")
+    columns = [Column("#", 30, justify="right")]
     if actions:
-        table.add_column("action")
-    table.add_column("name", ratio=3, overflow="fold")
-    for col in ("kind", "prio", "gpus"):
-        table.add_column(col)
-    table.add_column("after", ratio=2, overflow="fold")
-    table.add_column("tries")
-    table.add_column("timeout")
+        columns.append(Column("action", NEVER_DROP))
+    # At 80 columns: action, name, kind and the first dependency (names cut in the middle).
+    columns += [Column("name", name=True), Column("kind", 72), Column("prio", 60, justify="right"),
+                Column("gpus", 55, justify="right"), Column("after", 74), Column("tries", 40, justify="right"),
+                Column("timeout", 45, justify="right")]
     if show_params:
-        table.add_column("params", overflow="ellipsis", no_wrap=True, max_width=50)
+        columns.append(Column("params", 20, text=True))
+    rows = []
     for i, spec in enumerate(specs, 1):
-        after = spec.after[0] + (f" +{len(spec.after) - 1} more" if len(spec.after) > 1 else "") if spec.after else ""
         row = [str(i)]
         if actions:
             planned = actions[spec.name]
             label = planned.action + (f" #{planned.twin}" if planned.twin else "")
             row.append(plain(label, style=ACTION_STYLE.get(planned.action, "")))
-        row += [spec.name, spec.kind, str(spec.priority), str(spec.gpus), after, str(spec.max_attempts),
-                duration(spec.timeout_s)]
+        row += [spec.name, spec.kind, str(spec.priority), str(spec.gpus),
+                _after_text(spec.after, AFTER_WIDTH if width >= 120 else AFTER_WIDTH_NARROW),
+                str(spec.max_attempts), duration(spec.timeout_s)]
         if show_params:
             row.append(json.dumps(spec.params, ensure_ascii=False))
-        table.add_row(*row)
+        rows.append(row)
     if plan is not None and plan.removed:
         for job_id, name, status in plan.removed:
-            table.add_row("", plain("removed", style="magenta"), name, "", "", "", plain(f"#{job_id} {status}"),
-                          "", "", *([""] if show_params else []))
-    return table
+            rows.append(["", plain("removed", style="magenta"), name, "", "", "", f"#{job_id} {status}", "", "",
+                         *([""] if show_params else [])])
+    return fit(columns, rows, width, title=f"{title} ({len(specs)} jobs)")
+
+
+AFTER_WIDTH, AFTER_WIDTH_NARROW = 28, 18  # cells of the first dependency's name in a plan (its middle cut)
+
+
+def _after_text(after: list[str], room: int) -> str:
+    """The first dependency, its middle cut to `room` cells, and how many more: `tapt-…roberta-base +4`."""
+    if not after:
+        return ""
+    return cut_middle(after[0], room) + (f" +{len(after) - 1}" if len(after) > 1 else "")
+
+
+def plan_changes(plan) -> list[Text]:
+    """What changed in each job a resubmitted campaign replaces or runs again:
+    `replace 'ft-x' (#12): params.lr 2e-05 -> 3e-05, gpus 1 -> 2` (refused jobs say it in their
+    refusal)."""
+    return [plain(f"{p.action} '{p.spec.name}' (#{p.old.id}): {p.what_changed}", style=ACTION_STYLE.get(p.action, ""))
+            for p in plan.jobs if p.old is not None and p.action in ("replace", "rerun")]
+
+
+def cron_table(crons: list[dict], *, width: int = 120):
+    """`sched cron list`: one line per schedule; a long queue file path keeps its end
+    (`…/campaigns/nightly.yaml`), a long name loses its middle."""
+    columns = [Column("name", name=True), Column("cron", NEVER_DROP - 1), Column("file", 80),
+               Column("next run (UTC)", 75), Column("last fire", 40), Column("last result", 60, text=True)]
+    room = max(20, width // 4)  # at 80 columns: name, cron, file and next run on one line
+
+    def when(value: str | None) -> str:
+        return "" if not value else value.replace("T", " ")[:16]
+
+    rows = [[c["name"], c["expression"], cut_left(str(c["file"] or ""), room), when(c["next_run"]),
+             when(c["last_fire"]), c["last_result"] or ""] for c in crons]
+    return fit(columns, rows, width, title="Scheduled submissions (UTC)")
+
+
+def diff_table(diff: dict, *, width: int = 120, show_same: bool = True):
+    """`sched diff A B`: one row per setting, param, metric and artifact; what differs first (bold),
+    then what the two share (dim)."""
+    a, b = diff["a"], diff["b"]
+    columns = [Column("", NEVER_DROP), Column("field", NEVER_DROP - 1, text=True),
+               Column(f"#{a['id']} {a['name']}"[:60], 90, text=True), Column(f"#{b['id']} {b['name']}"[:60], 90, text=True)]
+    rows = []
+    for r in diff["rows"]:
+        if r["same"] and not show_same:
+            continue
+        style = "" if r["same"] else "bold"
+        mark = Text("=" if r["same"] else "≠", style="dim" if r["same"] else "bold yellow")
+        field = r["field"] if r["section"] in ("job", "params") else f"{r['section']}.{r['field']}"
+        rows.append([mark, plain(field, style=style), _diff_cell(r, "a", style), _diff_cell(r, "b", style)])
+    same = len(diff["rows"]) - diff["differ"]
+    title = f"{diff['differ']} difference(s), {same} the same" + ("" if show_same or not same else " (--all shows them)")
+    return fit(columns, rows, width, title=title)
+
+
+def _diff_cell(row: dict, side: str, style: str) -> Text:
+    if row[f"missing_{side}"]:
+        return plain("(none)", style="dim")
+    value = row[side]
+    if value is None:
+        text = ""
+    elif row["field"] == "time":
+        text = duration(value)
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, str):
+        text = value.splitlines()[0] if value else ""
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    return plain(text, style=style)
 
 
 def _gpus_cell(job: dict) -> str:
@@ -313,10 +499,17 @@ def _gpu_rows(detail: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def json_text(value) -> Text:
+    """`value` as indented JSON: the layout's own newlines stay newlines; control and format
+    characters inside values are made visible (JSON already escapes those below U+0020)."""
+    dumped = json.dumps(value, ensure_ascii=False, indent=1)
+    return Text("\n".join(visible(line) for line in dumped.split("\n")))
+
+
 def job_view(detail: dict, *, width: int = 120) -> Group:
     info = Table.grid(padding=(0, 2))
     for key in ("id", "name", "kind", "status", "priority", "gpus", "tags", "attempts", "max_attempts",
-                "failure_kind", "message", "created_at", "started_at", "finished_at", "exit_code",
+                "not_before", "failure_kind", "message", "created_at", "started_at", "finished_at", "exit_code",
                 "slot", "output_dir", "log_path"):
         value = detail.get(key)
         if value not in (None, [], ""):
@@ -328,7 +521,7 @@ def job_view(detail: dict, *, width: int = 120) -> Group:
     if detail["after"]:
         after = ", ".join(f"{d['name']} ({d['status']})" for d in detail["after"])
         info.add_row(Text("after", style="bold"), plain(after))
-    info.add_row(Text("params", style="bold"), plain(json.dumps(detail["params"], ensure_ascii=False, indent=1)))
+    info.add_row(Text("params", style="bold"), json_text(detail["params"]))
     parts = [info]
     if detail["metrics"]:
         table = Table(title="Metrics", title_justify="left")

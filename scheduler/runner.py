@@ -297,7 +297,12 @@ def failure_of(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, RanksFailed):
         return exc.code, exc.reason
     from jobs.gpu import CudaUnusable
+    from jobs.shell import CommandFailed
 
+    if isinstance(exc, CommandFailed):
+        # A program that exited non-zero wrote its own output above; sched's frames say nothing.
+        print(exc, file=sys.stderr, flush=True)
+        return 1, f"{type(exc).__name__}: {exc}"
     traceback.print_exc()
     if isinstance(exc, CudaUnusable):
         return CUDA_UNUSABLE_EXIT, f"{type(exc).__name__}: {exc}"

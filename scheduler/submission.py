@@ -14,8 +14,10 @@ everything downstream of it). Comparing a file's jobs with the queue by name the
 - `changed`: changed and it already ran: the whole file is refused (say `--rerun-changed`);
 - `running`: changed while it runs: the whole file is refused (wait, or cancel it).
 
-Jobs of the same file that are in the queue but no longer in the file are listed as `removed` and
-left alone. `sched submit --dry-run` prints this plan.
+Jobs of the same campaign that are in the queue but no longer in the file are listed as `removed`
+and left alone: jobs the same file submitted, or a file of the same name elsewhere that submitted
+jobs of this file's names (the checkout moved, the file was copied and edited). `sched submit`
+prints this plan, and for each changed job what changed (`params.lr 2e-05 -> 3e-05`).
 """
 
 from __future__ import annotations
@@ -43,14 +45,20 @@ class Planned:
     job_id: int | None = None  # the queue's job of that name (same, replace, changed, running, rerun)
     status: str | None = None  # its state
     twin: int | None = None  # reuse: the succeeded job whose results stand for it
+    old: Any = None  # the queue's job of that name (kind, params, gpus, group_name): what changed
+
+    @property
+    def what_changed(self) -> str:
+        return describe_changes(self.old, self.spec) if self.old is not None else ""
 
     @property
     def why(self) -> str:
+        what = f"; what changed: {self.what_changed}" if self.old is not None else ""
         if self.action == CHANGED:
             return (f"changed, and job {self.job_id} of that name already ran ({self.status}); "
-                    "--rerun-changed queues the new one and keeps the old as NAME@ID")
+                    f"--rerun-changed queues the new one and keeps the old as NAME@ID{what}")
         if self.action == IS_RUNNING:
-            return f"changed while job {self.job_id} of that name runs; wait for it or cancel it"
+            return f"changed while job {self.job_id} of that name runs; wait for it or cancel it{what}"
         return ""
 
 
@@ -155,12 +163,60 @@ def plan_submission(specs: list, hashes: dict[str, str], existing: dict[str, Any
         elif row.spec_hash == hashes[spec.name]:
             planned.append(Planned(spec, SAME, row.id, row.status))
         elif row.status == RUNNING:
-            planned.append(Planned(spec, IS_RUNNING, row.id, row.status))
+            planned.append(Planned(spec, IS_RUNNING, row.id, row.status, old=row))
         elif row.status == QUEUED and row.attempts == 0:
-            planned.append(Planned(spec, REPLACE, row.id, row.status))
+            planned.append(Planned(spec, REPLACE, row.id, row.status, old=row))
         else:
-            planned.append(Planned(spec, RERUN if rerun_changed else CHANGED, row.id, row.status))
+            planned.append(Planned(spec, RERUN if rerun_changed else CHANGED, row.id, row.status, old=row))
     return planned
+
+
+MAX_CHANGES_SHOWN = 8
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    """Nested params as {dotted.key: value} (lists are values: `texts` changed as a whole)."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _shown(value: Any) -> str:
+    from .fmt import clip
+
+    if isinstance(value, float):
+        return f"{value:g}"
+    return clip(json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value, 60)
+
+
+_ABSENT = object()
+
+
+def describe_changes(old: Any, spec: Any) -> str:
+    """What differs between the queue's job `old` and the resubmitted `spec`, one line:
+    `params.lr 2e-05 -> 3e-05, params.swa_epochs (unset) -> 2, gpus 1 -> 2`. When kind, params,
+    GPUs and group are the same, what changed is its input files' contents or an upstream job."""
+    changes = []
+    if old.kind != spec.kind:
+        changes.append(f"kind {old.kind} -> {spec.kind}")
+    before, after = _flat(old.params or {}, "params"), _flat(spec.params or {}, "params")
+    for key in [*before, *(k for k in after if k not in before)]:
+        was, now = before.get(key, _ABSENT), after.get(key, _ABSENT)
+        if was is _ABSENT or now is _ABSENT or json.dumps(was, sort_keys=True, default=str) != \
+                json.dumps(now, sort_keys=True, default=str):
+            changes.append(f"{key} {'(unset)' if was is _ABSENT else _shown(was)} -> "
+                           f"{'(unset)' if now is _ABSENT else _shown(now)}")
+    if old.gpus != spec.gpus:
+        changes.append(f"gpus {old.gpus} -> {spec.gpus}")
+    if (old.group_name or None) != (spec.group_name or None):
+        changes.append(f"group {old.group_name} -> {spec.group_name}")
+    if not changes:
+        return "same params; an input file's contents or a job it waits for changed"
+    more = len(changes) - MAX_CHANGES_SHOWN
+    return ", ".join(changes[:MAX_CHANGES_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def archived_name(name: str, job_id: int) -> str:

@@ -18,6 +18,11 @@ from rich.text import Text
 from .fmt import visible
 
 NEVER_DROP = 100
+# Columns kept at least this much are worth more than a job name's full length: names are compacted
+# (down to NAME_FLOOR cells) before such a column is dropped (at 80 columns a running job keeps its
+# kind, try and ETA).
+IMPORTANT = 71
+NAME_FLOOR = 22  # cells: with its common start left out, a compacted name keeps its last 14 characters
 _SEPARATORS = "-_/.:#@ "
 _BORDER = 3  # a column's padding (2) and its border (1); the table adds 1 more
 
@@ -104,16 +109,32 @@ def fit(columns: list[Column], rows: list[list], width: int, *, title: str | Non
     for i, col in enumerate(columns):  # free text first gives up what it must, down to 20 cells
         if col.text and total(widths) > width:
             widths[i] = max(20, natural[i] - (total(widths) - width), cell_len(col.header))
-    for i in sorted((i for i, c in enumerate(columns) if not c.name and c.keep < NEVER_DROP),
-                    key=lambda i: columns[i].keep):
-        if total(widths) <= width:
-            break
-        shown.remove(i)
-    name_start = ""
+    droppable = sorted((i for i, c in enumerate(columns) if not c.name and c.keep < NEVER_DROP),
+                       key=lambda i: columns[i].keep)
     name_cols = [i for i in shown if columns[i].name]
-    if name_cols and total(widths) > width:
+
+    def drop(candidates) -> None:
+        for i in candidates:
+            if total(widths) <= width:
+                break
+            shown.remove(i)
+
+    def shrink_name(floor: int) -> None:
+        if name_cols and total(widths) > width:
+            i = name_cols[0]
+            widths[i] = min(widths[i], max(floor, widths[i] - (total(widths) - width)))
+
+    drop([i for i in droppable if columns[i].keep < IMPORTANT])
+    shrink_name(max(NAME_FLOOR, cell_len(columns[name_cols[0]].header)) if name_cols else 0)
+    drop([i for i in droppable if columns[i].keep >= IMPORTANT])
+    if name_cols and total(widths) < width:  # an important column went after all: names get room back
         i = name_cols[0]
-        room = max(12, widths[i] - (total(widths) - width))
+        widths[i] = min(natural[i], widths[i] + (width - total(widths)))
+    shrink_name(12)
+    name_start = ""
+    if name_cols and widths[name_cols[0]] < natural[name_cols[0]]:
+        i = name_cols[0]
+        room = widths[i]
         compacted, name_start = compact_names([t[i] for t in texts], room)
         for row, new in zip(rows, compacted):
             old = row[i]

@@ -47,6 +47,9 @@ def job_dict(job, now: datetime | None = None) -> dict:
         "timeout_s": job.timeout_s, "output_dir": job.output_dir, "log_path": job.log_path,
         "preemptible": bool(job.preemptible), "lease_until": iso(job.lease_until),
         "reused_from": job.reused_from,
+        # not claimed before (UTC): a retry's delay or its `not_before:`; None once it has passed
+        "not_before": iso(job.not_before) if job.not_before and (now is None or job.not_before > now) else None,
+        "retry_delay_s": job.retry_delay_s,
         # GPU memory (scheduler/gpus.py): asked ("auto", MiB or None: whole GPUs), given, reached
         "gpu_memory": "auto" if job.gpu_memory_auto else job.gpu_memory_mib, "exclusive": bool(job.exclusive),
         "placed_mib": job.placed_mib, "gpu_peak_mib": job.gpu_peak_mib,
@@ -83,7 +86,7 @@ def status_snapshot(queue: JobQueue, *, all_jobs: bool = True, jobs_limit: int =
         waiting_on = q.pending_dependencies(conn, [j.id for j in queued])
         gpu_slots_free = _free_gpu_slots(workers)
         queue_rows = [{**job_dict(j, now), "waiting_for": waiting_on.get(j.id, []),
-                       "why": _why_waiting(j, waiting_on.get(j.id, []), drained, gpu_slots_free, workers)}
+                       "why": _why_waiting(j, waiting_on.get(j.id, []), drained, gpu_slots_free, workers, now)}
                       for j in queued]
         recent = [job_dict(j, now) for j in q.recent_endings(conn, RECENT_LIMIT)]
         _add_scores(conn, recent)
@@ -202,9 +205,20 @@ def gpu_blocked(slot: str, stats: dict | None) -> str | None:
     return None
 
 
-def _why_waiting(job, pending: list[str], drained: bool, gpu_slots_free: int, workers: list[dict]) -> str:
+def not_before_text(when: datetime, now: datetime, retry: bool) -> str:
+    """`retry at 14:50 UTC` (a retry's delay), `not before 2026-12-01 03:00 UTC` (another day)."""
+    shown = f"{when:%H:%M}" if when.date() == now.date() else f"{when:%Y-%m-%d %H:%M}"
+    if when - now < timedelta(minutes=2) and when.date() == now.date():
+        shown = f"{when:%H:%M:%S}"
+    return f"{'retry at' if retry else 'not before'} {shown} UTC"
+
+
+def _why_waiting(job, pending: list[str], drained: bool, gpu_slots_free: int, workers: list[dict],
+                 now: datetime | None = None) -> str:
     if pending:
         return "waiting for " + ", ".join(pending[:3]) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
+    if now is not None and job.not_before is not None and job.not_before > now:
+        return not_before_text(job.not_before, now, retry=job.attempts > 0)
     if drained:
         return "queue drained (sched resume)"
     if not workers:
@@ -283,3 +297,49 @@ def job_detail(queue: JobQueue, ref: str | int) -> dict:
             "metrics": [{"key": m.key, "value": m.value, "step": m.step, "split": m.split} for m in metrics],
             "artifacts": {a.name: a.path for a in artifacts},
         }
+
+
+def _flat(value, prefix: str) -> dict:
+    if isinstance(value, dict) and value:
+        out = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def job_diff(queue: JobQueue, first: str | int, second: str | int) -> dict:
+    """Two jobs side by side (`sched diff`): their settings, params (nested ones as `a.b`), final
+    metrics (each key's last value) and artifacts, rows that differ first.
+
+    {"a": {id, name}, "b": {id, name}, "rows": [{field, section, a, b, same}], "differ": n}."""
+    a, b = job_detail(queue, first), job_detail(queue, second)
+    fields: list[tuple[str, str, object, object]] = []
+    for key in ("kind", "status", "priority", "gpus", "attempts", "max_attempts", "tags", "elapsed_s", "message"):
+        fields.append(("job", key if key != "elapsed_s" else "time", a.get(key), b.get(key)))
+    pa, pb = _flat(a["params"] or {}, "params"), _flat(b["params"] or {}, "params")
+    fields += [("params", key, pa.get(key, _MISSING), pb.get(key, _MISSING)) for key in [*pa, *(k for k in pb if k not in pa)]]
+    ma = {m["key"]: m["value"] for m in a["metrics"]}  # in the order logged: the last value stays
+    mb = {m["key"]: m["value"] for m in b["metrics"]}
+    fields += [("metrics", key, ma.get(key, _MISSING), mb.get(key, _MISSING)) for key in [*ma, *(k for k in mb if k not in ma)]]
+    fields += [("artifacts", key, a["artifacts"].get(key, _MISSING), b["artifacts"].get(key, _MISSING))
+               for key in [*a["artifacts"], *(k for k in b["artifacts"] if k not in a["artifacts"])]]
+    rows = []
+    for section, field, va, vb in fields:
+        same = _comparable(va) == _comparable(vb)
+        rows.append({"section": section, "field": field, "a": None if va is _MISSING else va,
+                     "b": None if vb is _MISSING else vb, "missing_a": va is _MISSING, "missing_b": vb is _MISSING,
+                     "same": same})
+    order = {"job": 0, "params": 1, "metrics": 2, "artifacts": 3}
+    rows.sort(key=lambda r: (r["same"], order[r["section"]]))  # stable: within a section, as logged
+    return {"a": {"id": a["id"], "name": a["name"]}, "b": {"id": b["id"], "name": b["name"]}, "rows": rows,
+            "differ": sum(not r["same"] for r in rows)}
+
+
+_MISSING = object()
+
+
+def _comparable(value) -> str:
+    import json
+
+    return "<absent>" if value is _MISSING else json.dumps(value, sort_keys=True, default=str)

@@ -33,8 +33,10 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def submit(queue, name: str, kind: str, **fields) -> int:
-    """Submit one job; `fields` are JobSpec fields (params=..., priority=...)."""
+    """Submit one job; `fields` are JobSpec fields (params=..., priority=...). A failed attempt is
+    retried at once unless `retry_delay_s` says otherwise (the queue's default waits 30 s)."""
     params = fields.pop("params", {})
+    fields.setdefault("retry_delay_s", 0.0)
     return queue.submit([JobSpec(name=name, kind=kind, params=params, **fields)])[0]
 
 

@@ -16,8 +16,9 @@ from scheduler.store.schema import jobs, meta
 
 
 def spec(name, priority=0, after=(), gpus=0, max_attempts=1, kind="echo"):
+    # retry_delay_s=0: a failed attempt is claimable again at once (tests/test_rough_edges.py has the delay)
     return JobSpec(name=name, kind=kind, priority=priority, after=list(after), gpus=gpus,
-                   max_attempts=max_attempts)
+                   max_attempts=max_attempts, retry_delay_s=0)
 
 
 def drain_order(queue, worker, slot_gpus=0):

@@ -27,7 +27,7 @@ COMMANDS = {
     "cancel": "control", "retry": "control", "priority": "control", "drain": "control", "resume": "control",
     "cron": "cron",
     "results": "results", "report": "report", "study": "study", "kinds": "kinds",
-    "ls": "jobs", "rm": "jobs",
+    "ls": "jobs", "rm": "jobs", "diff": "jobs",
     "slurm": "slurm",
 }
 

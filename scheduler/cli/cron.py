@@ -17,7 +17,7 @@ def cron() -> None:
     \b
     Example:
       sched cron add "0 2 * * *" nightly.yaml --name nightly
-      sched cron list
+      sched cron list          (or: sched cron ls)
       sched cron rm nightly
     """
 
@@ -47,28 +47,23 @@ def cron_add(ctx: click.Context, expression: str, queue_file: Path, name: str | 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def cron_list(ctx: click.Context, as_json: bool) -> None:
-    """List the schedules with their next run and last result.
+    """List the schedules with their next run and last result (also: sched cron ls).
 
     \b
     Example:
       sched cron list
     """
-    from rich.text import Text
-
     from ..cron import list_crons
-    from ..render import Table
+    from ..render import cron_table
 
     crons = list_crons(open_queue(ctx))
     if as_json:
         click.echo(json.dumps(crons, indent=1))
         return
-    table = Table(title="Scheduled submissions (UTC)", title_justify="left")
-    for col in ("name", "cron", "file", "next run", "last fire", "last result"):
-        table.add_column(col, overflow="fold")
-    for c in crons:
-        table.add_row(*(Text(str(c[k] or "")) for k in ("name", "expression", "file", "next_run", "last_fire",
-                                                        "last_result")))
-    console.print(table)
+    console.print(cron_table(crons, width=console.width))
+
+
+cron.add_command(cron_list, "ls")  # as `sched ls` lists jobs
 
 
 @cron.command("rm")

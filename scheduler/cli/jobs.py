@@ -1,4 +1,5 @@
-"""`sched ls` and `sched rm`: find jobs by state, tag, kind, name or age; remove finished ones."""
+"""`sched ls`, `sched rm` and `sched diff`: find jobs by state, tag, kind, name or age; remove finished
+ones; compare two."""
 
 from __future__ import annotations
 
@@ -176,3 +177,31 @@ def _remove_folders(rows, queue) -> int:
             shutil.rmtree(folder)
             count += 1
     return count
+
+
+@click.command()
+@click.argument("first", shell_complete=complete_job)
+@click.argument("second", shell_complete=complete_job)
+@click.option("--all", "show_all", is_flag=True, help="Also list what the two jobs share (default: only with few rows).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def diff(ctx: click.Context, first: str, second: str, show_all: bool, as_json: bool) -> None:
+    """Show two jobs side by side (by id or name): settings, params, results; what differs first.
+
+    \b
+    Example:
+      sched diff finetune-klue/bert-base finetune-klue/roberta-base
+      sched diff 12 31 --json | jq '.rows[] | select(.same | not)'
+    """
+    from ..render import diff_table
+    from ..views import job_diff
+
+    found = job_diff(open_queue(ctx), first, second)
+    if as_json:
+        click.echo(json.dumps(found, indent=1, ensure_ascii=False, default=str))
+        return
+    show_same = show_all or len(found["rows"]) <= DIFF_SHOW_ALL
+    console.print(diff_table(found, width=console.width, show_same=show_same))
+
+
+DIFF_SHOW_ALL = 30  # rows: fewer than this and the shared ones are listed too

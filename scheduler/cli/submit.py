@@ -40,13 +40,15 @@ def submit(ctx: click.Context, queue_file: Path, dry_run: bool, variables: tuple
 
 
 def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reuse: bool, title: str):
-    from ..render import plan_summary, plan_table
+    from ..render import plan_changes, plan_summary, plan_table
     from ..submission import preflight
 
     queue = open_queue(ctx, create=True)
     notes = preflight(queue, specs) if check else []
     plan = queue.plan(specs, dry_run=dry_run, rerun_changed=rerun_changed, reuse=reuse)
     console.print(plan_table(specs, title=title, width=console.width, plan=plan))
+    for line in plan_changes(plan):
+        console.print(line, soft_wrap=True)
     for note in notes:
         console.print(f"note: {note}", style="yellow", markup=False, highlight=False)
     console.print(plan_summary(plan))
@@ -69,13 +71,18 @@ def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reus
 @click.option("--after", multiple=True, help="A job that must succeed first (repeatable).")
 @click.option("--max-attempts", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--timeout", default=None, help="Kill after this long: seconds, 30m, 2h.")
+@click.option("--retry-delay", default=None, metavar="DURATION",
+              help="Wait before a retry (doubled for each further one): 0, 30s, 5m [default: 30s].")
+@click.option("--not-before", default=None, metavar="TIME",
+              help='Not started before this time: "2026-12-01 03:00" (UTC) or a duration from now (2h).')
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--preemptible", is_flag=True, help="May yield its slot to a higher-priority job.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A job parameter; VALUE is read as YAML (numbers, lists).")
 @click.option("--no-check", is_flag=True, help="Skip the input checks (files, columns, labels, models).")
 @click.pass_context
-def add(ctx, kind, name, priority, gpus, gpu_memory, after, max_attempts, timeout, tags, preemptible, params, no_check) -> None:
+def add(ctx, kind, name, priority, gpus, gpu_memory, after, max_attempts, timeout, retry_delay, not_before, tags,
+        preemptible, params, no_check) -> None:
     """Add one job.
 
     \b
@@ -93,6 +100,7 @@ def add(ctx, kind, name, priority, gpus, gpu_memory, after, max_attempts, timeou
     entry = {"name": name, "kind": kind, "priority": priority, "gpus": gpus, "gpu_memory": gpu_memory,
              "after": list(after),
              "max_attempts": max_attempts, "timeout": timeout, "tags": list(tags),
+             "retry_delay": retry_delay, "not_before": not_before,
              "preemptible": preemptible, "params": dict(parse_pairs(params, "-p"))}
     specs = build_plan({"jobs": [entry]}, where="sched add")
     specs[0].source = "sched add"

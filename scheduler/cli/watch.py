@@ -76,7 +76,8 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("job", shell_complete=complete_job)
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing until the job ends (a queued job: wait for it to start, then follow).")
 @click.option("-n", "--lines", default=0, type=click.IntRange(0), help="Only the last N lines (0: all).")
 @click.option("--max-line", default=4000, show_default=True, type=click.IntRange(0),
               help="Show at most this many characters of a line, saying how many were left out (0: all).")
@@ -93,26 +94,85 @@ def logs(ctx: click.Context, job: str, follow: bool, lines: int, max_line: int) 
       sched logs 42 -n 50
     """
     from ..logtail import CappedLines, tail_offset
-    from ..store.states import RUNNING
 
     queue = open_queue(ctx)
     row = queue.get(job)
+    if follow:
+        row = _wait_until_started(queue, row)
     if not row.log_path:
-        raise SchedError(f"job {row.id} ('{row.name}') has not started yet: no log")
-    path = Path(row.log_path)
-    if not path.exists():
-        raise SchedError(f"log file {path} of job {row.id} is not on this host")
+        raise SchedError(f"job {row.id} ('{row.name}') has not started yet: no log (-f waits for it)")
+    path = _log_file(queue, row, wait=follow)
     capped = CappedLines(max_line)
     with open(path, "rb") as fh:
         fh.seek(tail_offset(fh, lines))
         _echo_blocks(fh, capped)
+        said_queued = False
         while follow:
-            if queue.get(row.id).status != RUNNING:
+            current = queue.get(row.id)
+            if current.status not in _ACTIVE:
                 _echo_blocks(fh, capped)  # what it wrote before it ended
                 break
-            time.sleep(0.5)
+            if current.status != _RUNNING and not said_queued:  # a retry waits: its attempt follows in this log
+                _say(f"job {row.id} is queued again ({_waiting_why(queue, current)}); still following")
+            said_queued = current.status != _RUNNING
+            time.sleep(FOLLOW_POLL_S)
             _echo_blocks(fh, capped)
     click.echo(capped.close(), nl=False)
+
+
+FOLLOW_POLL_S = 0.5
+LOG_APPEAR_S = 10.0  # a running job's log file appears when its runner starts; later: another host's
+_RUNNING, _ACTIVE = "running", ("queued", "running")
+
+
+def _say(line: str) -> None:
+    """A note for the person watching, on stderr (stdout stays the log itself)."""
+    from rich.text import Text
+
+    from ..fmt import visible
+    from .app import err_console
+
+    err_console.print(Text(visible(line), style="dim"), highlight=False, soft_wrap=True)
+
+
+def _waiting_why(queue, row) -> str:
+    from ..store.engine import db_now
+    from ..views import not_before_text
+
+    if row.not_before is not None:
+        with queue.read() as conn:
+            now = db_now(conn)
+        if row.not_before > now:
+            return not_before_text(row.not_before, now, retry=row.attempts > 0)
+    return "waiting for a free slot or its dependencies; sched status says why"
+
+
+def _wait_until_started(queue, row):
+    """`logs -f` of a queued job: wait (saying so once) until a worker starts it, as pueue's
+    follow does; a job that ends without starting (cancelled, upstream failed) is an error."""
+    if row.status != "queued" or row.log_path:  # running, finished, or queued again after an attempt
+        return row
+    _say(f"job {row.id} ('{row.name}') has not started yet ({_waiting_why(queue, row)}); "
+         "waiting for it to start (Ctrl-C stops)")
+    while True:
+        time.sleep(FOLLOW_POLL_S)
+        row = queue.get(row.id)
+        if row.log_path:
+            return row
+        if row.status not in _ACTIVE:
+            raise SchedError(f"job {row.id} ('{row.name}') ended {row.status} without starting: no log"
+                             + (f" ({row.message})" if row.message else ""))
+
+
+def _log_file(queue, row, *, wait: bool) -> Path:
+    """The job's log; while it is running and `wait`, give its runner a moment to create it."""
+    path = Path(row.log_path)
+    deadline = time.monotonic() + (LOG_APPEAR_S if wait else 0.0)
+    while not path.exists():
+        if time.monotonic() >= deadline or queue.get(row.id).status != _RUNNING:
+            raise SchedError(f"log file {path} of job {row.id} is not on this host")
+        time.sleep(0.1)
+    return path
 
 
 def _echo_blocks(fh, capped) -> None:

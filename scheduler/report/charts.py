@@ -250,6 +250,15 @@ def _palette(n: int) -> list:
 
 def plot_study(study: dict) -> bytes | None:
     """Trial values by trial number (dots) and the best so far (a step line)."""
+    drawn = study_axes(study)
+    return None if drawn is None else _png(drawn[0])
+
+
+def study_axes(study: dict):
+    """(figure, axes) of `plot_study`, before it becomes a PNG (tests read its ticks); None when no
+    trial has a value."""
+    from matplotlib.ticker import MaxNLocator
+
     done = [t for t in study["trials"] if t["value"] is not None]
     if not done:
         return None
@@ -262,12 +271,13 @@ def plot_study(study: dict) -> bytes | None:
     ax.step([b["number"] for b in best], [b["value"] for b in best], where="post", color="#c53a32",
             linewidth=1.6, label="best so far", zorder=3)
     ax.set_xlabel("trial", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers are whole: no "trial 0.5"
     ax.set_ylabel(f"objective ({study['directions'][0]})", fontsize=8)
     ax.tick_params(labelsize=7.5)
     ax.grid(alpha=0.25)
     ax.set_title(clip(study["name"], 60), fontsize=9, loc="left")
     ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    return fig, ax
 
 
 def make_charts(data: dict) -> dict:

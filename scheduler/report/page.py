@@ -34,6 +34,7 @@ table{border-collapse:collapse;font-size:12.5px;background:#fff;width:100%}
 th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0;position:sticky;top:0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .scroll{max-height:520px;overflow:auto;border:1px solid #e2e2e2}
+.left-out{color:#a66a00}
 """
 
 
@@ -71,21 +72,36 @@ def machine_data(data: dict) -> dict:
     }
 
 
-def render_html(data: dict, charts: dict) -> str:
+# The live page (`sched report --serve`) asks the server which render is current and reloads when a
+# newer one exists: no reload (and no image decoding) while nothing changes.
+LIVE_SCRIPT = """<script>(function(){var v=%d;setInterval(function(){fetch("version",{cache:"no-store"})
+.then(function(r){return r.text()}).then(function(t){if(+t>v)location.reload()}).catch(function(){})},%d)})()
+</script>"""
+
+
+def render_html(data: dict, charts: dict, live: dict | None = None) -> str:
     """The whole page. `charts`: {"timeline", "leaderboard", "overview": PNG bytes or None,
-    "curves": {job name: PNG}, "studies": {study name: PNG}}."""
+    "curves": {job name: PNG}, "studies": {study name: PNG}}. `live` (`sched report --serve`):
+    {rendered_at, every_s, version}: the page says when it was rendered and reloads itself."""
     e = html.escape
     summary, timeline, rows = data["summary"], data["timeline"], data["leaderboard"]
     curves, studies = data["curves"], data["studies"]
     out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>sched report{e(' · ' + summary['tag']) if summary['tag'] else ''}</title>",
-           f"<style>{CSS}</style></head><body><main>"]
+           '<meta name="viewport" content="width=device-width, initial-scale=1">']
+    if live is not None:
+        check_s = max(2, min(10, round(live["every_s"])))
+        out.append(f'<noscript><meta http-equiv="refresh" content="{max(2, round(live["every_s"]))}"></noscript>')
+        out.append(LIVE_SCRIPT % (live["version"], check_s * 1000))
+    out += [f"<title>sched report{e(' · ' + summary['tag']) if summary['tag'] else ''}</title>",
+            f"<style>{CSS}</style></head><body><main>"]
 
     # -- header
     out.append(f"<h1>sched report{e(' · tag ' + summary['tag']) if summary['tag'] else ''}</h1>")
     out.append(f'<p class="meta">generated {e(summary["now"] or "")} UTC · database <code>'
                f'{e(summary["database"])}</code></p>')
+    if live is not None:
+        out.append(f'<p class="meta" id="live">live: rendered at {e(live["rendered_at"])} UTC; rendered again when '
+                   f'the queue changes (at most every {live["every_s"]:g}s), and this page reloads itself</p>')
     out.append('<nav><a href="#timeline">GPU timeline</a><a href="#failures">Failures</a>'
                '<a href="#leaderboard">Leaderboard</a><a href="#curves">Training curves</a>'
                '<a href="#studies">Tuning studies</a></nav>')
@@ -105,9 +121,10 @@ def render_html(data: dict, charts: dict) -> str:
         cards.append(f'<div class="card"><b>{_share(span["busy_share"])}</b><span>slots busy over that span'
                      f'<br>({len(timeline["lanes"])} slot(s) used)</span></div>')
     busy = summary["busy"]
+    what = "GPUs" if busy["kind"] == "gpu" else "CPU slots"  # as `sched status` counts them
     cards.append(f'<div class="card"><b>{_share(busy.get("last_hour"))} / {_share(busy.get("last_day"))}</b>'
-                 f'<span>{e(busy["kind"].upper())} busy, last hour / day<br>({busy["slots"]} slot(s), '
-                 f'{summary["workers"]} live worker(s))</span></div>')
+                 f'<span>{what} busy, last hour / day<br>({busy["slots"]} {"GPU" if busy["kind"] == "gpu" else "slot"}'
+                 f'(s), {summary["workers"]} live worker(s))</span></div>')
     out.append(f'<div class="cards">{"".join(cards)}</div>')
 
     # -- timeline
@@ -209,6 +226,13 @@ def _failures_table(failures: list[dict]) -> str:
             f"<th>tries</th><th>reason</th></tr>{body}</table></div>")
 
 
+def _left_out(row: dict) -> str:
+    """A model an ensemble left out (it learned nothing), marked as `sched results` marks it."""
+    if not row.get("left_out_by"):
+        return ""
+    return f' <span class="left-out">(left out of {html.escape(", ".join(row["left_out_by"]))})</span>'
+
+
 def _leaderboard_table(rows: list[dict]) -> str:
     e = html.escape
     layout = leaderboard_layout()
@@ -229,5 +253,5 @@ def _leaderboard_table(rows: list[dict]) -> str:
             + "".join(f'<td class="n">{e(number(r[c]))}</td>' for c in details)
             + f'<td class="n">{e(duration(r["duration_s"]))}</td>'
             f'<td>{e(params.row(r))}</td>'
-            f'<td><i class="chip" style="background:{colour}"></i>{e(r["status"])}</td></tr>')
+            f'<td><i class="chip" style="background:{colour}"></i>{e(r["status"])}{_left_out(r)}</td></tr>')
     return f'<div class="scroll"><table>{head}{"".join(body)}</table></div>'

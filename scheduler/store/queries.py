@@ -36,13 +36,13 @@ from . import busy
 from .schema import artifacts, cron_fires, deps, jobs, meta, metrics, workers
 from .states import (
     CANCELLED,
+    FAILURES,
     LOST,
     PREEMPTED,
     QUEUED,
     RETRYABLE,
     RUNNING,
     SUCCEEDED,
-    TERMINAL_FAILURES,
     UPSTREAM_FAILED,
     WorkerState,
 )
@@ -53,11 +53,22 @@ _dep_job = jobs.alias("dep_job")
 _drained = exists().where(meta.c.key == "drained", meta.c.value == "1")
 
 
-def _runnable(table):
+def _due(table):
+    """Its `not_before` (a retry's delay, or the time it was given) has passed by the database's
+    clock: `b_now` is `DbClock`'s reading, the clock leases are judged by."""
+    return or_(table.c.not_before.is_(None), table.c.not_before <= bindparam("b_now"))
+
+
+def _waiting(table):
     """Queued, fits a slot with `slot_gpus` GPUs, every dependency succeeded, queue not drained."""
     blocked = exists().where(deps.c.job_id == table.c.id, deps.c.depends_on == _dep_job.c.id,
                              _dep_job.c.status != SUCCEEDED)
     return (table.c.status == QUEUED, table.c.gpus <= bindparam("slot_gpus"), ~blocked, ~_drained)
+
+
+def _runnable(table):
+    """Waiting (above) and due: what a claim may take now."""
+    return (*_waiting(table), _due(table))
 
 
 # A queued job is blocked while any of its dependencies has not succeeded.
@@ -77,6 +88,9 @@ CLAIM_CANDIDATE = (
 
 # What a claim would take next, without taking it: decides whether to preempt a backfill job.
 TOP_WAITING = select(jobs.c.priority).where(*_RUNNABLE).order_by(jobs.c.priority.desc(), jobs.c.id).limit(1)
+# A job that only waits for its `not_before` (a retry's delay): runnable later without anything else
+# happening, so a `--until-empty` worker waits for it.
+DELAYED_WAITING = select(jobs.c.id).where(*_waiting(jobs), jobs.c.not_before > bindparam("b_now")).limit(1)
 
 CLAIMED_COLUMNS = (jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.params, jobs.c.gpus, jobs.c.attempts,
                    jobs.c.max_attempts, jobs.c.timeout_s, jobs.c.output_dir, jobs.c.log_path,
@@ -140,8 +154,8 @@ def notify_change(conn: Connection) -> None:
         conn.execute(_NOTIFY)
 
 
-def claim_candidate(conn: Connection, slot_gpus: int) -> Row | None:
-    return conn.execute(CLAIM_CANDIDATE, {"slot_gpus": slot_gpus}).first()
+def claim_candidate(conn: Connection, slot_gpus: int, now: datetime) -> Row | None:
+    return conn.execute(CLAIM_CANDIDATE, {"slot_gpus": slot_gpus, "b_now": now}).first()
 
 
 def claim(conn: Connection, **values) -> Row | None:
@@ -170,8 +184,8 @@ GPU_CANDIDATES = (
 CLAIM_PLACED = CLAIM.values(placed_mib=bindparam("b_placed"), gpu_peak_mib=None)
 
 
-def gpu_candidates(conn: Connection, slot_gpus: int, limit: int) -> list[Row]:
-    return conn.execute(GPU_CANDIDATES, {"slot_gpus": slot_gpus, "limit": limit}).all()
+def gpu_candidates(conn: Connection, slot_gpus: int, limit: int, now: datetime) -> list[Row]:
+    return conn.execute(GPU_CANDIDATES, {"slot_gpus": slot_gpus, "limit": limit, "b_now": now}).all()
 
 
 def claim_placed(conn: Connection, **values) -> Row | None:
@@ -211,8 +225,13 @@ def queued_gpu_asks(conn: Connection) -> list[int]:
     return list(conn.execute(select(jobs.c.gpus).where(jobs.c.status == QUEUED, ~_blocked, ~_drained)).scalars())
 
 
-def top_waiting_priority(conn: Connection, slot_gpus: int) -> int | None:
-    return conn.execute(TOP_WAITING, {"slot_gpus": slot_gpus}).scalar()
+def top_waiting_priority(conn: Connection, slot_gpus: int, now: datetime) -> int | None:
+    return conn.execute(TOP_WAITING, {"slot_gpus": slot_gpus, "b_now": now}).scalar()
+
+
+def any_delayed(conn: Connection, slot_gpus: int, now: datetime) -> bool:
+    """A job that would be runnable but for its `not_before`."""
+    return conn.execute(DELAYED_WAITING, {"slot_gpus": slot_gpus, "b_now": now}).first() is not None
 
 
 def renew_lease(conn: Connection, job_id: int, worker_id: int, lease_until: datetime) -> bool | None:
@@ -241,10 +260,12 @@ def _changed(result: CursorResult) -> bool:
 
 
 def jobs_named(conn: Connection, names: list[str]) -> list[Row]:
-    """(id, name, status, attempts, spec_hash) of the jobs called one of `names`."""
+    """(id, name, status, attempts, spec_hash, and what a changed job is compared by: kind, params,
+    gpus, group_name, source) of the jobs called one of `names`."""
     if not names:
         return []
-    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.status, jobs.c.attempts, jobs.c.spec_hash)
+    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.status, jobs.c.attempts, jobs.c.spec_hash,
+                               jobs.c.kind, jobs.c.params, jobs.c.gpus, jobs.c.group_name, jobs.c.source)
                         .where(jobs.c.name.in_(names))).all()
 
 
@@ -289,7 +310,28 @@ def copy_records(conn: Connection, source_id: int, target_id: int) -> None:
         select(literal(target_id), artifacts.c.name, artifacts.c.path).where(artifacts.c.job_id == source_id)))
 
 
+JOB_ID_HIGH = "job_id_high"  # sched_meta: the highest job id ever given (SQLite)
+
+
+def _new_ids(conn: Connection, count: int) -> list[int] | None:
+    """Ids for `count` new jobs that no job ever had, on SQLite (None elsewhere: PostgreSQL's
+    sequence never gives an id twice). SQLite's INTEGER PRIMARY KEY takes max(id) + 1, so the
+    newest job's id came back after `sched rm`, pointing at its old run folder; the high-water
+    mark in sched_meta rises in the same transaction as the insert (writers are serialised by
+    BEGIN IMMEDIATE), and the table's own max covers rows written by anything else."""
+    if conn.dialect.name != "sqlite" or not count:
+        return None
+    stored = get_meta(conn, JOB_ID_HIGH)
+    high = max(int(stored) if stored and stored.isdigit() else 0,
+               conn.execute(select(func.max(jobs.c.id))).scalar() or 0)
+    set_meta(conn, JOB_ID_HIGH, str(high + count))
+    return list(range(high + 1, high + count + 1))
+
+
 def insert_job(conn: Connection, **values) -> int:
+    ids = _new_ids(conn, 1)
+    if ids is not None:
+        values["id"] = ids[0]
     return conn.execute(insert(jobs).values(**values)).inserted_primary_key[0]
 
 
@@ -304,6 +346,9 @@ def insert_jobs(conn: Connection, rows: list[dict]) -> list[int]:
     """Many jobs in one statement (SQLAlchemy's multi-row INSERT with RETURNING); ids in order."""
     if not rows:
         return []
+    ids = _new_ids(conn, len(rows))
+    if ids is not None:
+        rows = [dict(row, id=job_id) for row, job_id in zip(rows, ids)]
     result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
     return list(result.scalars())
 
@@ -387,8 +432,8 @@ def cancel_if_requested(conn: Connection, job_id: int, owner: int | None, now: d
 
 
 def attempts_of(conn: Connection, job_id: int) -> Row | None:
-    """(attempts, max_attempts, name)."""
-    return conn.execute(select(jobs.c.attempts, jobs.c.max_attempts, jobs.c.name)
+    """(attempts, max_attempts, name, retry_delay_s)."""
+    return conn.execute(select(jobs.c.attempts, jobs.c.max_attempts, jobs.c.name, jobs.c.retry_delay_s)
                         .where(jobs.c.id == job_id)).first()
 
 
@@ -404,8 +449,9 @@ def request_cancel(conn: Connection, job_id: int) -> bool:
                                  .values(cancel_requested=True)))
 
 
+# `sched retry` runs the job at once: a delay or `not_before` it had is dropped.
 FRESH = dict(status=QUEUED, attempts=0, failure_kind=None, message=None, finished_at=None, exit_code=None,
-             worker_id=None, slot=None, lease_until=None, cancel_requested=False)
+             worker_id=None, slot=None, lease_until=None, cancel_requested=False, not_before=None)
 
 
 def requeue_fresh(conn: Connection, job_id: int, from_status: str) -> bool:
@@ -665,8 +711,8 @@ def typical_durations(conn: Connection, kinds: list[str], since: datetime, per_k
 
 def recent_endings(conn: Connection, limit: int, *, failures_only: bool = False) -> list[Row]:
     query = select(jobs).where(jobs.c.finished_at.is_not(None))
-    if failures_only:
-        query = query.where(jobs.c.status.in_(TERMINAL_FAILURES))
+    if failures_only:  # not what the user cancelled
+        query = query.where(jobs.c.status.in_(FAILURES))
     return conn.execute(query.order_by(jobs.c.finished_at.desc()).limit(limit)).all()
 
 
@@ -739,6 +785,17 @@ def leaderboard_jobs(conn: Connection, *, model_kinds: Iterable[str], score_keys
 
 
 # ---- report --------------------------------------------------------------------------------
+
+
+def change_token(conn: Connection) -> tuple:
+    """Something that changes whenever the report would (`sched report --serve`): jobs by state,
+    the newest job, start and ending, and the newest metric (curves, scores). A handful of index
+    lookups and one scan of the status index: far cheaper than a render."""
+    newest = conn.execute(select(func.max(jobs.c.id), func.max(jobs.c.started_at),
+                                 func.max(jobs.c.finished_at))).first()
+    by_state = tuple(sorted(status_counts(conn).items()))
+    metric = conn.execute(select(func.max(metrics.c.id))).scalar()
+    return (*newest, by_state, metric)
 
 
 def timeline_rows(conn: Connection, limit: int) -> list[Row]:

@@ -82,6 +82,10 @@ jobs = Table(
     Column("exclusive", Boolean, nullable=False, default=False, server_default=false()),
     Column("placed_mib", Integer, nullable=True),
     Column("gpu_peak_mib", Integer, nullable=True),
+    # Not claimed before this time (database clock, UTC): its `not_before:`, or a retry's delay.
+    Column("not_before", DateTime, nullable=True),
+    # The delay before its first retry (doubling for each further one, with jitter); NULL: 30 s.
+    Column("retry_delay_s", Float, nullable=True),
 )
 # The claim query walks this index in claim order (priority high to low, then FIFO) and stops at
 # the first runnable row, so a claim stays fast with 100,000 queued jobs.
@@ -139,7 +143,8 @@ workers = Table(
     Column("problem", String(500), nullable=True),
 )
 
-# Key/value settings of the whole queue: the drain flag; `schema_version` for sched 0.1 (see migrate.py).
+# Key/value settings of the whole queue: the drain flag; `schema_version` for sched 0.1 (see migrate.py);
+# `job_id_high` on SQLite, the highest job id ever given (ids are never reused: queries.insert_jobs).
 meta = Table(
     "sched_meta", metadata,
     Column("key", String(64), primary_key=True),

@@ -74,5 +74,8 @@ PREEMPTED = FailureKind.PREEMPTED.value
 # Endings without success: retry() may queue these again; their dependents are upstream_failed.
 TERMINAL_FAILURES = (FAILED, KILLED, LOST, UPSTREAM_FAILED, CANCELLED)
 RETRYABLE = TERMINAL_FAILURES
+# What `sched status` and the report list under "Failures": endings the user did not ask for (a job
+# the user cancelled is no failure; one whose upstream failed is, as the root of what went wrong).
+FAILURES = (FAILED, KILLED, LOST, UPSTREAM_FAILED)
 FINISHED = (SUCCEEDED, *TERMINAL_FAILURES)
 ALL_STATES = tuple(s.value for s in JobStatus)
