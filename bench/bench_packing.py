@@ -3,7 +3,7 @@
     python bench/bench_packing.py [--queue queue.yaml] [--slowdown 1,0.5,0.35,0.25] [--peak-gib 12]
 
 The campaign's GPU jobs (TAPT, fine-tunes, the 2-job tune, retrains) run through the worker's REAL
-placement code (`scheduler.gpus.ClaimPass`, `DEFAULT_HEADROOM_MIB`, `auto_need`, `memory_key`) on
+placement code (`scheduler.execute.placement.ClaimPass`, `DEFAULT_HEADROOM_MIB`, `auto_need`, `memory_key`) on
 fake inventories: one and two 80 GB GPUs (A100/H100, 81920 MiB) and one and two H200s (144384 MiB).
 Event-driven: at every start or finish a claim pass runs over the runnable jobs in claim order
 (priority high to low, then submit order, `after:` respected), as the worker's does; a reservation
@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchlib import ROOT, table  # noqa: E402
-from scheduler.gpus import DEFAULT_CONTEXT_MIB, DEFAULT_HEADROOM_MIB, ClaimPass, Gpu, Held, Request, auto_need, fmt_mib, memory_key  # noqa: E402
+from scheduler.resources import DEFAULT_CONTEXT_MIB, DEFAULT_HEADROOM_MIB, Request, auto_need, fmt_mib, memory_key
+from scheduler.execute.placement import ClaimPass, Gpu, Held
 
 A100_80GB, H200 = 81920, 144384
 INVENTORIES = [("1x 80GB", [A100_80GB]), ("2x 80GB", [A100_80GB] * 2),
@@ -218,7 +219,7 @@ def main() -> int:
     args = parse_args()
     slowdowns = [float(x) for x in args.slowdown.split(",")]
     jobs, pools, notes = campaign(args.queue, args.peak_gib)
-    print(f"Memory packing, simulated: {len(jobs)} GPU jobs of {args.queue.name} through scheduler.gpus.ClaimPass "
+    print(f"Memory packing, simulated: {len(jobs)} GPU jobs of {args.queue.name} through scheduler.execute.placement.ClaimPass "
           "(a simulation over published figures, not a GPU measurement; machine load does not matter)")
     for note in notes:
         print(f"  {note}")

@@ -104,8 +104,8 @@ def main() -> None:
     from pipeline.data import load_labeled_csv
     from scheduler.jobqueue import JobQueue
     from scheduler.records import Records
-    from scheduler.slots import parse_slots
-    from scheduler.worker import WorkerLoop, WorkerOptions
+    from scheduler.execute.slots import parse_slots
+    from scheduler.execute.worker import WorkerLoop, WorkerOptions
 
     args = parse_args()
     work = Path(args.workdir)

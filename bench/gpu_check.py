@@ -300,7 +300,7 @@ def item_b(check: Check, spec: dict, gpu_count: int, nvml: NvmlSampler) -> None:
     nvml.reset()
     in_time, tail = check.worker("b", limit, on_tick=nvml.sample)
     job = check.show("b", "gc-b-gang")
-    from scheduler.gpus import slot_gpus
+    from scheduler.resources import slot_gpus
 
     gpus = [int(s[3:]) for s in slot_gpus(job.get("slot") or "") if s[3:].isdigit()]
     rises = {g: nvml.rise(g) for g in gpus}

@@ -15,9 +15,9 @@ from .errors import SchedError
 from .jobqueue import JobQueue
 from .plan import load_plan
 from .render import plan_table, status_view
-from .slots import parse_slots
+from .execute.slots import parse_slots
 from .views import status_snapshot
-from .worker import WorkerLoop, WorkerOptions
+from .execute.worker import WorkerLoop, WorkerOptions
 
 DEMO_FILE = Path(__file__).with_name("demo.yaml")
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"

@@ -76,7 +76,7 @@ class JobSpec:
     priority: int = 0
     gpus: int = 0
     gpu_memory_mib: int | None = None  # a 1-GPU job that may share its GPU: its declared size
-    gpu_memory_auto: bool = False  # ... or the peak its like reached (scheduler/gpus.py)
+    gpu_memory_auto: bool = False  # ... or the peak its like reached (scheduler/resources.py)
     max_attempts: int = 1
     timeout_s: float | None = None
     tags: list[str] = field(default_factory=list)
@@ -155,12 +155,12 @@ def glob_to_like(pattern: str) -> str:
 
 
 def _memory_key(spec: JobSpec) -> str | None:
-    """The key of the recorded peaks a GPU job's `gpu_memory: auto` reads (scheduler/gpus.py)."""
+    """The key of the recorded peaks a GPU job's `gpu_memory: auto` reads (scheduler/resources.py)."""
     if spec.gpus < 1:
         return None
     from jobs.registry import known_kind
 
-    from .gpus import memory_key
+    from .resources import memory_key
 
     kind = known_kind(spec.kind)
     return memory_key(kind, spec.params) if kind is not None else None
@@ -358,13 +358,13 @@ class JobQueue:
 
     def claim_on_gpus(self, worker_id: int, claim_pass, *, lease_s: float = DEFAULT_LEASE_S,
                       runs_root: str | Path | None = None, limit: int = GPU_CANDIDATES_LIMIT):
-        """queued -> running for every runnable GPU job that `claim_pass` (scheduler.gpus.ClaimPass,
+        """queued -> running for every runnable GPU job that `claim_pass` (scheduler.execute.placement.ClaimPass,
         the worker's GPUs as they are now) places, in claim order, in one transaction.
 
         Returns [(ClaimedJob, Placement)]; `claim_pass.reservation` then names the first job that
         did not fit (the worker keeps GPUs free for it). `limit`: how many candidates one pass reads.
         """
-        from .gpus import Request, share_for
+        from .resources import Request, share_for
 
         claimed = []
         with self.write() as conn:

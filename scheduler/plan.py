@@ -35,7 +35,7 @@ from pipeline.util import parse_duration
 
 from .errors import PlanError, SchedError
 from .fmt import short, visible
-from .gpus import parse_memory
+from .resources import parse_memory
 from .jobqueue import JobSpec
 from .limits import (
     MAX_ATTEMPTS,

@@ -15,7 +15,7 @@ from rich.table import Table as _RichTable
 from rich.text import Text
 
 from .fmt import duration, number, score, visible
-from .gpus import fmt_mib, gpu_request_text
+from .resources import fmt_mib, gpu_request_text
 from .jobqueue import JobSpec
 from .tables import NEVER_DROP, Column, cut_left, cut_middle, fit
 

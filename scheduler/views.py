@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from .fmt import duration as fmt_duration
 from .fmt import iso
-from .gpus import slot_gpus
+from .resources import slot_gpus
 from .jobqueue import JobQueue
 from .kinds import headline_metrics
 from .store import busy
@@ -50,7 +50,7 @@ def job_dict(job, now: datetime | None = None) -> dict:
         # not claimed before (UTC): a retry's delay or its `not_before:`; None once it has passed
         "not_before": iso(job.not_before) if job.not_before and (now is None or job.not_before > now) else None,
         "retry_delay_s": job.retry_delay_s,
-        # GPU memory (scheduler/gpus.py): asked ("auto", MiB or None: whole GPUs), given, reached
+        # GPU memory (scheduler/resources.py): asked ("auto", MiB or None: whole GPUs), given, reached
         "gpu_memory": "auto" if job.gpu_memory_auto else job.gpu_memory_mib, "exclusive": bool(job.exclusive),
         "placed_mib": job.placed_mib, "gpu_peak_mib": job.gpu_peak_mib,
         # A running job whose lease ran out: its worker stopped renewing it (killed? cut off?).

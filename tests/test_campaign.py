@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from scheduler.cli import cli
 from scheduler.jobqueue import JobQueue
-from scheduler.slots import Slot
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.slots import Slot
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import step_until
 
 

@@ -20,11 +20,11 @@ import pytest
 
 from pipeline import distributed
 from scheduler.jobqueue import JobQueue
-from scheduler.ranks import PASSWORD_ENV, SPEC_FILE, read_endings
+from scheduler.execute.ranks import PASSWORD_ENV, SPEC_FILE, read_endings
 from scheduler.records import Records
-from scheduler.runner import PREEMPTED_EXIT
-from scheduler.slots import Slot
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.runner import PREEMPTED_EXIT
+from scheduler.execute.slots import Slot
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import review_sample, step_until, submit
 
 
@@ -152,7 +152,7 @@ def test_a_stop_request_reaches_every_rank_and_the_job_is_preempted(dp_kind, sql
 
 def test_ranks_pop_the_password_before_anything_else(monkeypatch, tmp_path):
     # The variable is gone from the rank's environment, so nothing the job starts inherits it.
-    from scheduler import ranks
+    from scheduler.execute import ranks
 
     secret = tmp_path / "secret"
     secret.write_text("pw")

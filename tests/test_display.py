@@ -157,8 +157,8 @@ def test_a_worker_whose_pipe_closes_still_stops_and_requeues_its_job(sqlite_url,
 
 
 def test_log_headers_name_the_job(sqlite_url, tmp_path):
-    from scheduler.slots import Slot
-    from scheduler.worker import WorkerLoop, WorkerOptions
+    from scheduler.execute.slots import Slot
+    from scheduler.execute.worker import WorkerLoop, WorkerOptions
     from tests.helpers import step_until
 
     queue = JobQueue(sqlite_url)

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from scheduler.jobqueue import JobQueue
-from scheduler.slots import Slot
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.slots import Slot
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.conftest import drop_pg_database, fresh_pg_database
 from tests.helpers import step_until, submit
 

@@ -18,14 +18,15 @@ import pytest
 import torch
 
 from jobs import gpu
-from scheduler import nvml
+from scheduler.execute import nvml
 from scheduler.errors import SchedError
-from scheduler.gpus import ClaimPass, Gpu, Request
+from scheduler.execute.placement import ClaimPass, Gpu
+from scheduler.resources import Request
 from scheduler.jobqueue import JobSpec
-from scheduler.runner import CUDA_UNUSABLE_EXIT, failure_of
-from scheduler.slots import Slot, gpu_readings, nvml_inventory, parse_slots, placement_env
+from scheduler.execute.runner import CUDA_UNUSABLE_EXIT, failure_of
+from scheduler.execute.slots import Slot, gpu_readings, nvml_inventory, parse_slots, placement_env
 from scheduler.views import status_snapshot
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import step_until
 
 GIB = 1024
@@ -100,7 +101,7 @@ def fake_nvml(monkeypatch):
     def install(gpus: list[dict]) -> FakeNvml:
         fake = FakeNvml(gpus)
         monkeypatch.setattr(nvml, "SESSION", nvml.Session(fake))
-        import scheduler.slots as slots
+        import scheduler.execute.slots as slots
 
         monkeypatch.setattr(slots, "SESSION", nvml.SESSION)
         return fake
@@ -338,10 +339,10 @@ def test_each_rank_of_a_data_parallel_job_refuses_a_gpu_without_cuda(review_kind
 @pytest.mark.slow
 def test_a_stopped_data_parallel_job_gets_the_workers_grace_to_checkpoint(review_kinds, sqlite_url, tmp_path,
                                                                           monkeypatch):
-    from scheduler.dataparallel import SHUTDOWN_TIMEOUT_ENV, _env
+    from scheduler.execute.dataparallel import SHUTDOWN_TIMEOUT_ENV, _env
     from scheduler.jobqueue import JobQueue
-    from scheduler.ranks import read_endings
-    from scheduler.runner import PREEMPTED_EXIT
+    from scheduler.execute.ranks import read_endings
+    from scheduler.execute.runner import PREEMPTED_EXIT
 
     # torchrun, were it signalled, would kill its ranks 1 s later: far less than the checkpoint takes.
     monkeypatch.setenv(SHUTDOWN_TIMEOUT_ENV, "1")

@@ -10,11 +10,8 @@ from datetime import timedelta
 import pytest
 
 from scheduler.errors import PlanError, SchedError
-from scheduler.gpus import (
+from scheduler.resources import (
     DEFAULT_CONTEXT_MIB,
-    ClaimPass,
-    Gpu,
-    Held,
     Request,
     auto_need,
     fmt_mib,
@@ -23,11 +20,12 @@ from scheduler.gpus import (
     slot_gpus,
     slot_name,
 )
+from scheduler.execute.placement import ClaimPass, Gpu, Held
 from scheduler.jobqueue import JobSpec
 from scheduler.plan import build_plan
-from scheduler.slots import Slot, parse_slots, placement_env
+from scheduler.execute.slots import Slot, parse_slots, placement_env
 from scheduler.views import status_snapshot
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import step_until
 
 GIB = 1024
@@ -419,7 +417,7 @@ def test_the_runner_records_the_peak_torch_reserved_on_a_gpu(monkeypatch):
     from types import SimpleNamespace
 
     from jobs import gpu
-    from scheduler.runner import record_peak
+    from scheduler.execute.runner import record_peak
 
     fake_cuda = SimpleNamespace(is_initialized=lambda: True, device_count=lambda: 2,
                                 max_memory_reserved=lambda d: [3 * 2**30, 5 * 2**30][d])

@@ -12,8 +12,8 @@ from scheduler.cli import cli
 from scheduler.jobqueue import JobQueue
 from scheduler.report import write_report
 from scheduler.results import leaderboard
-from scheduler.slots import parse_slots
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.slots import parse_slots
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import submit
 
 

@@ -99,7 +99,7 @@ def test_sched_help_imports_neither_sqlalchemy_nor_the_store():
 
 
 def test_the_cli_and_the_worker_parent_never_import_torch():
-    code = ("import scheduler.worker, scheduler.runner, scheduler.report, scheduler.results, scheduler.views\n"
+    code = ("import scheduler.execute.worker, scheduler.execute.runner, scheduler.report, scheduler.results, scheduler.views\n"
             "from scheduler.cli.app import SchedGroup, cli\n"
             "for name in SchedGroup().list_commands(None): cli.get_command(None, name)\n"
             "import jobs\njobs.all_kinds()\n")
@@ -138,3 +138,13 @@ def test_the_scheduler_names_no_kind_and_no_metric():
                 if node.value in words:
                     offenders.append(f"{module}:{node.lineno} {node.value!r}")
     assert offenders == []
+
+
+def test_the_store_and_the_queue_never_import_the_execution_package():
+    """The queue and the store know GPU sizes and slot names (scheduler/resources.py) but nothing of
+    how jobs are run or placed: scheduler/execute/ stands above them."""
+    low = {m: p for m, p in _modules("scheduler").items()
+           if m.startswith("scheduler.store") or m in ("scheduler.jobqueue", "scheduler.resources", "scheduler.records")}
+    offenders = {m: sorted(n for n in _imports(m, p) if n.startswith("scheduler.execute")) for m, p in low.items()}
+    assert {m: names for m, names in offenders.items() if names} == {}
+    assert "scheduler.store.busy" in low and "scheduler.jobqueue" in low  # the rule reads the modules it names

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.jobqueue import JobQueue, run_folder_name
-from scheduler.slots import Slot
-from scheduler.worker import WorkerLoop, WorkerOptions, cap_log
+from scheduler.execute.slots import Slot
+from scheduler.execute.worker import WorkerLoop, WorkerOptions, cap_log
 from tests.conftest import drop_pg_database, fresh_pg_database
 from tests.helpers import step_until, submit
 from tests.proxy import Proxy
@@ -235,7 +235,7 @@ def test_an_outage_that_outlasts_the_job_fails_it_saying_so():
 # ---------------------------------------------------------------- 3. the runs folder
 
 def test_a_runs_folder_that_fills_up_puts_jobs_back_without_spending_attempts(queue, tmp_path, monkeypatch):
-    import scheduler.worker as worker_module
+    import scheduler.execute.worker as worker_module
     from scheduler.views import status_snapshot
 
     ids = [submit(queue, f"e{i}", "echo", max_attempts=1) for i in range(5)]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, select, text, update
 
 from scheduler.cli import cli
-from scheduler.gpus import ClaimPass, Gpu
+from scheduler.execute.placement import ClaimPass, Gpu
 from scheduler.jobqueue import DELAYED, JobQueue, JobSpec, retry_delay
 from scheduler.store import migrate
 from scheduler.store import queries as q
@@ -265,8 +265,8 @@ def test_logs_follow_waits_for_a_queued_job_to_start_then_follows_it(sqlite_url,
     import sys
     from pathlib import Path
 
-    from scheduler.slots import Slot
-    from scheduler.worker import WorkerLoop, WorkerOptions
+    from scheduler.execute.slots import Slot
+    from scheduler.execute.worker import WorkerLoop, WorkerOptions
     from tests.helpers import step_until
 
     queue = JobQueue(sqlite_url)
@@ -424,8 +424,8 @@ def test_a_job_taken_out_is_removed_whatever_path_the_campaign_has_now(sqlite_ur
 def test_a_failing_shell_job_writes_one_line_not_a_traceback(sqlite_url, tmp_path):
     from pathlib import Path
 
-    from scheduler.slots import Slot
-    from scheduler.worker import WorkerLoop, WorkerOptions
+    from scheduler.execute.slots import Slot
+    from scheduler.execute.worker import WorkerLoop, WorkerOptions
     from tests.helpers import step_until
 
     queue = JobQueue(sqlite_url)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.jobqueue import JobQueue, JobSpec
-from scheduler.slurm import Demand, WorkerJob, WorkerTemplate, plan_scale, workers_needed
+from scheduler.execute.slurm import Demand, WorkerJob, WorkerTemplate, plan_scale, workers_needed
 from tests.conftest import drop_pg_database, fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_the_batch_script_signals_in_time_and_holds_no_password(tmp_path):
     assert "#SBATCH --signal=B:TERM@90" in script and "#SBATCH --gres=gpu:2" in script
     assert "#SBATCH --time=4:00:00" in script and "#SBATCH --constraint=a100" in script
     assert "exec " in script and "--gpus auto" in script and "--idle-exit 5m" in script
-    from scheduler.slurm import bare_url
+    from scheduler.execute.slurm import bare_url
 
     url = bare_url("postgresql://me:s3cret@db/exp")
     assert "s3cret" not in url and url.startswith("postgresql+psycopg://me@db/exp")

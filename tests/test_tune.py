@@ -21,8 +21,8 @@ import pytest
 from scheduler.errors import PlanError
 from scheduler.jobqueue import JobQueue, JobSpec
 from scheduler.plan import build_plan
-from scheduler.slots import Slot
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.slots import Slot
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import keyed_review_sample, review_sample, step_until, submit
 
 DATA = Path(__file__).resolve().parents[1] / "data"

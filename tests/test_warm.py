@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.jobqueue import JobQueue, JobSpec
-from scheduler.slots import Slot
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.slots import Slot
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import step_until, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def _runners_of(worker_pid: int) -> list[int]:
                 cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"scheduler.runner" in cmd and str(worker_pid).encode() in cmd and _alive(int(entry)):
+            if b"scheduler.execute.runner" in cmd and str(worker_pid).encode() in cmd and _alive(int(entry)):
                 found.append(int(entry))
     return found
 
@@ -151,7 +151,7 @@ def test_an_idle_worker_wakes_when_a_job_is_submitted(db_url, tmp_path, monkeypa
     """The loop sleeps on the database (SQLite data_version, PostgreSQL LISTEN), not on a timer."""
     import threading
 
-    from scheduler import worker
+    from scheduler.execute import worker
 
     waits: list[list] = []  # [entered, left (None while waiting), timeout] of each of the loop's waits
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.jobqueue import JobQueue
-from scheduler.slots import Slot, parse_slots
-from scheduler.worker import WorkerLoop, WorkerOptions
+from scheduler.execute.slots import Slot, parse_slots
+from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import step_until, submit, wait_for
 
 
@@ -47,7 +47,7 @@ def runner_pids(worker_pid: int) -> list[int]:
                 cmd = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"scheduler.runner" in cmd and str(worker_pid).encode() in cmd:
+            if b"scheduler.execute.runner" in cmd and str(worker_pid).encode() in cmd:
                 pids.append(int(proc.name))
     return pids
 
@@ -167,7 +167,7 @@ def test_max_jobs_stops_claiming(queue, tmp_path):
 
 
 def test_worker_parent_never_imports_torch():
-    code = ("import sys, scheduler.cli, scheduler.worker, scheduler.runner, scheduler.plan, jobs; "
+    code = ("import sys, scheduler.cli, scheduler.execute.worker, scheduler.execute.runner, scheduler.plan, jobs; "
             "[jobs.get_kind(k) for k in jobs.kind_names()]; "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")

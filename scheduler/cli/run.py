@@ -48,8 +48,8 @@ def worker(ctx, gpus, cpu_slots, gpu_headroom, gpu_context, min_free, max_log_si
       sched worker --gpus 0,1
       sched worker --gpus none --until-empty
     """
-    from ..slots import parse_slots
-    from ..worker import WorkerLoop, WorkerOptions
+    from ..execute.slots import parse_slots
+    from ..execute.worker import WorkerLoop, WorkerOptions
 
     if heartbeat >= lease:
         raise SchedError(f"--heartbeat ({heartbeat}s) must be shorter than --lease ({lease}s)")
@@ -79,7 +79,7 @@ def _duration(option: str, text: str | None) -> float | None:
 
 
 def _size(option: str, text: str, at_least: int | None = None) -> int:
-    from ..gpus import parse_memory
+    from ..resources import parse_memory
 
     if at_least is not None and text.strip() in ("0", "0MiB", "0GiB"):
         return 0

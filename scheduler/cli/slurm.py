@@ -14,7 +14,7 @@ from .app import console, open_queue
 
 def _template(ctx, gpus_per_worker, cpus_per_task, mem, time_limit, partition, account, qos, sbatch_arg,
               cpu_slots, grace, lease, idle_exit, runs):
-    from ..slurm import WorkerTemplate, bare_url, require_postgresql
+    from ..execute.slurm import WorkerTemplate, bare_url, require_postgresql
 
     from ..store.location import resolve_url
 
@@ -77,7 +77,7 @@ def up(ctx, count, gpus_per_worker, cpus_per_task, cpu_slots, mem, time_limit, p
     Example:
       sched slurm up --workers 2 --gpus-per-worker 2 --partition gpu --time 12:00:00
     """
-    from ..slurm import Slurm
+    from ..execute.slurm import Slurm
 
     template = _template(ctx, gpus_per_worker, cpus_per_task, mem, time_limit, partition, account, qos, sbatch_arg,
                          cpu_slots, grace, lease, None if idle_exit in ("0", "never") else idle_exit, runs)
@@ -104,7 +104,7 @@ def scale(ctx, minimum, maximum, every, once, gpus_per_worker, cpus_per_task, cp
       sched slurm scale --max 8 --gpus-per-worker 1 --every 60     # in tmux on the login node
       sched slurm scale --max 8 --gpus-per-worker 1 --once         # from cron
     """
-    from ..slurm import Slurm, scale_once
+    from ..execute.slurm import Slurm, scale_once
 
     if minimum > maximum:
         raise SchedError(f"--min ({minimum}) is more than --max ({maximum})")
@@ -131,7 +131,7 @@ def list_workers(as_json) -> None:
     """
     from rich.table import Table
 
-    from ..slurm import Slurm
+    from ..execute.slurm import Slurm
 
     jobs = Slurm().workers()
     if as_json:
@@ -156,7 +156,7 @@ def down(now) -> None:
       sched slurm down          # let running jobs finish
       sched slurm down --now    # scancel them all
     """
-    from ..slurm import DRAIN_SIGNAL, Slurm
+    from ..execute.slurm import DRAIN_SIGNAL, Slurm
 
     engine = Slurm()
     jobs = engine.workers()

@@ -93,7 +93,7 @@ def add(ctx, kind, name, priority, gpus, gpu_memory, after, max_attempts, timeou
     from rich.text import Text
 
     from ..fmt import visible
-    from ..gpus import gpu_request_text
+    from ..resources import gpu_request_text
     from ..plan import build_plan
     from ..submission import preflight
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from ..gpus import slot_gpus
+from ..resources import slot_gpus
 from .schema import busy, jobs
 
 BUCKET_S = 300

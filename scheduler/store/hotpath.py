@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from ..gpus import slot_gpus
+from ..resources import slot_gpus
 from . import busy, schema
 from . import queries as q
 

@@ -167,7 +167,7 @@ def upcoming_kinds(conn: Connection, limit: int) -> list[str]:
     return list(dict.fromkeys(conn.execute(UPCOMING_KINDS, {"limit": limit}).scalars()))
 
 
-# ---- GPU claims (scheduler/gpus.py decides the placement) --------------------------------------
+# ---- GPU claims (scheduler/execute/placement.py decides the placement) --------------------------------------
 
 # The runnable GPU jobs a worker with `slot_gpus` GPUs could run, in claim order; locked (others
 # skip them on PostgreSQL) until the claim pass commits.

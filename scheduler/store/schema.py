@@ -73,7 +73,7 @@ jobs = Table(
     Column("source", Text, nullable=True),  # the queue file that submitted it, or "sched add"
     Column("reused_from", Integer, nullable=True),  # the succeeded job whose results stand for this one
     Column("hooks", JSON, nullable=True),  # {"on_finish": argv, "on_failure": argv}
-    # GPU memory (scheduler/gpus.py): its `gpu_memory:` (MiB, or auto), the key its like share
+    # GPU memory (scheduler/resources.py): its `gpu_memory:` (MiB, or auto), the key its like share
     # recorded peaks under, whole GPU after an out-of-memory on a shared one, the share it was
     # placed with, and the peak torch reserved (MiB).
     Column("gpu_memory_mib", Integer, nullable=True),

@@ -1,4 +1,4 @@
-"""The child process that runs jobs: `python -m scheduler.runner --serve PARENT_PID REPORT_FD [MODULE...]`.
+"""The child process that runs jobs: `python -m scheduler.execute.runner --serve PARENT_PID REPORT_FD [MODULE...]`.
 
 The worker starts it as a fresh interpreter (never a fork: a forked CUDA context is unusable, and
 the worker must never have imported torch), in its own session, with the slot's environment. The
@@ -89,8 +89,8 @@ class QueueLink:
 
     def records(self):
         if self._records is None:
-            from .jobqueue import JobQueue
-            from .records import Records
+            from ..jobqueue import JobQueue
+            from ..records import Records
 
             self._queue = JobQueue(self.url)
             self._records = Records(self._queue)
@@ -119,7 +119,7 @@ class LazyReporter:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "--serve":
-        sys.exit("usage: python -m scheduler.runner --serve PARENT_PID REPORT_FD [MODULE...]")
+        sys.exit("usage: python -m scheduler.execute.runner --serve PARENT_PID REPORT_FD [MODULE...]")
     parent_pid, reports = int(argv[1]), _Reports(int(argv[2]))
     # The handler first: Linux may send the signal as soon as prctl has run.
     signal.signal(WORKER_GONE_SIGNAL, _worker_gone)
@@ -142,7 +142,7 @@ def _preload(modules: list[str]) -> None:
     """Import what the next jobs will need, before they are claimed (a missing one is left out)."""
     import jobs  # noqa: F401 - the registry, for every job
 
-    from . import jobqueue, records  # noqa: F401 - the database, for any job that reports
+    from .. import jobqueue, records
 
     for name in modules:
         try:
@@ -197,7 +197,7 @@ def url_with_password(url: str, password: str | None) -> str:
     """The database URL with the password the worker sent (it is kept out of the job's environment)."""
     if password is None:
         return url
-    from .store.engine import with_password
+    from ..store.engine import with_password
 
     return with_password(url, password)
 
@@ -208,7 +208,7 @@ def job_context(job: dict, stop, reporter, url: str | None):
 
     from jobs.context import JobContext
 
-    from .store.studies import open_storage
+    from ..store.studies import open_storage
 
     return JobContext(job_id=job["id"], name=job["name"], output_dir=Path(job["output_dir"]),
                       device=os.environ.get("SCHED_DEVICE", "cpu"), reporter=reporter,
@@ -221,7 +221,7 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
     from jobs import get_kind, gpu
     from jobs.context import Preempted
 
-    from .outage import BufferedReporter
+    from ..outage import BufferedReporter
 
     output_dir = Path(job["output_dir"])
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
@@ -291,7 +291,7 @@ def failure_of(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line reason) of a job that raised `exc`; its traceback goes to the log.
 
     The ranks of a data-parallel job printed their own tracebacks: their failure arrives as the
-    reason and exit code of the rank that failed first (scheduler.dataparallel.RanksFailed)."""
+    reason and exit code of the rank that failed first (scheduler.execute.dataparallel.RanksFailed)."""
     from .dataparallel import RanksFailed
 
     if isinstance(exc, RanksFailed):
@@ -315,7 +315,7 @@ def _preflight(kind, params, name: str, reporter) -> None:
         return
     from jobs.preflight import OtherJob, Preflight
 
-    from .errors import NotFound
+    from ..errors import NotFound
 
     def lookup(other: str) -> OtherJob | None:
         try:

@@ -13,7 +13,7 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
-from .jobqueue import JobQueue
+from ..jobqueue import JobQueue
 
 log = logging.getLogger("sched.reaper")
 
@@ -56,7 +56,7 @@ class Reaper:
         if lost:
             log.error("job(s) %s lost: lease expired with no attempt left", ", ".join(map(str, lost)))
             from .hooks import run_hooks
-            from .store.states import LOST
+            from ..store.states import LOST
 
             for job_id in lost:
                 run_hooks(self.queue, job_id, LOST)
@@ -75,7 +75,7 @@ def start_reaper(queue: JobQueue, interval_s: float, *, worker_id: int | None = 
     The reaper's interval also bounds how late a cron added from another process is noticed:
     the scheduler reads the cron store each time it wakes up.
     """
-    from .cron import attach
+    from ..cron import attach
 
     reaper = Reaper(queue, worker_id, lease_s)
     scheduler = BackgroundScheduler(daemon=True, timezone="UTC")

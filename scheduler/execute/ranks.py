@@ -1,4 +1,4 @@
-"""One rank of a data-parallel job: `python -m scheduler.ranks SPEC_FILE`, started by torchrun.
+"""One rank of a data-parallel job: `python -m scheduler.execute.ranks SPEC_FILE`, started by torchrun.
 
 The runner (scheduler/dataparallel.py) writes SPEC_FILE (the job, the database URL without its
 password) and starts torchrun, which starts one of these per GPU with RANK, LOCAL_RANK and
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGUSR1, stop.set)
     if len(argv) != 1:
-        sys.exit("usage: python -m scheduler.ranks SPEC_FILE (started by torchrun; see scheduler/dataparallel.py)")
+        sys.exit("usage: python -m scheduler.execute.ranks SPEC_FILE (started by torchrun; see scheduler/dataparallel.py)")
     spec = json.loads(Path(argv[0]).read_text())
     job, rank = spec["job"], int(os.environ.get("RANK", "0"))
     output_dir = Path(job["output_dir"])
@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
         attach_log(str(output_dir / f"rank-{rank}.log"))
     queue = QueueLink()
     queue.set_url(url_with_password(spec["db_url"], password))
-    from .outage import BufferedReporter
+    from ..outage import BufferedReporter
 
     reporter = BufferedReporter(LazyReporter(queue) if rank == 0 else Follower(LazyReporter(queue)))
     try:

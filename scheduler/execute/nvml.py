@@ -27,7 +27,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from .errors import SchedError
+from ..errors import SchedError
 
 log = logging.getLogger("sched.worker")
 

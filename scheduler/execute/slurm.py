@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SchedError
+from ..errors import SchedError
 
 JOB_NAME = "sched-worker"
 SIGNAL_MARGIN_S = 30  # besides the grace: the worker's step, the runner's stop, the checkpoint's write
@@ -156,7 +156,7 @@ def _gres_gpus(gres: str) -> int:
 
 
 def require_postgresql(url: str) -> None:
-    from .store.engine import parse_url
+    from ..store.engine import parse_url
 
     if parse_url(url).get_backend_name() != "postgresql":
         raise SchedError("sched slurm needs a PostgreSQL queue (--db postgresql://USER@HOST/DB): the workers run "
@@ -165,7 +165,7 @@ def require_postgresql(url: str) -> None:
 
 def bare_url(url: str) -> str:
     """The URL a batch script may hold: no password (the workers read ~/.pgpass or a service file)."""
-    from .store.engine import normalize_url, without_password
+    from ..store.engine import normalize_url, without_password
 
     return without_password(normalize_url(url))[0]
 
@@ -182,7 +182,7 @@ class Demand:
 
 def demand(queue) -> Demand:
     """What the queue holds that workers could run (queued jobs, dependencies met or not)."""
-    from .store import queries as q
+    from ..store import queries as q
 
     with queue.read() as conn:
         rows = q.queued_gpu_asks(conn)

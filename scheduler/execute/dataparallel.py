@@ -3,7 +3,7 @@
 A kind with `data_parallel` (finetune, tapt) given k > 1 GPUs (SCHED_PROCESSES=k from the worker)
 does not run in the runner: the runner writes the job to SPEC_FILE in its folder and starts
 
-    python -m torch.distributed.run --standalone --nproc-per-node k -m scheduler.ranks SPEC_FILE
+    python -m torch.distributed.run --standalone --nproc-per-node k -m scheduler.execute.ranks SPEC_FILE
 
 torchrun is the standard launcher: it sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous the
 HF Trainer's DDP reads, and stops every rank when one fails. A stop request (SIGTERM or SIGUSR1
@@ -51,7 +51,7 @@ class RanksFailed(Exception):
 def run_ranks(job: dict, processes: int, stop, url: str) -> None:
     """Run `job` as `processes` ranks under torchrun; return when all succeeded, else raise
     Preempted (stopped on request) or RanksFailed."""
-    from .store.engine import without_password
+    from ..store.engine import without_password
 
     output_dir = Path(job["output_dir"])
     bare_url, password = without_password(url)
@@ -59,7 +59,7 @@ def run_ranks(job: dict, processes: int, stop, url: str) -> None:
     spec.write_text(json.dumps({"job": job, "db_url": bare_url}))
     shutil.rmtree(output_dir / ENDINGS, ignore_errors=True)  # an earlier attempt's
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-               str(processes), "-m", "scheduler.ranks", str(spec)]
+               str(processes), "-m", "scheduler.execute.ranks", str(spec)]
     print(f"data-parallel: {processes} processes through torchrun", flush=True)
     secret = _password_file(password)
     try:

@@ -23,8 +23,8 @@ import subprocess
 import threading
 import time
 
-from .fmt import visible
-from .store.states import CANCELLED, FAILED, KILLED, LOST, SUCCEEDED
+from ..fmt import visible
+from ..store.states import CANCELLED, FAILED, KILLED, LOST, SUCCEEDED
 
 log = logging.getLogger("sched.hooks")
 
@@ -46,7 +46,7 @@ def run_hooks(queue, job_id: int, status: str) -> list[subprocess.Popen]:
 
 
 def _start(queue, job_id: int, status: str) -> list[subprocess.Popen]:
-    from .records import Records
+    from ..records import Records
 
     reap()
     record = Records(queue).job(job_id)

@@ -1,17 +1,17 @@
 """The worker loop: GPU slots and CPU slots, one runner process per job, the parent owns the database.
 
 CPU slots run jobs that ask no GPU, one at a time each. GPU jobs are placed by a claim pass over
-the worker's GPUs (scheduler/gpus.py): whole GPUs, k GPUs at once, or a memory share of one GPU;
+the worker's GPUs (scheduler/execute/placement.py): whole GPUs, k GPUs at once, or a memory share of one GPU;
 the first job that does not fit reserves the free GPUs it needs.
 
 `run_once()` is one step (reap finished jobs, renew leases, enforce timeouts and cancels, claim
 for free slots and GPUs, keep a spare runner per slot); `run()` repeats it, sleeping between steps until a
-runner reports, the queue's database changes, or a heartbeat is due (`scheduler.wakeup`). Tests
+runner reports, the queue's database changes, or a heartbeat is due (`scheduler.execute.wakeup`). Tests
 drive `run_once` directly instead of sleeping.
 
 Warm (the default of `sched worker`): each slot keeps a spare runner that has already imported
 what the next jobs need, and a runner whose job's kind is reusable takes the slot's next job in
-the same process (`scheduler.launch`). Cold: a new runner per claimed job.
+the same process (`scheduler.execute.launch`). Cold: a new runner per claimed job.
 """
 
 from __future__ import annotations
@@ -35,31 +35,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.proc import kill_all, processes_with
 
-from .gpus import (
-    DEFAULT_CONTEXT_MIB,
-    DEFAULT_HEADROOM_MIB,
-    ClaimPass,
-    Gpu,
-    Held,
-    Placement,
-    Reservation,
-    fmt_mib,
-)
+from ..resources import DEFAULT_CONTEXT_MIB, DEFAULT_HEADROOM_MIB, fmt_mib
+from .placement import ClaimPass, Gpu, Held, Placement, Reservation
 from .hooks import reap as reap_hooks
 from .hooks import run_hooks
-from .jobqueue import DEFAULT_LEASE_S, GPU_CANDIDATES_LIMIT, ClaimedJob, JobQueue
+from ..jobqueue import DEFAULT_LEASE_S, GPU_CANDIDATES_LIMIT, ClaimedJob, JobQueue
 from .launch import RunnerProc, header, start_runner
 from .runner import CUDA_UNUSABLE_EXIT, ERROR_FILE, GPU_OOM_EXIT, INPUT_ERROR_EXIT, PREEMPTED_EXIT
 from .slots import Slot, gpu_readings, nvml_inventory, placement_env
-from .store.states import (
-    CANCELLED,
-    FAILED,
-    KILLED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    WorkerState,
-)
+from ..store.states import CANCELLED, FAILED, KILLED, QUEUED, RUNNING, SUCCEEDED, WorkerState
 from .wakeup import Wakeup
 
 RUN_TOKEN = "SCHED_RUN_TOKEN"  # in every job process's environment: finds what a dead runner left
@@ -299,7 +283,7 @@ class WorkerLoop:
     def _recreate_tables(self, message: str) -> None:
         """The database was dropped and created again (its tables are gone): build them again and
         register this worker anew. The jobs it was running are no longer in any queue: stopped."""
-        from .store.migrate import ensure_schema
+        from ..store.migrate import ensure_schema
 
         try:
             ensure_schema(self.queue.engine)
@@ -670,7 +654,7 @@ class WorkerLoop:
         return started
 
     def _claim_on_gpus(self, now: float) -> bool:
-        """One claim pass over this worker's GPUs (scheduler/gpus.py)."""
+        """One claim pass over this worker's GPUs (scheduler/execute/placement.py)."""
         # A pass even when every GPU is busy: it renews the reservation (for `sched status` and
         # for preemption) from the queue as it is now.
         claim_pass = ClaimPass(self._gpus_now(list(self.children.values())), self.options.gpu_headroom_mib,
@@ -807,7 +791,7 @@ class WorkerLoop:
 
     def _runner_env(self, slot: Slot) -> dict[str, str]:
         """A runner's environment before any job: the slot's (its GPU, its CPU threads)."""
-        from .store.engine import without_password
+        from ..store.engine import without_password
 
         env = {**os.environ, **slot.child_env(slot.gpus), "PYTHONUNBUFFERED": "1"}
         env.pop(RUN_TOKEN, None)
@@ -831,7 +815,7 @@ class WorkerLoop:
 
     def _spawn(self, job: ClaimedJob, slot: Slot, placement: Placement | None) -> tuple[RunnerProc, bool]:
         """Hand a claimed job to a runner; (runner, whether it was warm)."""
-        from .store.engine import without_password
+        from ..store.engine import without_password
 
         make_run_folder(Path(self.options.runs_root), Path(job.output_dir))
         runner, warm = self._take_runner(slot, placement is not None)
@@ -912,7 +896,7 @@ def cap_log(path: str, limit: int) -> bool:
 
 def _file_identity(url: str | None) -> tuple[int, int] | None:
     """(device, inode) of a SQLite database file; None for other databases, or when it is missing."""
-    from .store.engine import sqlite_path
+    from ..store.engine import sqlite_path
 
     try:
         path = sqlite_path(url) if url else None

@@ -15,8 +15,8 @@ import logging
 import select
 import time
 
-from .store.engine import normalize_url, sqlite_path
-from .store.queries import NOTIFY_CHANNEL
+from ..store.engine import normalize_url, sqlite_path
+from ..store.queries import NOTIFY_CHANNEL
 
 log = logging.getLogger("sched.worker")
 

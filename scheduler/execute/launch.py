@@ -1,5 +1,5 @@
 """Runner processes seen from the worker: start one (as a slot's spare, before any job is claimed),
-hand it a job, read what it reports. The protocol is in `scheduler.runner`.
+hand it a job, read what it reports. The protocol is in `scheduler.execute.runner`.
 
 A spare imports what the next jobs need while the slot is still busy, so a claimed job starts at
 once; a runner whose job's kind is reusable (shell and the other light kinds) takes the slot's
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from .fmt import visible
+from ..fmt import visible
 
 
 @dataclass
@@ -81,7 +81,7 @@ def start_runner(env: dict[str, str], modules: tuple[str, ...] = (), *, log=subp
     os.set_blocking(read_end, False)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.runner", "--serve", str(os.getpid()), str(write_end), *modules],
+            [sys.executable, "-m", "scheduler.execute.runner", "--serve", str(os.getpid()), str(write_end), *modules],
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env, text=True,
             start_new_session=True, cwd=os.getcwd(), pass_fds=(write_end,))
     except BaseException:

@@ -10,8 +10,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from .errors import SchedError
-from .gpus import DEFAULT_CONTEXT_MIB
+from ..errors import SchedError
+from ..resources import DEFAULT_CONTEXT_MIB
 from .nvml import SESSION, VISIBLE, Device
 
 log = logging.getLogger("sched.worker")
@@ -57,11 +57,11 @@ def _device_order() -> dict[str, str]:
 
 def placement_env(gpus: tuple[int, ...], share_mib: int | None, names: dict[int, str] | None = None,
                   context_mib: int = DEFAULT_CONTEXT_MIB) -> dict[str, str]:
-    """Environment of a GPU job placed on `gpus` (scheduler/gpus.py): it sees those GPUs only (by
+    """Environment of a GPU job placed on `gpus` (scheduler/execute/placement.py): it sees those GPUs only (by
     `names`: the allocation's names for them, else their indices); a data-parallel kind starts one
     process per GPU (SCHED_PROCESSES); a shared job knows its share and the context allowance in
     it (the runner caps torch's allocator to the share less the allowance)."""
-    from .gpus import slot_name
+    from ..resources import slot_name
 
     names = names or {}
     env = {**_device_order(), VISIBLE: ",".join(names.get(i, str(i)) for i in gpus),
@@ -140,9 +140,9 @@ def _listed(spec: str, usable: list[Device], why: str, inherited: str | None) ->
 
 
 def nvml_inventory(indices: list[int]):
-    """Memory of these GPUs now (scheduler.gpus.Gpu: total and free MiB; None where unknown; a
+    """Memory of these GPUs now (scheduler.execute.placement.Gpu: total and free MiB; None where unknown; a
     GPU NVML cannot read is lost: no job is placed on it)."""
-    from .gpus import Gpu
+    from .placement import Gpu
 
     readings = {r["gpu"]: r for r in (gpu_readings(indices) or [])}
     gpus = []
