@@ -94,11 +94,7 @@ class _Common(BaseModel):
     @field_validator("retry_delay")
     @classmethod
     def _check_retry_delay(cls, value):
-        try:
-            check_retry_delay(parse_duration(value), "retry_delay")
-        except PlanError as exc:
-            raise ValueError(str(exc).removeprefix("retry_delay: ")) from None
-        return value
+        return _checked_duration(value, check_retry_delay, "retry_delay")
 
     @field_validator("not_before")
     @classmethod
@@ -109,11 +105,7 @@ class _Common(BaseModel):
     @field_validator("timeout")
     @classmethod
     def _check_timeout(cls, value):
-        try:
-            check_timeout(parse_duration(value), "timeout")
-        except PlanError as exc:
-            raise ValueError(str(exc).removeprefix("timeout: ")) from None
-        return value
+        return _checked_duration(value, check_timeout, "timeout")
 
 
 class Defaults(_Common):
@@ -560,3 +552,12 @@ def _check_acyclic(specs: list[JobSpec], where: str) -> None:
     for name in graph:
         if state.get(name) is None:
             visit(name, [name])
+
+
+def _checked_duration(value, check, field: str):
+    """`value` when it is a duration `check` accepts; else the ValueError pydantic reports on `field`."""
+    try:
+        check(parse_duration(value), field)
+    except PlanError as exc:
+        raise ValueError(str(exc).removeprefix(f"{field}: ")) from None
+    return value
