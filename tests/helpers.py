@@ -32,6 +32,15 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def submit(queue, name: str, kind: str, **fields) -> int:
     """Submit one job; `fields` are JobSpec fields (params=..., priority=...). A failed attempt is
     retried at once unless `retry_delay_s` says otherwise (the queue's default waits 30 s)."""

@@ -21,28 +21,15 @@ from scheduler.jobqueue import JobQueue
 from scheduler.execute.slots import Slot
 from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.conftest import drop_pg_database, fresh_pg_database
-from tests.helpers import step_until, submit
+from tests.helpers import alive, step_until, submit, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def _read_pid(path: Path) -> int:
-    _wait_for(lambda: path.exists() and path.read_text().strip(), 30, f"{path} never written")
+    wait_for(lambda: path.exists() and path.read_text().strip(), 30, f"{path} never written")
     return int(path.read_text().split()[0])
 
 
@@ -62,10 +49,10 @@ def test_a_killed_worker_leaves_no_process_of_its_job(program, db_url, tmp_path)
     submit(queue, "sleeper", "shell", params={"argv": ["sh", "-c", program.format(pid=pid_file)]}, max_attempts=2)
     worker = _worker(db_url, tmp_path)
     sleeper = _read_pid(pid_file)
-    assert _alive(sleeper)
+    assert alive(sleeper)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    _wait_for(lambda: not _alive(sleeper), 5, "the job's program outlived its worker")
+    wait_for(lambda: not alive(sleeper), 5, "the job's program outlived its worker")
     queue.dispose()
 
 
@@ -81,7 +68,7 @@ def test_a_runner_killed_abruptly_leaves_nothing_behind(sqlite_url, tmp_path):
     step_until(loop, lambda: queue.get(job_id).status not in ("queued", "running"), timeout=60)
     assert queue.get(job_id).status == "killed"
     daemon = _read_pid(pid_file)
-    _wait_for(lambda: not _alive(daemon), 5, "the daemon of a runner killed with SIGKILL lived on")
+    wait_for(lambda: not alive(daemon), 5, "the daemon of a runner killed with SIGKILL lived on")
     queue.dispose()
 
 
@@ -125,16 +112,16 @@ def test_a_worker_that_cannot_renew_stops_its_job_before_the_lease_runs_out_and_
 
     try:
         runner.start()
-        _wait_for(lambda: probe.get(job_id).status == "running" and pids.exists(), 60, "job never started")
+        wait_for(lambda: probe.get(job_id).status == "running" and pids.exists(), 60, "job never started")
         first = int(pids.read_text().split()[0])
         outage.down.set()
-        _wait_for(lambda: loop.database_was_down and lease_left() < 0, 30,
+        wait_for(lambda: loop.database_was_down and lease_left() < 0, 30,
                   "the worker never met the outage, or the outage never outlasted the lease")
         # By the time the lease ran out, the job was gone: another worker may now run it safely.
-        assert not _alive(first), "the job outlived its lease while its worker could not renew it"
+        assert not alive(first), "the job outlived its lease while its worker could not renew it"
         outage.down.clear()
         # After the outage: queued again as preempted (no attempt spent), then run again here.
-        _wait_for(lambda: len(pids.read_text().split()) == 2, 30, "the job was not run again after the outage")
+        wait_for(lambda: len(pids.read_text().split()) == 2, 30, "the job was not run again after the outage")
         go.touch()
         runner.join(timeout=60)
         assert not runner.is_alive()
@@ -159,18 +146,18 @@ def test_a_worker_rebuilds_a_dropped_and_recreated_database_and_registers_again(
         queue = JobQueue(url)
         submit(queue, "before", "echo")
         worker = _worker(url, tmp_path)
-        _wait_for(lambda: queue.get("before").status == "succeeded", 60, "first job never ran")
+        wait_for(lambda: queue.get("before").status == "succeeded", 60, "first job never ran")
         queue.dispose()
         drop_pg_database(name)
         from tests.conftest import _pg_admin
 
         with _pg_admin() as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
-        _wait_for(lambda: _live_workers(url), 60, "the worker never rebuilt the tables and registered")
+        wait_for(lambda: _live_workers(url), 60, "the worker never rebuilt the tables and registered")
         queue = JobQueue(url)
         assert [w["host"] for w in status_snapshot(queue, all_jobs=False)["workers"]]
         submit(queue, "after", "echo")
-        _wait_for(lambda: queue.get("after").status == "succeeded", 60, "the worker did not run new jobs")
+        wait_for(lambda: queue.get("after").status == "succeeded", 60, "the worker did not run new jobs")
         queue.dispose()
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0

@@ -8,11 +8,11 @@ hold the database password."""
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from scheduler.jobqueue import JobQueue, run_folder_name
 from scheduler.execute.slots import Slot
 from scheduler.execute.worker import WorkerLoop, WorkerOptions, cap_log
 from tests.conftest import drop_pg_database, fresh_pg_database
-from tests.helpers import step_until, submit
+from tests.helpers import alive, step_until, submit, wait_for
 from tests.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,12 +52,6 @@ def _worker(url: str, tmp_path: Path, name: str, *extra: str) -> subprocess.Pope
     return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
 
 def _runs_by_pid(trace: Path) -> dict[int, tuple[float, float]]:
     """(first, last) time each copy of the job wrote to its trace."""
@@ -83,13 +77,6 @@ def _steps_until(loop, done, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
-
 
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
@@ -107,15 +94,15 @@ def test_a_worker_cut_off_from_the_database_stops_its_job_before_another_worker_
     cut_off = _worker(_through(pg_url, proxy), tmp_path, "a")
     direct = None
     try:
-        _wait_for(lambda: queue.get(job_id).status == "running" and trace.exists(), 60, "worker A never started it")
+        wait_for(lambda: queue.get(job_id).status == "running" and trace.exists(), 60, "worker A never started it")
         first_worker = queue.get(job_id).worker_id
         (a_pid,) = _runs_by_pid(trace)
         proxy.cut()
         cut_at = time.time()
         direct = _worker(pg_url, tmp_path, "b")
-        _wait_for(lambda: len(_runs_by_pid(trace)) == 2, 120, "worker B never started the job")
-        a_alive_when_b_started = _alive(a_pid)
-        _wait_for(lambda: queue.get(job_id).status == "succeeded", 120, "worker B never finished the job")
+        wait_for(lambda: len(_runs_by_pid(trace)) == 2, 120, "worker B never started the job")
+        a_alive_when_b_started = alive(a_pid)
+        wait_for(lambda: queue.get(job_id).status == "succeeded", 120, "worker B never finished the job")
         assert not a_alive_when_b_started, "worker A's copy was still alive when worker B started its own"
         row = queue.get(job_id)
         assert row.worker_id != first_worker
@@ -136,44 +123,40 @@ def test_a_worker_cut_off_from_the_database_stops_its_job_before_another_worker_
         queue.dispose()
 
 
-def test_sigterm_during_an_outage_stops_the_running_job_within_the_grace(pg_url, tmp_path, ticker):
+@contextmanager
+def _ticker_behind_a_proxy(pg_url: str, tmp_path: Path, *worker_args: str):
+    """A long job run by a worker that reaches PostgreSQL through a proxy: (proxy, worker, job's pid)."""
     proxy = Proxy(5432)
     trace = tmp_path / "trace"
     queue = JobQueue(pg_url)
     job_id = submit(queue, "long", "ticker", params={"steps": 600, "every": 0.1, "trace": str(trace)})
-    worker = _worker(_through(pg_url, proxy), tmp_path, "a", "--lease", "60", "--heartbeat", "5")
+    worker = _worker(_through(pg_url, proxy), tmp_path, "a", *worker_args)
     try:
-        _wait_for(lambda: queue.get(job_id).status == "running" and trace.exists(), 60, "never started")
+        wait_for(lambda: queue.get(job_id).status == "running" and trace.exists(), 60, "never started")
         (pid,) = _runs_by_pid(trace)
+        yield proxy, worker, pid
+    finally:
+        proxy.close()
+        _stop(worker)
+        queue.dispose()
+
+
+def test_sigterm_during_an_outage_stops_the_running_job_within_the_grace(pg_url, tmp_path, ticker):
+    with _ticker_behind_a_proxy(pg_url, tmp_path, "--lease", "60", "--heartbeat", "5") as (proxy, worker, pid):
         proxy.stall()  # every database call of the worker now hangs
         time.sleep(1.0)
         worker.send_signal(signal.SIGTERM)
-        _wait_for(lambda: not _alive(pid), 3.5, "the job was not stopped within the grace")  # --grace 1
+        wait_for(lambda: not alive(pid), 3.5, "the job was not stopped within the grace")  # --grace 1
         proxy.restore()
         worker.wait(timeout=30)  # and once its calls return, the worker ends
-    finally:
-        proxy.close()
-        _stop(worker)
-        queue.dispose()
 
 
 def test_a_stalled_database_does_not_keep_a_job_past_its_timeout_or_lease(pg_url, tmp_path, ticker):
-    proxy = Proxy(5432)
-    trace = tmp_path / "trace"
-    queue = JobQueue(pg_url)
-    job_id = submit(queue, "long", "ticker", params={"steps": 600, "every": 0.1, "trace": str(trace)})
-    worker = _worker(_through(pg_url, proxy), tmp_path, "a")  # lease 4 s
-    try:
-        _wait_for(lambda: queue.get(job_id).status == "running" and trace.exists(), 60, "never started")
-        (pid,) = _runs_by_pid(trace)
+    with _ticker_behind_a_proxy(pg_url, tmp_path) as (proxy, _worker_proc, pid):  # lease 4 s
         proxy.stall()
         stalled = time.monotonic()
-        _wait_for(lambda: not _alive(pid), 10, "the job outlived its lease while the database hung")
+        wait_for(lambda: not alive(pid), 10, "the job outlived its lease while the database hung")
         assert time.monotonic() - stalled < 4.5
-    finally:
-        proxy.close()
-        _stop(worker)
-        queue.dispose()
 
 
 # ---------------------------------------------------------------- 2. a brief outage and a running job

@@ -72,43 +72,34 @@ def placement_env(gpus: tuple[int, ...], share_mib: int | None, names: dict[int,
     return env
 
 
-def nvml_gpu_count() -> tuple[int, str]:
-    """(Number of NVIDIA GPUs NVML sees, why none when 0)."""
-    devices, why = SESSION.devices()
-    return len(devices), why
-
-
 def cpu_slot_list(count: int) -> list[Slot]:
     threads = max(1, (os.cpu_count() or 1) // count)
     return [Slot(f"cpu{i}", None, threads) for i in range(count)]
 
 
-def parse_slots(spec: str, cpu_slots: int = 1, gpu_count: tuple[int, str] | None = None,
-                devices: tuple[list[Device], str] | None = None) -> list[Slot]:
+def parse_slots(spec: str, cpu_slots: int = 1, gpu_count: tuple[int, str] | None = None) -> list[Slot]:
     """`--gpus` value -> slots: one per GPU (`0,1`: those; `auto`: every GPU this worker may use;
     `none`: none), then `cpu_slots` CPU slots for jobs that ask no GPU.
 
     The GPUs this worker may use: those NVML sees, or only those named by an inherited
-    CUDA_VISIBLE_DEVICES (scheduler/nvml.py). `devices` (or `gpu_count`: that many, numbered from
-    0) gives them instead of asking NVML."""
+    CUDA_VISIBLE_DEVICES (scheduler/execute/nvml.py). `gpu_count` (that many, numbered from 0, and
+    why none when 0) gives them instead of asking NVML."""
     spec = spec.strip().lower()
     if cpu_slots < 1:
         raise SchedError("--cpu-slots must be at least 1")
     if spec == "none":
         return cpu_slot_list(cpu_slots)
     inherited = os.environ.get(VISIBLE)
-    from_nvml = devices is None and gpu_count is None
-    if devices is None:
-        devices = ([Device(i, str(i)) for i in range(gpu_count[0])], gpu_count[1]) if gpu_count is not None \
-            else SESSION.devices(inherited)
-    usable, why = devices
+    from_nvml = gpu_count is None
+    usable, why = SESSION.devices(inherited) if from_nvml else \
+        ([Device(i, str(i)) for i in range(gpu_count[0])], gpu_count[1])
     if spec == "auto":
         if not usable:
             log.warning("--gpus auto: no GPU found (%s); running %d CPU slot(s): jobs that need a GPU wait",
                         why, cpu_slots)
         chosen = usable
     else:
-        chosen = _listed(spec, usable, why, inherited if gpu_count is None else None)
+        chosen = _listed(spec, usable, why, inherited if from_nvml else None)
     if from_nvml:
         SESSION.mig_note(chosen)
     return [_gpu_slot(d) for d in chosen] + cpu_slot_list(cpu_slots)

@@ -131,7 +131,11 @@ class WorkerLoop:
         if not self.stopping:
             log.warning("stopping: asking %d running job(s) to stop", len(self.children))
         self.stopping = True
-        if self._wake_w is not None:  # an idle run() is waiting: wake it now (safe in a signal handler)
+        self._wake()
+
+    def _wake(self) -> None:
+        """An idle run() is waiting: wake it now (safe in a signal handler)."""
+        if self._wake_w is not None:
             try:
                 os.write(self._wake_w, b"x")
             except OSError:
@@ -208,11 +212,7 @@ class WorkerLoop:
         if not self.draining:
             log.warning("draining: %d running job(s) finish, then this worker exits", len(self.children))
         self.draining = True
-        if self._wake_w is not None:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
+        self._wake()
 
     def _idle_too_long(self, idle_since: float) -> bool:
         limit = self.options.idle_exit_s
@@ -270,8 +270,8 @@ class WorkerLoop:
     def _after_database_error(self, exc: SQLAlchemyError, failures: int) -> float:
         """The database is unreachable, locked, or lost its tables: keep the jobs running and try
         again soon. The wait stays well under the lease (at most half a heartbeat interval), and
-        the first step that reaches the database renews every lease before anything else, so an
-        outage longer than the lease does not cost this worker its jobs."""
+        the first step that reaches the database renews every lease before anything else; a job
+        whose lease could not be renewed in time is stopped meanwhile (`_guard_leases`)."""
         self.database_was_down = True
         message = str(exc).splitlines()[0]
         if _tables_missing(exc):
@@ -339,9 +339,7 @@ class WorkerLoop:
         changed = self._reap_finished()
         self._renew_leases(now)
         self._local_duties(now)
-        if self.stopping:
-            pass
-        elif not self.draining and self._can_claim(now) and not self._max_jobs_reached():
+        if not (self.stopping or self.draining) and self._can_claim(now) and not self._max_jobs_reached():
             changed |= self._claim_for_free_slots(now)
             if not changed:
                 self._preempt_for_waiting_jobs(now)
@@ -506,11 +504,11 @@ class WorkerLoop:
             child.last_heartbeat = now
             sent = time.monotonic()  # the database set the lease from its clock after this moment
             reply = self.queue.heartbeat(child.job.id, self.worker_id, lease_s=self.options.lease_s)
-            if reply.lease_held:
-                child.renewed_at = sent
             if not reply.lease_held:
                 self._signal(child, "lease_lost", now, signal.SIGKILL)
-            elif reply.cancel_requested and child.stop_reason != "cancel":
+                continue
+            child.renewed_at = sent
+            if reply.cancel_requested and child.stop_reason != "cancel":
                 self._signal(child, "cancel", now)
 
     def _gpu_stats(self) -> list[dict] | None:
