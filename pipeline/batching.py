@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,6 +76,19 @@ class PadCollator:
         return batch
 
 
+def seed_masker(masker: DataCollatorForLanguageModeling) -> None:
+    """Make the masker's seeded generator, whichever 5.x signature ``create_rng`` has.
+
+    Up to transformers 5.17 it takes no argument (the tensor type comes from ``return_tensors``);
+    later releases take the tensor type. The collator is called outside ``torch_call``, which would
+    otherwise make it.
+    """
+    if "return_tensors" in inspect.signature(masker.create_rng).parameters:
+        masker.create_rng("pt")
+    else:
+        masker.create_rng()
+
+
 class MLMPadCollator(PadCollator):
     """Dynamic padding, then the masking of ``DataCollatorForLanguageModeling`` (optionally whole-word).
 
@@ -101,7 +115,7 @@ class MLMPadCollator(PadCollator):
         special = torch.isin(input_ids, self.special_ids) | (attention_mask == 0)
         offsets = pad_ids([f["offset_mapping"] for f in features], 0, width) if self.whole_word_mask else None
         if self.masker.seed is not None and self.masker.generator is None:
-            self.masker.create_rng("pt")
+            seed_masker(self.masker)
         masked, labels = self.masker.torch_mask_tokens(input_ids, special_tokens_mask=special.long(),
                                                        offset_mapping=offsets)
         return {"input_ids": masked, "attention_mask": attention_mask, "labels": labels}

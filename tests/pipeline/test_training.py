@@ -255,3 +255,27 @@ def test_resume_skips_a_checkpoint_a_kill_left_half_written(small_split, tiny_cf
     result = finetune(cfg, data, small_split.val, None, tmp_path)
     assert result.resumed_from.endswith("checkpoint-10") and result.epochs_run == 2
     assert not half.exists()
+
+
+@pytest.mark.parametrize("takes_tensor_type", [True, False], ids=["create_rng(pt)", "create_rng()"])
+def test_seeded_masking_works_with_either_create_rng_signature(tiny_model, takes_tensor_type, monkeypatch):
+    # transformers up to 5.17 has create_rng(self); later 5.x has create_rng(self, return_tensors).
+    from transformers import AutoTokenizer
+
+    from pipeline.batching import MLMPadCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [{"input_ids": np.array(tokenizer("정말 재미있는 영화였어요 다시 보고 싶다")["input_ids"])}] * 8
+
+    def masks():
+        collator = MLMPadCollator(tokenizer, mlm_probability=0.5, seed=7)
+        real = type(collator.masker).create_rng
+        if takes_tensor_type:
+            monkeypatch.setattr(collator.masker, "create_rng", lambda return_tensors=None: real(collator.masker, "pt"))
+        else:
+            monkeypatch.setattr(collator.masker, "create_rng", lambda: real(collator.masker, "pt"))
+        return collator(rows)["labels"]
+
+    first, second = masks(), masks()
+    assert (first != -100).any()
+    assert torch.equal(first, second)  # the seed took: the same positions are masked each time
