@@ -44,6 +44,7 @@ from .common import (
 )
 from .context import JobContext, Preempted
 from .registry import Column, Curve, Display, Kind
+from .work import rows_x_epochs
 
 Params = params_from_config("FinetuneParams", FinetuneConfig, {
     # hub name, local folder, "tiny", or {from: job} (e.g. a TAPT job's checkpoint)
@@ -218,4 +219,5 @@ OUTPUTS = ("model", "val_logits", "test_logits", "val_predictions", "test_predic
            "val_accuracy", "val_f1", "best_epoch", "epochs_run")
 KIND = Kind("finetune", Params, run, summary="fine-tune a classifier (focal loss, SWA, early stopping, resume)",
             display=DISPLAY, preflight=preflight, outputs=OUTPUTS, models={"model": "hf"},
-            preload=TRAINING_MODULES, gpus=1, multi_gpu=True, data_parallel=True, memory_params=MEMORY_PARAMS)
+            preload=TRAINING_MODULES, gpus=1, multi_gpu=True, data_parallel=True, memory_params=MEMORY_PARAMS,
+            work=rows_x_epochs)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 PLUGIN_ENV = "SCHED_KINDS"
 ENTRY_POINT_GROUP = "sched.kinds"
 # Modules of this package that are not kinds (shared code).
-SUPPORT_MODULES = frozenset({"common", "context", "gpu", "preflight", "proc", "registry"})
+SUPPORT_MODULES = frozenset({"common", "context", "gpu", "preflight", "proc", "registry", "work"})
 
 
 # How a model artifact is loaded (`Kind.models`). Only an artifact that a kind registers as a model
@@ -120,6 +120,13 @@ class Kind:
     gpus: int = 0
     # It can use several GPUs at once (`gpus: k` > 1); anything else is refused at submit.
     multi_gpu: bool = False
+    # The work a job does, for the deadline forecast's duration estimates: (params, rows_of) ->
+    # units (rows x epochs; x trials for a tune), or None. rows_of(path) counts a data file's rows.
+    # History of like jobs is scaled by it (jobs/work.py).
+    work: Callable[[dict, Callable[[str], int | None]], float | None] | None = None
+    # Its jobs can end early and cleanly at a time the scheduler sets (the job's `finish_by`): a
+    # tune starts no trial that would end after it. The deadline policy cuts such jobs short.
+    ends_early: bool = False
     # With k GPUs its runner starts k processes through torchrun, one per GPU (rank 0 records).
     data_parallel: bool = False
     # Params that decide its GPU memory (with kind and model): jobs alike in these share a recorded

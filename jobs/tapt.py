@@ -30,6 +30,7 @@ from .common import (
 )
 from .context import JobContext, Preempted
 from .registry import Curve, Display, Kind
+from .work import rows_x_epochs
 
 Params = params_from_config("TaptParams", TaptConfig, {
     # hub name, local folder, "tiny", or {from: job} to continue another job's model
@@ -77,6 +78,7 @@ KIND = Kind(
     "tapt", Params, run, preflight=preflight, outputs=("model", "result", "final_mlm_loss", "final_perplexity"),
     models={"model": "hf"},
     preload=TRAINING_MODULES, gpus=1, multi_gpu=True, data_parallel=True, memory_params=MEMORY_PARAMS,
+    work=rows_x_epochs,
     summary="continued masked-LM pretraining (TAPT) on the task's own texts",
     display=Display(curves=(Curve("mlm_loss", "val"), Curve("mlm_loss", "train")), colour="#6a9f58"),
 )

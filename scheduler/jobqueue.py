@@ -13,6 +13,7 @@ import re
 from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from sqlalchemy import Connection, Engine, Row
 
 from .errors import InvalidTransition, NotFound, PlanError
 from .fmt import short
-from .limits import PRIORITY_MIN
+from .limits import PRIORITY_MIN, claim_rank
 from .store import queries as q
 from .store.engine import READ_ONLY, DbClock
+from .deadline.campaign import store_campaign
 from .store.hotpath import HotPath
 from .store.migrate import open_database
 from .store.states import (
@@ -57,7 +59,7 @@ DEFAULT_LEASE_S = 60.0
 DEFAULT_RETRY_DELAY_S = 30.0  # before a failed job's first retry; doubled for each further one
 MAX_RETRY_DELAY_S = 3600.0  # the doubling stops here (a longer `retry_delay` is kept as given)
 RETRY_JITTER = 0.1  # each delay is stretched or shrunk by up to this share, so retries spread out
-# top_waiting_priority() when the only jobs left wait for their `not_before`: below every priority.
+# top_waiting_rank() when the only jobs left wait for their `not_before`: below every priority.
 DELAYED = PRIORITY_MIN - 1
 GPU_CANDIDATES_LIMIT = 50  # runnable GPU jobs one claim pass considers (claim order)
 
@@ -90,6 +92,10 @@ class JobSpec:
     retry_delay_s: float | None = None
     not_before: datetime | None = None  # not claimed before this time (naive UTC, the database's clock)
     spec_hash: str | None = None  # set by submit: see scheduler.submission
+    campaign: str | None = None  # queue.yaml's `campaign:` (else the file's name)
+    deliverable: bool = False  # must be done by the campaign's deadline
+    expected_s: float | None = None  # its `expected:` hint (seconds)
+    campaign_spec: Any = None  # the campaign's deadline settings (deadline.campaign.CampaignSpec), or None
 
 
 @dataclass
@@ -108,6 +114,12 @@ class ClaimedJob:
     preemptible: bool = False
     group_name: str | None = None
     hooks: dict | None = None
+    urgent: bool = False  # on a deliverable's path while the deadline policy acts
+
+    @property
+    def rank(self) -> int:
+        """What claims and preemption compare (limits.claim_rank)."""
+        return claim_rank(self.priority, self.urgent)
 
     @property
     def label(self) -> str:
@@ -164,6 +176,11 @@ def _memory_key(spec: JobSpec) -> str | None:
 
     kind = known_kind(spec.kind)
     return memory_key(kind, spec.params) if kind is not None else None
+
+
+def _campaign_values(spec: JobSpec) -> dict:
+    """The campaign bookkeeping of a job: written at every submit, also to jobs that stay the same."""
+    return dict(campaign=spec.campaign, deliverable=spec.deliverable, expected_s=spec.expected_s)
 
 
 def run_paths(runs_root: str | Path | None, job_id: int, name: str) -> tuple[str, str] | None:
@@ -269,12 +286,17 @@ class JobQueue:
         query for the whole batch to find jobs whose upstream already failed (a large campaign
         costs a few statements, not a few per job)."""
         now = self.clock.now(conn)
+        for campaign in {id(s.campaign_spec): s.campaign_spec for s in (p.spec for p in plan.jobs)
+                         if s.campaign_spec is not None}.values():
+            store_campaign(conn, campaign, now)
         ids_by_name: dict[str, int] = {}
         fresh: list[Planned] = []  # inserted below, all at once
         for p in plan.jobs:
             spec = p.spec
             if p.action in (SAME, *REFUSED):  # refused ones only reach here in a dry run
                 ids_by_name[spec.name] = p.job_id
+                if p.action == SAME:
+                    q.set_campaign_values(conn, p.job_id, **_campaign_values(spec))
             elif p.action == REPLACE:
                 if not q.rewrite_job(conn, p.job_id, **self._row_values(spec)):
                     raise PlanError(f"job '{spec.name}' started meanwhile; submit again (nothing was submitted)")
@@ -305,7 +327,7 @@ class JobQueue:
                     preemptible=spec.preemptible, group_name=spec.group_name, spec_hash=spec.spec_hash,
                     source=spec.source, hooks=spec.hooks or None, gpu_memory_mib=spec.gpu_memory_mib,
                     gpu_memory_auto=spec.gpu_memory_auto, memory_key=_memory_key(spec),
-                    not_before=spec.not_before, retry_delay_s=spec.retry_delay_s)
+                    not_before=spec.not_before, retry_delay_s=spec.retry_delay_s, **_campaign_values(spec))
 
     def _insert_reused(self, conn: Connection, spec: JobSpec, twin: int, now: datetime) -> int:
         """A job that succeeded as `twin` did, with its results (metrics, artifacts, run folder)."""
@@ -377,8 +399,8 @@ class JobQueue:
             for c in candidates:
                 share = share_for(c.gpu_memory_mib, c.gpu_memory_auto, c.exclusive, peaks.get(c.memory_key),
                                   claim_pass.context_mib)
-                request = Request(c.id, c.name, c.priority, c.gpus, share if claim_pass.can_share else None,
-                                  c.preemptible)
+                request = Request(c.id, c.name, claim_rank(c.priority, c.urgent), c.gpus,
+                                  share if claim_pass.can_share else None, c.preemptible)
                 placement = claim_pass.place(request)
                 if placement is None:
                     continue
@@ -413,15 +435,16 @@ class JobQueue:
         with self.read() as conn:
             return q.upcoming_kinds(conn, limit)
 
-    def top_waiting_priority(self, slot_gpus: int) -> int | None:
-        """Priority of the job the next claim for such a slot would take (None: nothing runnable).
+    def top_waiting_rank(self, slot_gpus: int) -> int | None:
+        """Claim rank (limits.claim_rank) of the job the next claim for such a slot would take
+        (None: nothing runnable).
 
         When nothing is runnable now but a job waits only for its `not_before` (a retry's delay),
         DELAYED: not None, so a `--until-empty` worker waits for it, and below every priority, so
         no running job is preempted for a job that cannot start yet."""
         with self.read() as conn:
             now = self.clock.now(conn)
-            top = q.top_waiting_priority(conn, slot_gpus, now)
+            top = q.top_waiting_rank(conn, slot_gpus, now)
             if top is None and q.any_delayed(conn, slot_gpus, now):
                 return DELAYED
             return top

@@ -18,6 +18,21 @@ from .fmt import visible
 
 # One range on every backend: PostgreSQL's INTEGER is 32-bit, SQLite's 64-bit.
 PRIORITY_MIN, PRIORITY_MAX = -1_000_000_000, 1_000_000_000
+# A job the deadline policy marks urgent goes before every other: its claim rank is its priority
+# lifted above the whole range (scheduler/deadline/). Preemption compares ranks.
+URGENT_LIFT = PRIORITY_MAX - PRIORITY_MIN + 1
+
+
+def claim_rank(priority: int, urgent: bool) -> int:
+    """The order claims and preemption go by: urgent jobs above all others, then priority."""
+    return priority + URGENT_LIFT if urgent else priority
+
+
+def rank_text(rank: int) -> str:
+    """`priority 80`, or `priority 80, urgent (deadline)` for a lifted rank."""
+    if rank > PRIORITY_MAX:
+        return f"priority {rank - URGENT_LIFT}, urgent (deadline)"
+    return f"priority {rank}"
 MAX_ATTEMPTS = 100
 MAX_GPUS = 64  # GPUs one job may ask for (all on one worker)
 MAX_TIMEOUT_S = 366 * 24 * 3600.0  # a year

@@ -24,7 +24,7 @@ import reprlib
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -107,6 +107,11 @@ class _Common(BaseModel):
     def _check_timeout(cls, value):
         return _checked_duration(value, check_timeout, "timeout")
 
+    @field_validator("expected", check_fields=False)
+    @classmethod
+    def _check_expected(cls, value):
+        return _checked_duration(value, check_timeout, "expected")
+
 
 class Defaults(_Common):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # kind -> default params
@@ -114,6 +119,8 @@ class Defaults(_Common):
 
 class JobEntry(_Common):
     name: str = Field(min_length=1, max_length=200)  # unique in the queue; may use {vars}
+    deliverable: bool = False  # must be done by the campaign's `deadline:` (with everything upstream)
+    expected: float | str | None = None  # how long it should take (30m, 2h): until like jobs have run
     kind: str  # a registered job kind (sched kinds lists them)
     after: list[str] | str = Field(default_factory=list)  # jobs that must succeed first
     params: dict[str, Any] = Field(default_factory=dict)  # checked by the kind's params model
@@ -124,6 +131,12 @@ class JobEntry(_Common):
 class QueueFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # The campaign's name (default: the file's name without .yaml) and its deadline: an ISO time with
+    # its zone, or a duration (48h) from the first submit; `deadline_policy: warn` only reports.
+    campaign: str | None = Field(default=None, min_length=1, max_length=200)
+    deadline: Any = None  # checked by deadline.campaign.parse_deadline (a bare number is seconds)
+    deadline_policy: Literal["act", "warn"] = "act"
+    deadline_margin: float = Field(default=0.1, ge=0, lt=1)  # share of the time left kept spare
     vars: dict[str, Any] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     jobs: list[JobEntry] = Field(min_length=1)
@@ -275,11 +288,36 @@ def _build_plan(raw: Any, where: str, extra_vars: dict[str, Any] | None) -> list
             expanded.append((index, entry, spec))
     _resolve_after(expanded, by_template, where)
     specs = [s for _, _, s in expanded]
+    _attach_campaign(queue_file, specs, where)
     for index, _, spec in expanded:
         check_spec(spec, f"{where}: job '{visible(spec.name)}' (jobs[{index}])")
     _check_unique(specs, where)
     _check_acyclic(specs, where)
     return specs
+
+
+def _attach_campaign(queue_file: QueueFile, specs: list[JobSpec], where: str) -> None:
+    """Every job names its campaign; with a `deadline:`, the campaign's settings ride along."""
+    from .deadline.campaign import CampaignSpec, parse_deadline
+
+    name = queue_file.campaign or (Path(where).stem if not where.startswith("<") else None)
+    if name is not None:
+        name = check_name(name, f"{where}: campaign")
+    spec = None if name is None else CampaignSpec(name, policy=queue_file.deadline_policy,
+                                                  margin=queue_file.deadline_margin)
+    if queue_file.deadline is not None:
+        try:
+            at, after = parse_deadline(queue_file.deadline)
+        except ValueError as exc:
+            raise PlanError(f"{where}: deadline: {exc}") from None
+        if not any(s.deliverable for s in specs):
+            raise PlanError(f"{where}: deadline: no job has `deliverable: true`; mark what must be done by then")
+        if name is None:
+            raise PlanError(f"{where}: deadline: give the campaign a name (`campaign:`)")
+        spec = CampaignSpec(name, str(queue_file.deadline), at, after, queue_file.deadline_policy,
+                            queue_file.deadline_margin)
+    for job in specs:
+        job.campaign, job.campaign_spec = name, spec
 
 
 def _check_job_count(queue_file: QueueFile, where: str) -> None:
@@ -371,7 +409,8 @@ def _make_spec(entry: JobEntry, index: int, defaults: Defaults, variables: dict,
         max_attempts=merged["max_attempts"], timeout_s=parse_duration(merged["timeout"]),
         retry_delay_s=parse_duration(merged["retry_delay"]), not_before=parse_not_before(merged["not_before"]),
         tags=_fill(list(merged["tags"]), variables, f"{label}, field tags"), preemptible=merged["preemptible"],
-        hooks=_hooks(merged, variables, label),
+        hooks=_hooks(merged, variables, label), deliverable=entry.deliverable,
+        expected_s=parse_duration(entry.expected),
         # `after` is resolved once every job's name is known; keep the raw strings and variables.
         after=[(a, variables) for a in ([entry.after] if isinstance(entry.after, str) else entry.after)],
     )

@@ -116,6 +116,9 @@ def _head_lines(snap: dict) -> list[Text]:
                          "gone; any worker's reaper queues them again", style="bold magenta"))
     if snap.get("eta"):
         head.append(Text(snap["eta"]))
+    for outlook in snap.get("deadlines") or []:
+        style = "bold red" if outlook["misses"] else ("green" if outlook["deliverables_left"] == 0 else "bold")
+        head.append(Text("Campaign " + outlook["line"], style=style))
     if snap["drained"]:
         head.append(Text("Queue is drained: workers take no new job (sched resume)", style="bold yellow"))
     head.extend(_reservation_line(w) for w in snap["workers"] if w.get("reservation"))
@@ -247,7 +250,7 @@ def _reservation_line(worker: dict) -> Text:
     held = worker["reservation"]
     gpus = ", ".join(f"gpu{i}" for i in held["gpus"])
     return Text(f"worker {worker['id']}: reserving {gpus} for job {visible(held['name'])} #{held['job_id']} "
-                f"(priority {held['priority']}, needs {held['needs']} GPU(s)): lower-priority jobs do not "
+                f"({rank_text(held['priority'])}, needs {held['needs']} GPU(s)): lower-priority jobs do not "
                 "start there", style="yellow")
 
 
@@ -568,3 +571,39 @@ def results_table(rows: list[dict], sort: str | None, *, width: int = 120):
                            *[""] * (len(columns) - 2)])
     return fit(columns, table_rows, width, title=f"Results ({len(rows)} jobs, by {sort or headline_column(rows)})",
                caption=f"same for every job that has it: {caption}" if caption else None)
+
+
+def forecast_table(rows: list[dict], now, *, width: int = 120):
+    """`sched forecast`: each job's expected start and end, the estimate's source, its path mark."""
+    from datetime import timedelta
+
+    def at(seconds: float | None) -> str:
+        if seconds is None:
+            return "never"
+        return "now" if abs(seconds) < 30 else (now + timedelta(seconds=seconds)).strftime("%a %H:%M")
+
+    columns = [Column("id", NEVER_DROP, "right"), Column("name", name=True), Column("status", 40),
+               Column("start", NEVER_DROP), Column("end", NEVER_DROP), Column("estimate", 60, "right"),
+               Column("from", 50), Column("path", 70), Column("note", 10, text=True)]
+    body = []
+    for r in rows:
+        mark = "deliverable" if r["deliverable"] else ("on path" if r["on_path"] else "")
+        note = r["cannot_run"] or r["held"] or r["note"] or ""
+        body.append([str(r["id"]), r["name"], _state(r["status"]),
+                     "running" if r["status"] == "running" else at(r["start_s"]), at(r["end_s"]), duration(r["estimate_s"]) if r["estimate_s"] is not None else "?",
+                     r["source"] or "", Text(mark, style="bold") if r["deliverable"] else mark, note])
+    return fit(columns, body, width, title=f"Forecast from {now.strftime('%a %H:%M')} UTC",
+               caption=None if rows else "no unfinished job")
+
+
+def estimate_error_table(rows: list[dict], *, width: int = 120):
+    """`sched forecast --errors`: estimated against actual durations, and their mean error."""
+    columns = [Column("id", NEVER_DROP, "right"), Column("name", name=True), Column("kind", 40),
+               Column("estimate", NEVER_DROP, "right"), Column("actual", NEVER_DROP, "right"),
+               Column("error", NEVER_DROP, "right"), Column("from", 50)]
+    body = [[str(r["id"]), r["name"], r["kind"], duration(r["estimate_s"]), duration(r["actual_s"]),
+             "" if r["error"] is None else f"{r['error'] * 100:+.0f}%", r["source"] or ""] for r in rows]
+    errors = [abs(r["error"]) for r in rows if r["error"] is not None]
+    caption = (f"mean absolute error {sum(errors) / len(errors) * 100:.0f}% over {len(errors)} job(s)"
+               if errors else "no finished job with an estimate yet (estimates are kept for campaigns with a deadline)")
+    return fit(columns, body, width, title="Estimates against durations", caption=caption)

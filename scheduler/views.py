@@ -56,6 +56,10 @@ def job_dict(job, now: datetime | None = None) -> dict:
         # A running job whose lease ran out: its worker stopped renewing it (killed? cut off?).
         "lease_expired_s": ((now - job.lease_until).total_seconds()
                             if now and job.status == RUNNING and job.lease_until and job.lease_until < now else None),
+        # Deadlines (scheduler/deadline/): its campaign, whether it is a deliverable, the policy's decisions
+        "campaign": job.campaign, "deliverable": bool(job.deliverable), "expected_s": job.expected_s,
+        "urgent": bool(job.urgent), "held": job.held, "finish_by": iso(job.finish_by),
+        "deadline_note": job.deadline_note, "estimate_s": job.estimate_s, "estimate_source": job.estimate_source,
     }
 
 
@@ -93,11 +97,26 @@ def status_snapshot(queue: JobQueue, *, all_jobs: bool = True, jobs_limit: int =
         failures = [job_dict(j, now) for j in q.recent_endings(conn, FAILURE_LIMIT, failures_only=True)]
         busy = _busy_share(conn, now, workers, running)
         eta = _queue_eta(conn, now, workers, running)
+        deadlines = deadline_outlook(conn, now)
         jobs = [job_dict(j, now) for j in q.newest_jobs(conn, jobs_limit)] if all_jobs else []
     expired = [j["id"] for j in running if j["lease_expired_s"] is not None]
     return {"now": iso(now), "drained": drained, "counts": counts, "workers": workers,
             "running": running, "queue": queue_rows, "recent": recent, "failures": failures,
-            "busy": busy, "expired": expired, "eta": eta, "jobs": jobs}
+            "busy": busy, "expired": expired, "eta": eta, "deadlines": deadlines, "jobs": jobs}
+
+
+def deadline_outlook(conn, now: datetime) -> list[dict]:
+    """One forecast per campaign with a deadline (deadline.verdict.campaign_json); none: no cost
+    beyond one query (the forecast's modules are imported only then)."""
+    from .deadline.campaign import campaigns_with_deadlines
+
+    if not campaigns_with_deadlines(conn):
+        return []
+    from .deadline.planner import load_forecast
+    from .deadline.verdict import campaign_json
+
+    forecast = load_forecast(conn, now)
+    return [campaign_json(forecast, c.name) for c in forecast.campaigns]
 
 
 def _queue_eta(conn, now: datetime, workers: list[dict], running: list[dict]) -> str | None:
@@ -217,6 +236,8 @@ def _why_waiting(job, pending: list[str], drained: bool, gpu_slots_free: int, wo
                  now: datetime | None = None) -> str:
     if pending:
         return "waiting for " + ", ".join(pending[:3]) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
+    if job.held:
+        return job.held
     if now is not None and job.not_before is not None and job.not_before > now:
         return not_before_text(job.not_before, now, retry=job.attempts > 0)
     if drained:

@@ -107,7 +107,7 @@ def test_a_retry_waits_by_the_database_clock_and_the_claim_skips_it(queue):
     row = queue.get(job_id)
     assert timedelta(seconds=26) < row.not_before - now < timedelta(seconds=34)
     assert queue.claim(worker, "cpu0", 0) is None  # not yet, by the database's clock
-    assert queue.top_waiting_priority(0) == DELAYED  # a --until-empty worker waits; nothing is preempted
+    assert queue.top_waiting_rank(0) == DELAYED  # a --until-empty worker waits; nothing is preempted
     snap_why = _why(queue, "flaky")
     assert snap_why.startswith("retry at ") and snap_why.endswith(" UTC")
     # other jobs still run meanwhile

@@ -46,6 +46,7 @@ Logs `trial_value` (step = trial number), `param_<name>` per trial, `trial_prune
 
 from ..common import MEMORY_PARAMS, TRAINING_MODULES
 from ..registry import Column, Display, Kind
+from ..work import tune_work
 from .params import Params, SpaceParam, parse_until, study_name
 from .tuner import FIRST_START_ATTR, JOB_ATTR, SURPLUS_ATTR, TINY_ATTR, RetryTrial, run
 
@@ -81,7 +82,7 @@ KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settin
             preflight=preflight, with_defaults=with_defaults, gpus=1, memory_params=MEMORY_PARAMS, preload=("optuna", *TRAINING_MODULES, "pipeline.tuning"),
             outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial",
                      "val_accuracy", "val_f1", "epochs_run"),
-            models={"best_model": "hf"})
+            models={"best_model": "hf"}, work=tune_work, ends_early=True)
 
 __all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
            "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]

@@ -28,7 +28,7 @@ COMMANDS = {
     "cron": "cron",
     "results": "results", "report": "report", "study": "study", "kinds": "kinds",
     "ls": "jobs", "rm": "jobs", "diff": "jobs",
-    "slurm": "slurm",
+    "slurm": "slurm", "forecast": "forecast",
 }
 
 

@@ -35,6 +35,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.proc import kill_all, processes_with
 
+from ..deadline.planner import PASS_EVERY_S, plan_pass
+from ..outage import OUTAGE_ERRORS
+from ..limits import rank_text
 from ..resources import DEFAULT_CONTEXT_MIB, DEFAULT_HEADROOM_MIB, fmt_mib
 from .placement import ClaimPass, Gpu, Held, Placement, Reservation
 from .hooks import reap as reap_hooks
@@ -104,6 +107,8 @@ class WorkerLoop:
     draining: bool = False  # finishing its jobs, claiming no more (SIGUSR2)
     last_worker_heartbeat: float = float("-inf")
     last_preempt_check: float = float("-inf")
+    last_deadline_pass: float = float("-inf")
+    deadlines_seen: bool = False  # the last deadline pass found a campaign with a deadline
     database_was_down: bool = False  # the next step renews every lease before anything else
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this worker's part of RUN_TOKEN
     # GPU memory now (total, free) of these GPU indices; NVML by default, fake inventories in tests
@@ -310,7 +315,7 @@ class WorkerLoop:
         counts = self.queue.status_counts()
         if counts.get(RUNNING):
             return False
-        if self.queue.top_waiting_priority(len(self._gpu_slots())) is not None:
+        if self.queue.top_waiting_rank(len(self._gpu_slots())) is not None:
             return False
         if counts.get(QUEUED):
             log.warning("%d queued job(s) cannot run on this worker (%s); `sched status` says why",
@@ -340,12 +345,31 @@ class WorkerLoop:
         self._renew_leases(now)
         self._local_duties(now)
         if not (self.stopping or self.draining) and self._can_claim(now) and not self._max_jobs_reached():
+            self._deadline_pass(now, job_ended=changed)
             changed |= self._claim_for_free_slots(now)
             if not changed:
                 self._preempt_for_waiting_jobs(now)
         if self.options.warm and not self.stopping:
             self._keep_spares()
         return changed
+
+    def _deadline_pass(self, now: float, *, job_ended: bool) -> None:
+        """The deadline policy's pass (scheduler/deadline/planner.py) before claiming: every
+        PASS_EVERY_S, and after a job ended while a campaign has a deadline. Each decision it
+        writes is a line in this log."""
+        due = now - self.last_deadline_pass >= PASS_EVERY_S or (job_ended and self.deadlines_seen)
+        if not due:
+            return
+        self.last_deadline_pass = now
+        try:
+            with self.queue.write() as conn:
+                lines = plan_pass(conn, self.queue.clock.now(conn), had_deadlines=self.deadlines_seen)
+        except OUTAGE_ERRORS as exc:
+            log.warning("deadline pass skipped: %s", str(exc).splitlines()[0])
+            return
+        self.deadlines_seen = lines is not None
+        for line in lines or []:
+            log.info("%s", line)
 
     def _reap_finished(self) -> bool:
         changed = False
@@ -600,21 +624,21 @@ class WorkerLoop:
         victim = self._gpu_victim() or self._cpu_victim()
         if victim is not None:
             child, waiting = victim
-            log.info("%s: asking it to yield %s to a job of priority %d", child.job.label, child.lane, waiting)
+            log.info("%s: asking it to yield %s to a job of %s", child.job.label, child.lane, rank_text(waiting))
             self._signal(child, "preempt", now, signal.SIGUSR1)
 
     def _yielding(self, child: Child, priority: int) -> bool:
-        return child.job.preemptible and child.stop_reason is None and child.job.priority < priority
+        return child.job.preemptible and child.stop_reason is None and child.job.rank < priority
 
     def _cpu_victim(self) -> tuple[Child, int] | None:
         cpu_slots = {slot.name for slot in self._cpu_slots()}
         on_cpu = [c for c in self.children.values() if c.lane in cpu_slots and c.placement is None]
         if not on_cpu or len(on_cpu) < len(cpu_slots):
             return None  # a free CPU slot could take the waiting job; the claim found nothing for it
-        waiting = self.queue.top_waiting_priority(0)
+        waiting = self.queue.top_waiting_rank(0)
         if waiting is None:
             return None
-        victims = sorted((c for c in on_cpu if self._yielding(c, waiting)), key=lambda c: c.job.priority)
+        victims = sorted((c for c in on_cpu if self._yielding(c, waiting)), key=lambda c: c.job.rank)
         return (victims[0], waiting) if victims else None
 
     def _gpu_victim(self) -> tuple[Child, int] | None:
@@ -628,7 +652,7 @@ class WorkerLoop:
         victims = on_kept or victims  # the GPUs it keeps are the ones it will run on
         if not victims:
             return None
-        return min(victims, key=lambda c: c.job.priority), held.priority
+        return min(victims, key=lambda c: c.job.rank), held.priority
 
     # ---- claiming -----------------------------------------------------------------------------
 
@@ -678,7 +702,7 @@ class WorkerLoop:
             if child.placement is None:
                 continue
             for index in child.placement.gpus:
-                gpus[index].held.append(Held(child.placement.share_mib, child.job.priority, child.job.preemptible,
+                gpus[index].held.append(Held(child.placement.share_mib, child.job.rank, child.job.preemptible,
                                              leaving=child.stop_reason is not None))
         return [gpus[i] for i in indices]
 
@@ -692,9 +716,9 @@ class WorkerLoop:
             return
         self.queue.set_reservation(self.worker_id, shown(reservation))
         if shown(reservation) is not None:
-            log.info("reserving %s for %s #%d (priority %d, needs %d GPU(s)): lower-priority jobs do not "
+            log.info("reserving %s for %s #%d (%s, needs %d GPU(s)): lower-priority jobs do not "
                      "start there", ", ".join(f"gpu{i}" for i in reservation.gpus), reservation.name,
-                     reservation.job_id, reservation.priority, reservation.needs)
+                     reservation.job_id, rank_text(reservation.priority), reservation.needs)
 
     def _start(self, job: ClaimedJob, slot: Slot, placement: Placement | None, now: float) -> bool:
         """Hand a claimed job to a runner; False when it could not start (recorded as failed)."""

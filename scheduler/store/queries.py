@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import CursorResult
 
+from ..limits import claim_rank
 from . import busy
 from .schema import artifacts, cron_fires, deps, jobs, meta, metrics, workers
 from .states import (
@@ -63,7 +64,14 @@ def _waiting(table):
     """Queued, fits a slot with `slot_gpus` GPUs, every dependency succeeded, queue not drained."""
     blocked = exists().where(deps.c.job_id == table.c.id, deps.c.depends_on == _dep_job.c.id,
                              _dep_job.c.status != SUCCEEDED)
-    return (table.c.status == QUEUED, table.c.gpus <= bindparam("slot_gpus"), ~blocked, ~_drained)
+    return (table.c.status == QUEUED, table.c.gpus <= bindparam("slot_gpus"), ~blocked, ~_drained,
+            table.c.held.is_(None))
+
+
+def claim_order(table=jobs) -> tuple:
+    """Claim order: jobs the deadline policy marked urgent first, then priority high to low, then
+    first submitted (the ix_sched_jobs_claim index)."""
+    return (table.c.urgent.desc(), table.c.priority.desc(), table.c.id)
 
 
 def _runnable(table):
@@ -79,7 +87,7 @@ _RUNNABLE = _runnable(jobs)
 CLAIM_CANDIDATE = (
     select(jobs.c.id, jobs.c.name)
     .where(*_RUNNABLE)
-    .order_by(jobs.c.priority.desc(), jobs.c.id)
+    .order_by(*claim_order())
     .limit(1)
     # PostgreSQL: other claimers skip this row instead of waiting for it. SQLite renders nothing
     # here; BEGIN IMMEDIATE already serialises writers there.
@@ -87,18 +95,20 @@ CLAIM_CANDIDATE = (
 )
 
 # What a claim would take next, without taking it: decides whether to preempt a backfill job.
-TOP_WAITING = select(jobs.c.priority).where(*_RUNNABLE).order_by(jobs.c.priority.desc(), jobs.c.id).limit(1)
-# A job that only waits for its `not_before` (a retry's delay): runnable later without anything else
-# happening, so a `--until-empty` worker waits for it.
-DELAYED_WAITING = select(jobs.c.id).where(*_waiting(jobs), jobs.c.not_before > bindparam("b_now")).limit(1)
+TOP_WAITING = select(jobs.c.priority, jobs.c.urgent).where(*_RUNNABLE).order_by(*claim_order()).limit(1)
+# A job that only waits for its `not_before` (a retry's delay), or that the deadline policy holds
+# until the deliverables are done: runnable later, so a `--until-empty` worker waits for it.
+_later = (jobs.c.status == QUEUED, jobs.c.gpus <= bindparam("slot_gpus"), ~_blocked, ~_drained)
+DELAYED_WAITING = select(jobs.c.id).where(*_later, or_(jobs.c.not_before > bindparam("b_now"),
+                                                       jobs.c.held.is_not(None))).limit(1)
 
 CLAIMED_COLUMNS = (jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.params, jobs.c.gpus, jobs.c.attempts,
                    jobs.c.max_attempts, jobs.c.timeout_s, jobs.c.output_dir, jobs.c.log_path,
-                   jobs.c.priority, jobs.c.preemptible, jobs.c.group_name, jobs.c.hooks)
+                   jobs.c.priority, jobs.c.preemptible, jobs.c.group_name, jobs.c.hooks, jobs.c.urgent)
 
 # The kinds of the next jobs a claim would take (whatever the slot): what a spare runner preloads.
 UPCOMING_KINDS = (select(jobs.c.kind).where(jobs.c.status == QUEUED, ~_blocked)
-                  .order_by(jobs.c.priority.desc(), jobs.c.id).limit(bindparam("limit")))
+                  .order_by(*claim_order()).limit(bindparam("limit")))
 
 # The guard `status == queued` makes the claim safe without row locks (SQLite): a second claimer
 # of the same row changes 0 rows and reports no win.
@@ -119,7 +129,7 @@ _candidate = jobs.alias("candidate")
 CLAIM_NEXT = (
     update(jobs)
     .where(jobs.c.id == select(_candidate.c.id).where(*_runnable(_candidate))
-           .order_by(_candidate.c.priority.desc(), _candidate.c.id).limit(1)
+           .order_by(*claim_order(_candidate)).limit(1)
            .with_for_update(skip_locked=True, of=_candidate).scalar_subquery(),
            jobs.c.status == QUEUED)
     .values(status=RUNNING, worker_id=bindparam("b_worker"), slot=bindparam("b_slot"),
@@ -173,9 +183,9 @@ def upcoming_kinds(conn: Connection, limit: int) -> list[str]:
 # skip them on PostgreSQL) until the claim pass commits.
 GPU_CANDIDATES = (
     select(jobs.c.id, jobs.c.name, jobs.c.priority, jobs.c.gpus, jobs.c.gpu_memory_mib, jobs.c.gpu_memory_auto,
-           jobs.c.memory_key, jobs.c.exclusive, jobs.c.preemptible)
+           jobs.c.memory_key, jobs.c.exclusive, jobs.c.preemptible, jobs.c.urgent)
     .where(*_RUNNABLE, jobs.c.gpus >= 1)
-    .order_by(jobs.c.priority.desc(), jobs.c.id)
+    .order_by(*claim_order())
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True, of=jobs)
 )
@@ -225,8 +235,10 @@ def queued_gpu_asks(conn: Connection) -> list[int]:
     return list(conn.execute(select(jobs.c.gpus).where(jobs.c.status == QUEUED, ~_blocked, ~_drained)).scalars())
 
 
-def top_waiting_priority(conn: Connection, slot_gpus: int, now: datetime) -> int | None:
-    return conn.execute(TOP_WAITING, {"slot_gpus": slot_gpus, "b_now": now}).scalar()
+def top_waiting_rank(conn: Connection, slot_gpus: int, now: datetime) -> int | None:
+    """The claim rank (resources.claim_rank) of what the next claim for such a slot would take."""
+    row = conn.execute(TOP_WAITING, {"slot_gpus": slot_gpus, "b_now": now}).first()
+    return None if row is None else claim_rank(row.priority, row.urgent)
 
 
 def any_delayed(conn: Connection, slot_gpus: int, now: datetime) -> bool:
@@ -460,6 +472,11 @@ def requeue_fresh(conn: Connection, job_id: int, from_status: str) -> bool:
                                  .values(**FRESH)))
 
 
+def set_campaign_values(conn: Connection, job_id: int, **values) -> None:
+    """campaign, deliverable, expected_s of a job a resubmit left the same."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+
 def set_priority(conn: Connection, job_id: int, priority: int) -> bool:
     """Only a job that has not finished may change its priority."""
     return _changed(conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_((QUEUED, RUNNING)))
@@ -674,7 +691,7 @@ def running_jobs(conn: Connection) -> list[Row]:
 def queued_jobs(conn: Connection, limit: int) -> list[Row]:
     """The first `limit` queued jobs in claim order."""
     return conn.execute(select(jobs).where(jobs.c.status == QUEUED)
-                        .order_by(jobs.c.priority.desc(), jobs.c.id).limit(limit)).all()
+                        .order_by(*claim_order()).limit(limit)).all()
 
 
 def pending_dependencies(conn: Connection, job_ids: list[int]) -> dict[int, list[str]]:
@@ -863,3 +880,65 @@ def record_cron_result(conn: Connection, name: str, fire_time: datetime, submitt
 def last_cron_fire(conn: Connection, name: str) -> Row | None:
     return conn.execute(select(cron_fires).where(cron_fires.c.cron_name == name)
                         .order_by(cron_fires.c.fire_time.desc()).limit(1)).first()
+
+
+# ---- deadlines (scheduler/deadline/) ---------------------------------------------------------
+
+
+def unfinished_jobs(conn: Connection, limit: int) -> list[Row]:
+    """Running jobs, then the first `limit` queued ones in claim order: what a forecast replays."""
+    running = conn.execute(select(jobs).where(jobs.c.status == RUNNING)).all()
+    queued = conn.execute(select(jobs).where(jobs.c.status == QUEUED).order_by(*claim_order()).limit(limit)).all()
+    return [*running, *queued]
+
+
+def open_dependencies(conn: Connection, job_ids: list[int]) -> dict[int, list[int]]:
+    """{job id: ids of its dependencies that have not succeeded}."""
+    if not job_ids:
+        return {}
+    dep = jobs.alias("dep")
+    out: dict[int, list[int]] = {}
+    for chunk in range(0, len(job_ids), 900):  # SQLite's bound-parameter limit
+        rows = conn.execute(select(deps.c.job_id, deps.c.depends_on).join(dep, dep.c.id == deps.c.depends_on)
+                            .where(deps.c.job_id.in_(job_ids[chunk:chunk + 900]), dep.c.status != SUCCEEDED)).all()
+        for job_id, depends_on in rows:
+            out.setdefault(job_id, []).append(depends_on)
+    return out
+
+
+def finished_like(conn: Connection, kinds: list[str], per_kind: int = 20) -> list[Row]:
+    """The latest successes of each kind (not reused), oldest first: the forecast's history."""
+    rows = []
+    for kind in kinds:
+        rows += conn.execute(select(jobs.c.id, jobs.c.kind, jobs.c.params, jobs.c.group_name, jobs.c.started_at,
+                                    jobs.c.finished_at)
+                             .where(jobs.c.kind == kind, jobs.c.status == SUCCEEDED, jobs.c.started_at.is_not(None),
+                                    jobs.c.reused_from.is_(None))
+                             .order_by(jobs.c.finished_at.desc()).limit(per_kind)).all()
+    return sorted(rows, key=lambda r: r.finished_at)
+
+
+def group_sizes(conn: Connection, groups: list[str]) -> dict[str, int]:
+    if not groups:
+        return {}
+    return dict(conn.execute(select(jobs.c.group_name, func.count()).where(jobs.c.group_name.in_(groups))
+                             .group_by(jobs.c.group_name)).all())
+
+
+def deliverables_of(conn: Connection, campaign: str) -> list[Row]:
+    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.status).where(
+        jobs.c.campaign == campaign, jobs.c.deliverable.is_(True)).order_by(jobs.c.id)).all()
+
+
+def set_deadline_decision(conn: Connection, job_id: int, **values) -> None:
+    """urgent, held, finish_by, deadline_note, estimate_s, estimate_source of an unfinished job."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_((QUEUED, RUNNING))).values(**values))
+
+
+def clear_deadline_decisions(conn: Connection, campaign_jobs_only: list[int] | None = None) -> int:
+    """Lift every decision (urgent, held, finish_by) left on unfinished jobs; returns how many."""
+    query = update(jobs).where(jobs.c.status.in_((QUEUED, RUNNING)),
+                               or_(jobs.c.urgent.is_(True), jobs.c.held.is_not(None), jobs.c.finish_by.is_not(None)))
+    if campaign_jobs_only is not None:
+        query = query.where(jobs.c.id.in_(campaign_jobs_only))
+    return conn.execute(query.values(urgent=False, held=None, finish_by=None)).rowcount

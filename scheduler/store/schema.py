@@ -86,10 +86,26 @@ jobs = Table(
     Column("not_before", DateTime, nullable=True),
     # The delay before its first retry (doubling for each further one, with jitter); NULL: 30 s.
     Column("retry_delay_s", Float, nullable=True),
+    # Deadlines (scheduler/deadline/): the campaign it belongs to (queue.yaml's `campaign:`, else the
+    # file's name), whether it must be done by the campaign's deadline, and its `expected:` hint (s).
+    Column("campaign", String(200), nullable=True, index=True),
+    Column("deliverable", Boolean, nullable=False, default=False, server_default=false()),
+    Column("expected_s", Float, nullable=True),
+    # Set by the deadline policy: on a deliverable's path, it goes first whatever its priority;
+    # held (the reason), it waits until the deliverables are done; finish_by, a tune starts no
+    # trial that would end after it; note, the policy's last word on it (shown by `sched show`).
+    Column("urgent", Boolean, nullable=False, default=False, server_default=false()),
+    Column("held", Text, nullable=True),
+    Column("finish_by", DateTime, nullable=True),
+    Column("deadline_note", Text, nullable=True),
+    # The duration the forecast expected before it started (and from where): `sched forecast
+    # --errors` compares it with how long it took.
+    Column("estimate_s", Float, nullable=True),
+    Column("estimate_source", String(40), nullable=True),
 )
-# The claim query walks this index in claim order (priority high to low, then FIFO) and stops at
-# the first runnable row, so a claim stays fast with 100,000 queued jobs.
-Index("ix_sched_jobs_claim", jobs.c.status, jobs.c.priority.desc(), jobs.c.id)
+# The claim query walks this index in claim order (urgent first, then priority high to low, then
+# FIFO) and stops at the first runnable row, so a claim stays fast with 100,000 queued jobs.
+Index("ix_sched_jobs_claim", jobs.c.status, jobs.c.urgent.desc(), jobs.c.priority.desc(), jobs.c.id)
 # `sched status` lists recent endings and sums GPU time over the last day from this index.
 Index("ix_sched_jobs_finished", jobs.c.finished_at)
 # `sched status`' queue estimate reads each queued kind's latest successes: an index range, however
@@ -149,6 +165,21 @@ meta = Table(
     "sched_meta", metadata,
     Column("key", String(64), primary_key=True),
     Column("value", String(256), nullable=False),
+)
+
+# A campaign's deadline (queue.yaml's `deadline:`): when its deliverables must be done, what the
+# policy does about it (act or warn), the share of the time left it keeps as margin, when it was
+# first submitted (a `48h` deadline counts from then), and since when the policy acts on it.
+campaigns = Table(
+    "sched_campaigns", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("deadline", DateTime, nullable=True),
+    Column("deadline_text", String(64), nullable=True),  # as written: `48h`, `2026-12-10T09:00+09:00`
+    Column("policy", String(10), nullable=False, default="act"),
+    Column("margin", Float, nullable=False, default=0.1),
+    Column("first_submit_at", DateTime, nullable=False),
+    Column("engaged_at", DateTime, nullable=True),
+    Column("updated_at", DateTime, nullable=False),
 )
 
 # One firing of a scheduled submission, claimed by the worker that submits it (see cron.py).
