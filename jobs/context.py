@@ -23,6 +23,7 @@ class Reporter(Protocol):
     def job(self, ref: str | int) -> Any: ...
     def jobs_where(self, *, kind: str | None = None, tag: str | None = None,
                    status: str | None = None) -> list[str]: ...
+    # Optional: finish_by(job_id) -> epoch seconds or None (JobContext.finish_by)
 
 
 @dataclass
@@ -33,6 +34,10 @@ class MemoryReporter:
     artifacts: dict[str, str] = field(default_factory=dict)
     progress_updates: list[tuple] = field(default_factory=list)
     others: dict[str, Any] = field(default_factory=dict)
+    end_by: float | None = None  # what finish_by() answers (epoch seconds)
+
+    def finish_by(self, job_id):
+        return self.end_by
 
     def log_metric(self, job_id, key, value, step, split):
         self.metrics.append(dict(key=key, value=float(value), step=step, split=split))
@@ -105,6 +110,12 @@ class JobContext:
     def jobs_where(self, *, kind: str | None = None, tag: str | None = None,
                    status: str | None = None) -> list[str]:
         return self.reporter.jobs_where(kind=kind, tag=tag, status=status)
+
+    def finish_by(self) -> float | None:
+        """When the scheduler wants this job to have ended (epoch seconds), or None: its campaign's
+        deadline policy cuts a job that can end early (a tune) short. Asked between units of work."""
+        ask = getattr(self.reporter, "finish_by", None)
+        return None if ask is None else ask(self.job_id)
 
     def should_stop(self) -> bool:
         """True when the worker asks this job to stop (shutdown, or a higher-priority job waits).

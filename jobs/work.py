@@ -40,7 +40,7 @@ def _rows(params: dict, rows_of: RowsOf) -> float | None:
     if any(c is None for c in counts):
         return None
     rows = float(sum(counts))
-    cap = params.get("max_texts") or params.get("max_rows")
+    cap = params.get("max_texts") or params.get("max_rows") or params.get("max_train_rows")
     if isinstance(cap, int) and cap > 0:
         rows = min(rows, cap)
     if "train" in params and not params.get("full_data"):

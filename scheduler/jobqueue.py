@@ -232,12 +232,14 @@ class JobQueue:
         return [p.job_id for p in self.plan(specs, dry_run=dry_run, rerun_changed=rerun_changed, reuse=reuse).jobs]
 
     def plan(self, specs: list[JobSpec], *, dry_run: bool = False, rerun_changed: bool = False,
-             reuse: bool = False) -> SubmitPlan:
+             reuse: bool = False, preview=None) -> SubmitPlan:
         """Compare a batch with the queue job by job (`scheduler.submission`) and apply it in one
         transaction: new jobs inserted, unchanged ones left alone, changed ones that never started
         replaced, changed ones that ran refused (or, with `rerun_changed`, queued again beside the
         old one). Raises PlanError, changing nothing, when a job is refused; `dry_run` applies
-        nothing and returns the plan, refusals included.
+        nothing and returns the plan, refusals included; with `preview(conn)`, a dry run calls it on
+        the queue as it would be (in the transaction, before it is rolled back) and keeps what it
+        returns as `plan.preview` (`sched submit --dry-run`'s deadline forecast).
         """
         from .limits import check_spec
 
@@ -256,6 +258,7 @@ class JobQueue:
                     raise PlanError(f"{len(plan.refused)} job(s) refused, nothing was submitted: {shown}")
                 self._apply(conn, plan)
                 if dry_run:
+                    plan.preview = preview(conn) if preview is not None else None
                     raise _RollBack
         except _RollBack:
             pass
@@ -434,6 +437,13 @@ class JobQueue:
         """The kinds of the next runnable jobs, in claim order (what a spare runner should import)."""
         with self.read() as conn:
             return q.upcoming_kinds(conn, limit)
+
+    def urgent_jobs(self, job_ids: list[int]) -> set[int]:
+        """Which of these jobs the deadline policy marks urgent now."""
+        if not job_ids:
+            return set()
+        with self.read() as conn:
+            return q.urgent_among(conn, job_ids)
 
     def top_waiting_rank(self, slot_gpus: int) -> int | None:
         """Claim rank (limits.claim_rank) of the job the next claim for such a slot would take

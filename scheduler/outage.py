@@ -103,6 +103,14 @@ class BufferedReporter:
     def job(self, ref):
         return self._retried(lambda: self.records.job(ref))
 
+    def finish_by(self, job_id):
+        """Best effort: during an outage the job goes on as it would without a deadline."""
+        try:
+            return self.records.finish_by(job_id)
+        except OUTAGE_ERRORS as exc:
+            self._down(exc)
+            return None
+
     def jobs_where(self, *, kind=None, tag=None, status=None):
         return self._retried(lambda: self.records.jobs_where(kind=kind, tag=tag, status=status))
 

@@ -7,6 +7,7 @@ of a job writes them through its context while the worker keeps the job's state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timezone
 
 from .errors import NotFound
 from .jobqueue import JobQueue
@@ -49,6 +50,15 @@ class Records:
 
     def record_gpu_peak(self, job_id: int, peak_mib: int) -> None:
         self.queue.record_gpu_peak(job_id, peak_mib)
+
+    def finish_by(self, job_id: int) -> float | None:
+        """The time (epoch seconds) the deadline policy wants the job ended by, or None: a job that
+        can end early (a tune) starts no trial that would end after it."""
+        with self.queue.read() as conn:
+            row = q.job_row(conn, job_id)
+        if row is None or row.finish_by is None:
+            return None
+        return row.finish_by.replace(tzinfo=timezone.utc).timestamp()
 
     def set_error(self, job_id: int, message: str) -> None:
         """The one-line reason the job failed (its runner reports it; the worker records the ending)."""

@@ -15,6 +15,7 @@ from rich.table import Table as _RichTable
 from rich.text import Text
 
 from .fmt import duration, number, score, visible
+from .limits import rank_text
 from .resources import fmt_mib, gpu_request_text
 from .jobqueue import JobSpec
 from .tables import NEVER_DROP, Column, cut_left, cut_middle, fit
@@ -509,6 +510,26 @@ def json_text(value) -> Text:
     return Text("\n".join(visible(line) for line in dumped.split("\n")))
 
 
+def _deadline_rows(detail: dict) -> list[tuple[str, str]]:
+    """Its campaign, deliverable mark, `expected:`, the forecast's estimate and the policy's decisions."""
+    rows = []
+    if detail.get("campaign"):
+        rows.append(("campaign", detail["campaign"] + (" (deliverable)" if detail.get("deliverable") else "")))
+    if detail.get("expected_s") is not None:
+        rows.append(("expected", duration(detail["expected_s"])))
+    if detail.get("estimate_s") is not None:
+        rows.append(("estimate", f"{duration(detail['estimate_s'])} (from {detail.get('estimate_source')})"))
+    if detail.get("urgent"):
+        rows.append(("urgent", "yes: on a deliverable's path while the deadline policy acts"))
+    if detail.get("held"):
+        rows.append(("held", detail["held"]))
+    if detail.get("finish_by"):
+        rows.append(("finish_by", f"{detail['finish_by']} UTC (starts no trial that would end later)"))
+    if detail.get("deadline_note") and not detail.get("held"):
+        rows.append(("deadline", detail["deadline_note"]))
+    return rows
+
+
 def job_view(detail: dict, *, width: int = 120) -> Group:
     info = Table.grid(padding=(0, 2))
     for key in ("id", "name", "kind", "status", "priority", "gpus", "tags", "attempts", "max_attempts",
@@ -520,6 +541,8 @@ def job_view(detail: dict, *, width: int = 120) -> Group:
                 value = cut_left(str(value), max(20, width - 16))
             info.add_row(Text(key, style="bold"), _state(value) if key == "status" else plain(value))
     for label, text in _gpu_rows(detail):
+        info.add_row(Text(label, style="bold"), plain(text))
+    for label, text in _deadline_rows(detail):
         info.add_row(Text(label, style="bold"), plain(text))
     if detail["after"]:
         after = ", ".join(f"{d['name']} ({d['status']})" for d in detail["after"])

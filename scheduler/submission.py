@@ -66,6 +66,7 @@ class Planned:
 class SubmitPlan:
     jobs: list[Planned]
     removed: list[tuple[int, str, str]] = field(default_factory=list)  # (id, name, status) gone from the file
+    preview: Any = None  # a dry run's look at the queue as it would be (JobQueue.plan's `preview`)
 
     @property
     def refused(self) -> list[Planned]:

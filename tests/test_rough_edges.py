@@ -75,8 +75,8 @@ def test_a_database_at_revision_0007_upgrades_and_keeps_its_ids(db_url):
     raw.dispose()
     queue = JobQueue(db_url)  # opening upgrades
     with queue.read() as conn:
-        assert conn.execute(text("SELECT version_num FROM sched_alembic_version")).scalar() == migrate.head() == "0008"
-        assert conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar() == "8"
+        assert conn.execute(text("SELECT version_num FROM sched_alembic_version")).scalar() == migrate.head() >= "0008"
+        assert conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar() == str(int(migrate.head()))
         assert conn.execute(select(meta.c.value).where(meta.c.key == "job_id_high")).scalar() == "3"
         assert conn.execute(select(jobs.c.not_before, jobs.c.retry_delay_s)).all() == [(None, None)] * 3
     queue.remove([queue.resolve("c")])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +96,8 @@ class _Tuner:
         self.deadline: float | None = None
         self.logged_best: float | None = None
         self.current_number: int | None = None  # the trial in flight (or last run)
+        self.trial_seconds: list[float] = []  # this job's trials so far: what the next one may take
+        self.trial_started: float | None = None
 
     # ---- set-up
 
@@ -197,7 +200,18 @@ class _Tuner:
             return f"deadline {datetime.fromtimestamp(self.deadline).isoformat(timespec='seconds')} reached"
         if self.budget_reached():
             return f"n_trials ({self.params.n_trials}) reached"
-        return None
+        return self.cut_short()
+
+    def cut_short(self) -> str | None:
+        """The deadline policy's `finish_by`: no trial that would end after it starts."""
+        end_by = self.ctx.finish_by()
+        if end_by is None:
+            return None
+        typical = statistics.median(self.trial_seconds) if self.trial_seconds else 0.0
+        if time.time() + typical <= end_by:
+            return None
+        return (f"the deadline policy asks it to end by {datetime.fromtimestamp(end_by).isoformat(timespec='seconds')}"
+                f" and a trial takes about {typical:.0f} s (its campaign's deliverables come first)")
 
     # ---- one trial
 
@@ -224,6 +238,7 @@ class _Tuner:
             self.study.stop()
             raise _Surplus(f"trial {trial.number} not run: the budget of {self.params.n_trials} is taken")
         self.current_number = trial.number
+        self.trial_started = time.time()
         folder = self.trial_dir(trial)
         trial.set_user_attr(JOB_ATTR, self.ctx.name)
         trial.set_user_attr(DIR_ATTR, str(folder.resolve()))
@@ -264,6 +279,9 @@ class _Tuner:
     # ---- after each trial
 
     def after_trial(self, study, trial) -> None:
+        if self.trial_started is not None:
+            self.trial_seconds.append(time.time() - self.trial_started)
+            self.trial_started = None
         self.report(trial)
         self.clean_up()
         self.publish()

@@ -45,7 +45,9 @@ def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reus
 
     queue = open_queue(ctx, create=True)
     notes = preflight(queue, specs) if check else []
-    plan = queue.plan(specs, dry_run=dry_run, rerun_changed=rerun_changed, reuse=reuse)
+    preview = _deadline_preview if dry_run and any(s.campaign_spec and s.campaign_spec.deadline_text
+                                                   for s in specs) else None
+    plan = queue.plan(specs, dry_run=dry_run, rerun_changed=rerun_changed, reuse=reuse, preview=preview)
     console.print(plan_table(specs, title=title, width=console.width, plan=plan))
     for line in plan_changes(plan):
         console.print(line, soft_wrap=True)
@@ -55,9 +57,24 @@ def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reus
     for refused in plan.refused:  # only a dry run gets here with refusals
         console.print(f"refused: '{refused.spec.name}': {refused.why}", style="bold red", markup=False,
                       highlight=False)
+    for line in plan.preview or []:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if plan.refused:
         ctx.exit(1)
     return plan
+
+
+def _deadline_preview(conn) -> list[str]:
+    """The deadline forecast of the queue as the dry run would leave it: each campaign's outlook."""
+    from ..deadline.planner import load_forecast
+    from ..deadline.verdict import campaign_line
+    from ..store.engine import db_now
+
+    found = load_forecast(conn, db_now(conn))
+    if found is None:
+        return []
+    lines = [f"Forecast: {campaign_line(found, c.name)}" for c in found.campaigns]
+    return lines + ([found.workers_note] if found.workers_note else [])
 
 
 @click.command()

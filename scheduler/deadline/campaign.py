@@ -54,9 +54,11 @@ def parse_deadline(value: Any) -> tuple[datetime | None, float | None]:
         raise ValueError(f"{value!r} is not a time or a duration")
     text = str(value).strip()
     try:
-        return _utc(datetime.fromisoformat(text)), None
+        when = datetime.fromisoformat(text)
     except ValueError:
-        pass
+        when = None
+    if when is not None:
+        return _utc(when), None
     try:
         seconds = parse_duration(value)
     except ValueError:

@@ -34,6 +34,8 @@ def _outlook(forecast: Forecast, verdict: Verdict) -> str:
     if verdict.done_by is None:
         job, why = verdict.never[0] if verdict.never else ("a deliverable", "cannot run")
         return f"cannot be met: {visible(job)} {why}"
+    if not verdict.misses and verdict.unknown:
+        return f"deliverables done by {clock(forecast.at(verdict.done_by))} at the earliest"
     if not verdict.misses:
         return f"deliverables done by {clock(forecast.at(verdict.done_by))}, {_span(verdict.spare)} to spare"
     text = f"misses the deadline by {_span(verdict.spare)}"

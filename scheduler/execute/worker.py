@@ -370,6 +370,17 @@ class WorkerLoop:
         self.deadlines_seen = lines is not None
         for line in lines or []:
             log.info("%s", line)
+        if self.deadlines_seen:
+            self._refresh_urgency()
+
+    def _refresh_urgency(self) -> None:
+        """A running job the pass marked urgent (or no longer) ranks so in preemption: a tune on a
+        deliverable's path is not asked to yield to a job off it."""
+        with self._lock:
+            children = list(self.children.values())
+        urgent = self.queue.urgent_jobs([c.job.id for c in children])
+        for child in children:
+            child.job.urgent = child.job.id in urgent
 
     def _reap_finished(self) -> bool:
         changed = False

@@ -930,6 +930,10 @@ def deliverables_of(conn: Connection, campaign: str) -> list[Row]:
         jobs.c.campaign == campaign, jobs.c.deliverable.is_(True)).order_by(jobs.c.id)).all()
 
 
+def urgent_among(conn: Connection, job_ids: list[int]) -> set[int]:
+    return set(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(job_ids), jobs.c.urgent.is_(True))).scalars())
+
+
 def set_deadline_decision(conn: Connection, job_id: int, **values) -> None:
     """urgent, held, finish_by, deadline_note, estimate_s, estimate_source of an unfinished job."""
     conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_((QUEUED, RUNNING))).values(**values))
