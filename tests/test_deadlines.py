@@ -260,6 +260,7 @@ def test_the_pass_writes_decisions_the_claim_follows_and_lifts_them_when_done(qu
     assert "after the deadline" in queue.get("other").held and queue.get("late").held is None
     late = queue.claim(worker, "cpu1", 0)
     assert late.name == "late"  # priority 90 before the held priority 100
+    assert queue.urgent_jobs([job.id, late.id]) == {job.id}  # what a worker's preemption reads
     assert queue.top_waiting_rank(0) is not None  # a --until-empty worker waits for a held job
     queue.succeed(job.id, worker)
     with queue.write() as conn:
@@ -394,3 +395,26 @@ def test_dry_run_and_forecast_print_the_outlook(sqlite_url, tmp_path):
     assert "deliverable" in table.output and "misses the deadline" in table.output
     unknown = runner.invoke(cli, ["--db", sqlite_url, "forecast", "nope"])
     assert unknown.exit_code == 1 and "no unfinished job of campaign 'nope'" in unknown.output
+
+
+def test_the_pass_cuts_a_tune_on_the_path_short_and_logs_it(queue, tmp_path):
+    from scheduler.deadline.planner import plan_pass
+
+    train = tmp_path / "train.csv"
+    train.write_text("review,label\n" + "".join(f"text {i},{i % 4}\n" for i in range(40)))
+    raw = {"campaign": "c", "deadline": "1h", "jobs": [
+        {"name": "tune", "kind": "tune", "gpus": 0, "expected": "2h", "preemptible": True, "params": {
+            "n_trials": 10, "finetune": {"model": "tiny", "train": str(train)},
+            "space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-3}}}},
+        {"name": "retrain", "kind": "sleep", "after": ["tune"], "expected": "10m", "deliverable": True}]}
+    queue.submit(build_plan(raw, "c.yaml"))
+    queue.register_worker("host", 1, ["cpu0"])
+    with queue.write() as conn:
+        now = queue.clock.now(conn)
+        lines = plan_pass(conn, now)
+    tune = queue.get("tune")
+    # 2h of tune + 10m would miss 1h - 6m of margin: the tune must end by 44m from now.
+    assert tune.finish_by is not None
+    assert abs((tune.finish_by - now).total_seconds() - 44 * 60) < 60
+    assert any("tune #" in line and "starts no trial that would end after" in line for line in lines)
+    assert "starts no trial" in tune.deadline_note
