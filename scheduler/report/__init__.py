@@ -2,7 +2,8 @@
 
 Three layers, so tests can check what goes in without reading pictures:
 
-- `gather`: plain dicts and lists from a fixed number of bounded queries (plus `results.leaderboard`);
+- `gather`: plain dicts and lists from a fixed number of bounded queries (plus `results.leaderboard`
+  and, for campaigns with a deadline, the forecast `sched forecast` prints);
 - `charts`: one PNG (bytes) per chart, matplotlib's Agg canvas, no pyplot state;
 - `page`: the HTML, images as data URIs, inline CSS and a JSON block for scripts and tests.
 
@@ -20,10 +21,19 @@ from pipeline.util import atomic_write
 
 from ..errors import SchedError
 from ..jobqueue import JobQueue
-from .gather import CURVE_JOB_LIMIT, TIMELINE_LIMIT, curves_data, gather, study_data, summary_data, timeline_data
+from .gather import (
+    CURVE_JOB_LIMIT,
+    TIMELINE_LIMIT,
+    curves_data,
+    deadline_data,
+    gather,
+    study_data,
+    summary_data,
+    timeline_data,
+)
 from .page import machine_data, render_html
 
-__all__ = ["ReportSummary", "write_report", "gather", "curves_data", "study_data", "summary_data",
+__all__ = ["ReportSummary", "write_report", "gather", "curves_data", "deadline_data", "study_data", "summary_data",
            "timeline_data", "render_html", "machine_data", "check_out_path"]
 
 
@@ -38,6 +48,7 @@ class ReportSummary:
     studies: list[str] = field(default_factory=list)
     leaderboard_rows: int = 0
     notes: list[str] = field(default_factory=list)  # sections left out, and why
+    deadlines: list[str] = field(default_factory=list)  # campaigns with a deadline section
 
 
 def check_out_path(path: Path) -> None:
@@ -77,7 +88,12 @@ def write_report(queue: JobQueue, out_path: str | Path, tag: str | None = None) 
         notes.append(f"timeline: only the {TIMELINE_LIMIT} most recent jobs")
     if data["curves"]["truncated"]:
         notes.append(f"curves: only the {CURVE_JOB_LIMIT} most recent training jobs")
+    for section in data["deadlines"]:
+        if section["not_drawn"]:
+            notes.append(f"deadline of {section['campaign']}: {section['not_drawn']} job(s) not drawn (the table "
+                         "lists them)")
     machine = machine_data(data)
     return ReportSummary(path=path, jobs=data["summary"]["jobs"], timeline_rows=machine["timeline"],
                          series=machine["series"], studies=machine["studies"],
-                         leaderboard_rows=len(data["leaderboard"]), notes=notes)
+                         leaderboard_rows=len(data["leaderboard"]), notes=notes,
+                         deadlines=[s["campaign"] for s in data["deadlines"]])

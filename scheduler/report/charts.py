@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from datetime import datetime
 
-from ..fmt import clip
+from ..fmt import clip, duration, visible
 from ..kinds import kind_colour
 
 DPI = 100
@@ -18,6 +18,10 @@ STATUS_COLOURS = {
     "lost": "#a05195", "cancelled": "#9e9e9e", "upstream_failed": "#e8a0a0", "queued": "#5fa8d3",
 }
 OTHER_KIND_COLOUR = "#8c8c8c"
+# The deadline chart: what a bar is to the campaign's deliverables, and the deadline's line.
+ROLE_COLOURS = {"deliverable": "#7b4fa0", "path": "#c3a6e0", "other": "#a9cce3"}
+HELD_COLOUR = "#f2f2f2"
+DEADLINE_MET, DEADLINE_MISSED = "#4c9f50", "#d64541"
 # Curves: scores (left axis) in cool colours, losses (right axis) in warm ones, by their order.
 SCORE_COLOURS = ("#3b75af", "#519e3e", "#7b4fa0", "#2a9d8f")
 LOSS_COLOURS = ("#c53a32", "#ef8636", "#b5651d", "#d4a017")
@@ -280,9 +284,101 @@ def study_axes(study: dict):
     return fig, ax
 
 
+def _role(job: dict) -> str:
+    return "deliverable" if job["deliverable"] else "path" if job["on_path"] else "other"
+
+
+def _bar_label(job: dict) -> str:
+    return f"{clip(visible(job['name']), 36)} #{job['id']}" + ("  (held)" if job["held"] else "")
+
+
+def plot_deadline(section: dict) -> bytes | None:
+    """A campaign's forecast against its deadline (`deadline_axes`)."""
+    drawn = deadline_axes(section)
+    return None if drawn is None else _png(drawn[0])
+
+
+def deadline_axes(section: dict):
+    """(figure, axes) of one campaign's forecast, before it becomes a PNG (tests read its bars,
+    labels and lines); None when no job is drawn.
+
+    A row per drawn job, the first to start on top: a bar from its expected start to its expected
+    end (a running one from its real start, hatched), deliverables dark with bold labels, their
+    path light, other jobs blue, held jobs white with a dashed edge; a job of unknown duration
+    (counted as 0) says so at its start. A dashed line at now, and the deadline's line, red when
+    the deliverables are expected to end after it."""
+    jobs = [j for j in section["jobs"] if j["drawn"]]
+    if not jobs:
+        return None
+    from matplotlib import dates as mdates
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    jobs.sort(key=lambda j: (j["start_s"], j["id"]))
+    when = lambda text: mdates.date2num(datetime.fromisoformat(text))  # noqa: E731
+    now, deadline = when(section["now"]), when(section["deadline"])
+    starts, ends = [when(j["bar_start"]) for j in jobs], [when(j["bar_end"]) for j in jobs]
+    lo, hi = min(starts + [now, deadline]), max(ends + [now, deadline])
+    span = max(hi - lo, 60 / 86400)
+    labels = [_bar_label(j) for j in jobs]
+    label_in = min(3.6, 0.3 + 0.068 * max(len(label) for label in labels))
+    fig_w, fig_h = 11.0, 1.4 + 0.27 * len(jobs)
+    fig = _figure(fig_w, fig_h)
+    fig.subplots_adjust(left=label_in / fig_w, right=1 - 1.75 / fig_w, top=1 - 0.55 / fig_h, bottom=0.7 / fig_h)
+    ax = fig.add_subplot()
+    ax.set_xlim(lo - span * 0.02, hi + span * 0.08)  # room for the last bar's duration
+    ax.set_ylim(len(jobs) - 0.4, -0.6)  # the first to start on top
+    min_w = span / 400  # a short job in a long forecast still shows as a sliver
+    for y, (job, x0, x1) in enumerate(zip(jobs, starts, ends)):
+        role, held = _role(job), bool(job["held"])
+        (bar,) = ax.barh(y, max(x1 - x0, min_w), left=x0, height=0.66, zorder=2,
+                         color=HELD_COLOUR if held else ROLE_COLOURS[role],
+                         edgecolor="#777777" if held else "white", linestyle="--" if held else "-",
+                         linewidth=0.9 if held else 0.6, hatch="//" if job["status"] == "running" else None)
+        bar.set_gid(f"job-{job['id']}")
+        if job["unknown"]:
+            ax.text(x0 + max(x1 - x0, min_w), y, " ? no estimate", va="center", fontsize=7, color="#a66a00",
+                    parse_math=False, clip_on=True, zorder=3)
+        elif job["estimate_s"] is not None:
+            ax.text(x1, y, " " + duration(job["estimate_s"]), va="center", fontsize=6.5, color="#666666",
+                    parse_math=False, clip_on=True, zorder=3)
+    ax.set_yticks(range(len(jobs)), labels, fontsize=8, parse_math=False)
+    for tick, job in zip(ax.get_yticklabels(), jobs):
+        role = _role(job)
+        tick.set_fontweight("bold" if role == "deliverable" else "normal")
+        tick.set_color(ROLE_COLOURS["deliverable"] if role != "other" else "#333333")
+    ax.axvline(now, color="#444444", linestyle="--", linewidth=0.9, zorder=4, gid="now")
+    late = section["misses"]
+    ax.axvline(deadline, color=DEADLINE_MISSED if late else DEADLINE_MET, linewidth=1.8, zorder=4, gid="deadline")
+    top = ax.get_xaxis_transform()
+    ax.text(now, 1.0, "now", transform=top, ha="center", va="bottom", fontsize=8, color="#444444")
+    ax.text(deadline, 1.0, "deadline", transform=top, ha="center", va="bottom", fontsize=8, fontweight="bold",
+            color=DEADLINE_MISSED if late else DEADLINE_MET)
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("time (UTC)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.25)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    handles = [Patch(color=ROLE_COLOURS[r], label=text) for r, text in
+               (("deliverable", "deliverable"), ("path", "on a deliverable's path"), ("other", "other job"))
+               if any(_role(j) == r for j in jobs)]
+    if any(j["held"] for j in jobs):
+        handles.append(Patch(facecolor=HELD_COLOUR, edgecolor="#777777", linestyle="--", label="held"))
+    if any(j["status"] == "running" for j in jobs):
+        handles.append(Patch(facecolor="white", edgecolor="#777777", hatch="//", label="running"))
+    handles.append(Line2D([], [], color=DEADLINE_MISSED if late else DEADLINE_MET, linewidth=1.8,
+                          label="deadline (missed)" if late else "deadline"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7.5)
+    return fig, ax
+
+
 def make_charts(data: dict) -> dict:
     """Every chart of the report as PNG bytes (None where there is nothing to draw)."""
     return {"timeline": plot_timeline(data["timeline"]),
+            "deadlines": {s["campaign"]: plot_deadline(s) for s in data.get("deadlines", [])},
             "leaderboard": plot_leaderboard(data["leaderboard"], data["score"]),
             "overview": plot_curves_overview(data["curves"]["jobs"]),
             "curves": {job["job"]: plot_curves(job) for job in data["curves"]["jobs"]},

@@ -21,6 +21,7 @@ TIMELINE_LIMIT = 2000  # most recent jobs that ran
 CURVE_JOB_LIMIT = 40  # most recent jobs with training curves
 STUDY_LIMIT = 20  # most recent Optuna studies
 FAILURE_LIMIT = 200  # most recent failures listed with their reasons
+DEADLINE_BAR_LIMIT = 60  # bars per campaign in the deadline chart (the table under it lists every job)
 
 
 def has_tag(tags, tag: str | None) -> bool:
@@ -212,10 +213,65 @@ def _study(study, jobs: list[str]) -> dict:
             "states": states, "best_so_far": best_so_far, "best": best}
 
 
+def deadline_data(queue: JobQueue, tag: str | None = None, limit: int = DEADLINE_BAR_LIMIT) -> list[dict]:
+    """One section per campaign with a deadline: its outlook and the forecast of its unfinished
+    jobs (deadline.planner.load_forecast, the forecast `sched forecast` prints); [] when no campaign
+    has a deadline, for the cost of one query. With a tag: the campaigns with an unfinished job
+    that carries it (a campaign's forecast is the whole campaign's).
+
+    Each job: `job_rows`' fields plus `bar_start`/`bar_end` (ISO; a running job from its real
+    start), `unknown` (no estimate: it counts as taking no time) and `drawn`. At most `limit` bars
+    are drawn: the deliverables and their path first, then the earliest to start."""
+    from ..deadline.campaign import campaigns_with_deadlines
+
+    with queue.read() as conn:
+        if not campaigns_with_deadlines(conn):
+            return []
+        from ..deadline.planner import load_forecast
+
+        forecast = load_forecast(conn, queue.clock.now(conn))
+    if forecast is None:  # the deadline went between the two reads
+        return []
+    from ..deadline.verdict import campaign_json, job_rows
+
+    every = job_rows(forecast)
+    sections = []
+    for campaign in forecast.campaigns:
+        name = campaign.name
+        mine = [r for r in every if r["campaign"] == name]
+        if tag is not None and not any(has_tag(forecast.rows[r["id"]].tags, tag) for r in mine):
+            continue
+        outlook = campaign_json(forecast, name)
+        for r in mine:
+            row = forecast.rows[r["id"]]
+            running = r["status"] == RUNNING and row.started_at is not None
+            r["bar_start"] = iso(row.started_at) if running else r["start"]
+            r["bar_end"] = r["end"]
+            r["unknown"] = r["estimate_s"] is None
+        placed = [r for r in mine if r["start_s"] is not None]
+        chosen = sorted(placed, key=lambda r: (not r["deliverable"], not r["on_path"], r["start_s"], r["id"]))[:limit]
+        drawn = {r["id"] for r in chosen}
+        for r in mine:
+            r["drawn"] = r["id"] in drawn
+        elsewhere = [{"id": r["id"], "name": r["name"], "campaign": r["campaign"], "held": r["held"]}
+                     for r in every if r["held"] and r["campaign"] != name]
+        sections.append({
+            "campaign": name, "now": iso(forecast.now), "deadline": outlook["deadline"],
+            "line": outlook["line"], "misses": outlook["misses"], "acting": outlook["acting"],
+            "done": not outlook["deliverables_left"], "done_by": outlook["done_by"],
+            "policy": outlook["policy"], "workers_note": forecast.workers_note, "jobs": mine,
+            "not_drawn": len(placed) - len(chosen), "limit": limit,
+            "cannot_run": [{"id": r["id"], "name": r["name"], "why": r["cannot_run"] or "not scheduled"}
+                           for r in mine if r["start_s"] is None],
+            "no_estimate": [r["name"] for r in mine if r["unknown"]], "held_elsewhere": elsewhere})
+    return sections
+
+
 def gather(queue: JobQueue, tag: str | None = None) -> dict:
     """Everything the report shows, as plain data."""
     rows = leaderboard(queue, tag=tag)
-    return {"summary": summary_data(queue, tag), "timeline": timeline_data(queue, tag),
+    return {"summary": summary_data(queue, tag), "deadlines": deadline_data(queue, tag),
+            "timeline": timeline_data(queue, tag),
             "failures": failures_data(queue, tag),
             "leaderboard": rows, "score": headline_column(rows),
             "curves": curves_data(queue, tag), "studies": study_data(queue, tag)}

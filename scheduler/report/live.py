@@ -3,8 +3,10 @@
 One thread renders the same page `sched report` writes (gather, charts, HTML) whenever the queue
 has changed, at most once per `every` seconds; the HTTP server (the standard library's
 ThreadingHTTPServer, no new dependency) hands every request the last page rendered, so a browser
-reloading costs no query. Whether anything changed is one cheap query (`queries.change_token`:
-counts by state, the newest id, start, end and metric), not a render.
+reloading costs no query. Whether anything changed is two cheap queries (`queries.change_token`:
+counts by state, the newest id, start, end and metric; and the campaigns' deadlines), not a
+render. A page with a deadline section is rendered again every `every` seconds whatever they say:
+its forecast moves with the clock (now, the running jobs' ends) while the queue stands still.
 
 The page says when it was rendered and reloads itself when a newer render exists: a few lines of
 script ask `/version` every few seconds (a `<noscript>` meta refresh does the same without
@@ -61,6 +63,7 @@ class LiveReport:
         self.problem: str | None = None  # why the last render or check failed (the old page stays)
         self._token = None  # the change token the current page stands for
         self._pending = None  # the token read by the last check, not yet rendered
+        self._clocked = False  # the current page shows a forecast, which the clock moves
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -68,12 +71,16 @@ class LiveReport:
     # ---- rendering ---------------------------------------------------------------------------
 
     def changed(self) -> bool:
-        """One cheap query: has the queue changed since the last render?"""
+        """Two cheap queries: has the queue (or a deadline) changed since the last render? Always
+        yes while the page shows a forecast: the clock moves it."""
+        from ..deadline.campaign import campaigns_with_deadlines
         from ..store import queries as q
 
         with self.queue.read() as conn:
-            token = q.change_token(conn)
-        if token == self._token:
+            # A deadline set or moved by a resubmitted file changes no job: its rows count too.
+            token = (q.change_token(conn), tuple((c.name, c.deadline, c.policy, c.margin)
+                                                 for c in campaigns_with_deadlines(conn)))
+        if token == self._token and not self._clocked:
             return False
         self._pending = token
         return True
@@ -93,6 +100,7 @@ class LiveReport:
         rendered = Rendered(page.encode("utf-8"), version, at)
         with self._lock:
             self.current, self._token, self.problem = rendered, token, None
+            self._clocked = bool(data["deadlines"])
         return rendered
 
     def refresh(self) -> bool:

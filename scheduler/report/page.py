@@ -9,7 +9,7 @@ import base64
 import html
 import json
 
-from ..fmt import duration, number, score
+from ..fmt import duration, number, score, visible
 from ..kinds import leaderboard_layout
 from ..results import param_summary
 from .charts import STATUS_COLOURS, leaderboard_chart_rows
@@ -35,6 +35,10 @@ th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-alig
 th{background:#f0f0f0;position:sticky;top:0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .scroll{max-height:520px;overflow:auto;border:1px solid #e2e2e2}
 .left-out{color:#a66a00}
+.outlook{font-size:14px;margin:6px 0;padding:6px 10px;background:#fff;border-left:4px solid #4c9f50}
+.outlook.late{border-left-color:#d64541}
+tr.deliverable td{font-weight:bold}tr.path td:nth-child(2){color:#7b4fa0}
+.mark{font-size:11px;padding:0 4px;border-radius:3px;background:#eee;margin-left:4px}
 """
 
 
@@ -58,6 +62,14 @@ def _share(value) -> str:
 def machine_data(data: dict) -> dict:
     """The JSON block embedded in the page: what is in it, without the pictures."""
     timeline = data["timeline"]
+    extra = {}
+    if data.get("deadlines"):  # only then: a report without deadlines stays as it was
+        extra["deadlines"] = [{**{k: s[k] for k in ("campaign", "deadline", "line", "misses", "done_by",
+                                                     "not_drawn")},
+                               "jobs": [{k: j[k] for k in ("id", "name", "status", "start", "end", "bar_start",
+                                                            "estimate_s", "source", "deliverable", "on_path",
+                                                            "held", "unknown", "cannot_run", "drawn")}
+                                        for j in s["jobs"]]} for s in data["deadlines"]]
     return {
         "generated_at": data["summary"]["now"], "tag": data["summary"]["tag"],
         "counts": data["summary"]["counts"], "busy": data["summary"]["busy"],
@@ -69,6 +81,7 @@ def machine_data(data: dict) -> dict:
         "leaderboard": [{"job": r["job"], "kind": r["kind"], "model": r["model"],
                          **{column: r[column] for column in leaderboard_layout().scores}}
                         for r in data["leaderboard"]],
+        **extra,
     }
 
 
@@ -102,7 +115,8 @@ def render_html(data: dict, charts: dict, live: dict | None = None) -> str:
     if live is not None:
         out.append(f'<p class="meta" id="live">live: rendered at {e(live["rendered_at"])} UTC; rendered again when '
                    f'the queue changes (at most every {live["every_s"]:g}s), and this page reloads itself</p>')
-    out.append('<nav><a href="#timeline">GPU timeline</a><a href="#failures">Failures</a>'
+    out.append('<nav>' + ('<a href="#deadline">Deadline</a>' if data.get("deadlines") else "") +
+               '<a href="#timeline">GPU timeline</a><a href="#failures">Failures</a>'
                '<a href="#leaderboard">Leaderboard</a><a href="#curves">Training curves</a>'
                '<a href="#studies">Tuning studies</a></nav>')
     if summary["jobs"] == 0:
@@ -126,6 +140,12 @@ def render_html(data: dict, charts: dict, live: dict | None = None) -> str:
                  f'<span>{what} busy, last hour / day<br>({busy["slots"]} {"GPU" if busy["kind"] == "gpu" else "slot"}'
                  f'(s), {summary["workers"]} live worker(s))</span></div>')
     out.append(f'<div class="cards">{"".join(cards)}</div>')
+
+    # -- deadlines (only for campaigns that have one)
+    if data.get("deadlines"):
+        out.append('<h2 id="deadline">Deadline</h2>')
+        for section in data["deadlines"]:
+            out.append(_deadline_section(section, charts.get("deadlines", {}).get(section["campaign"])))
 
     # -- timeline
     out.append('<h2 id="timeline">GPU timeline</h2>')
@@ -186,6 +206,69 @@ def render_html(data: dict, charts: dict, live: dict | None = None) -> str:
     out.append(f'<script type="application/json" id="report-data">{_json_for_html(machine_data(data))}</script>')
     out.append("</main></body></html>")
     return "\n".join(out) + "\n"
+
+
+def _deadline_section(section: dict, png: bytes | None) -> str:
+    """One campaign: its outlook line, the chart of its forecast, what the chart cannot show, and
+    every unfinished job in a table."""
+    e = html.escape
+    out = [f"<h3>Campaign {e(section['campaign'])}</h3>",
+           f'<p class="outlook{" late" if section["misses"] else ""}">{e(section["line"])}</p>']
+    jobs = section["jobs"]
+    if not jobs:
+        out.append('<p class="note">No unfinished job in this campaign.</p>')
+        return "\n".join(out)
+    if section["workers_note"]:
+        out.append(f'<p class="meta">{e(section["workers_note"])}</p>')
+    if png is not None:
+        out.append('<p class="meta">Each bar is an unfinished job from its expected start to its expected end '
+                   "(a running job from its real start, hatched); deliverables dark and bold, the jobs on their "
+                   "path light purple, other jobs blue, held jobs white with a dashed edge; the dashed line is "
+                   "now, the solid one the deadline (red: the deliverables are expected to end after it).</p>")
+        out.append(_img(png, f"forecast of campaign {section['campaign']} against its deadline"))
+    if section["not_drawn"]:
+        out.append(f'<p class="note">{section["not_drawn"]} more job(s) not drawn: the chart shows {section["limit"]}, '
+                   "the deliverables and their path first, then the earliest to start; the table lists every "
+                   "job.</p>")
+    if section["cannot_run"]:
+        items = "".join(f"<li>{e(_job_name(c))}: {e(c['why'])}</li>" for c in section["cannot_run"])
+        out.append(f'<p class="meta">Cannot run on the workers up (not drawn):</p><ul class="meta">{items}</ul>')
+    if section["no_estimate"]:
+        names = ", ".join(visible(n) for n in section["no_estimate"][:10])
+        more = f" and {len(section['no_estimate']) - 10} more" if len(section["no_estimate"]) > 10 else ""
+        out.append(f'<p class="note">No duration estimate (counted as taking no time; add <code>expected:</code>): '
+                   f"{e(names + more)}</p>")
+    if section["held_elsewhere"]:
+        items = "".join(f"<li>{e(_job_name(h))} (campaign {e(visible(h['campaign'] or '-'))}): {e(h['held'])}</li>"
+                        for h in section["held_elsewhere"])
+        out.append(f'<p class="meta">Held jobs of other campaigns:</p><ul class="meta">{items}</ul>')
+    out.append(_deadline_table(jobs))
+    return "\n".join(out)
+
+
+def _job_name(job: dict) -> str:
+    return f"{visible(job['name'])} #{job['id']}"
+
+
+def _deadline_table(jobs: list[dict]) -> str:
+    e = html.escape
+    body = []
+    for j in jobs:
+        role = "deliverable" if j["deliverable"] else "path" if j["on_path"] else "other"
+        marks = "".join(f'<span class="mark">{m}</span>' for m, on in (
+            ("deliverable", j["deliverable"]), ("on path", j["on_path"] and not j["deliverable"]),
+            ("held", j["held"]), ("no estimate", j["unknown"]), ("cannot run", j["cannot_run"]),
+            ("not drawn", not j["drawn"] and j["start_s"] is not None)) if on)
+        start = "running" if j["status"] == "running" else (j["start"] or "never")
+        estimate = "?" if j["estimate_s"] is None else duration(j["estimate_s"])
+        note = j["cannot_run"] or j["held"] or j["note"] or ""
+        body.append(f'<tr class="{role}"><td class="n">{j["id"]}</td><td>{e(visible(j["name"]))}{marks}</td>'
+                    f'<td>{e(j["status"])}</td><td>{e(start)}</td><td>{e(j["end"] or "never")}</td>'
+                    f'<td class="n">{e(estimate)}</td><td>{e(j["source"] or "")}</td><td>{e(note)}</td></tr>')
+    return ('<details><summary class="meta">every unfinished job: id, job, state, expected start and end, '
+            'estimate and its source, the policy\'s note</summary><div class="scroll"><table><tr><th>id</th>'
+            "<th>job</th><th>state</th><th>start (UTC)</th><th>end (UTC)</th><th>estimate</th><th>from</th>"
+            f"<th>note</th></tr>{''.join(body)}</table></div></details>")
 
 
 def _study_caption(st: dict) -> str:
