@@ -39,6 +39,9 @@ class MemoryReporter:
     def finish_by(self, job_id):
         return self.end_by
 
+    def expected_seconds(self, job_id):
+        return None
+
     def log_metric(self, job_id, key, value, step, split):
         self.metrics.append(dict(key=key, value=float(value), step=step, split=split))
 
@@ -115,6 +118,11 @@ class JobContext:
         """When the scheduler wants this job to have ended (epoch seconds), or None: its campaign's
         deadline policy cuts a job that can end early (a tune) short. Asked between units of work."""
         ask = getattr(self.reporter, "finish_by", None)
+        return None if ask is None else ask(self.job_id)
+
+    def expected_seconds(self) -> float | None:
+        """How long the scheduler's forecast expected this job to take (seconds), or None."""
+        ask = getattr(self.reporter, "expected_seconds", None)
         return None if ask is None else ask(self.job_id)
 
     def should_stop(self) -> bool:

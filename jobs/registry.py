@@ -127,6 +127,9 @@ class Kind:
     # Its jobs can end early and cleanly at a time the scheduler sets (the job's `finish_by`): a
     # tune starts no trial that would end after it. The deadline policy cuts such jobs short.
     ends_early: bool = False
+    # Its own time limit from its params: (params) -> ("after", seconds from its start) or ("at",
+    # epoch seconds), or None (a tune's `until:`). The deadline forecast ends it there at the latest.
+    time_limit: Callable[[dict], tuple[str, float] | None] | None = None
     # With k GPUs its runner starts k processes through torchrun, one per GPU (rank 0 records).
     data_parallel: bool = False
     # Params that decide its GPU memory (with kind and model): jobs alike in these share a recorded

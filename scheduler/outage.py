@@ -103,6 +103,13 @@ class BufferedReporter:
     def job(self, ref):
         return self._retried(lambda: self.records.job(ref))
 
+    def expected_seconds(self, job_id):
+        try:
+            return self.records.expected_seconds(job_id)
+        except OUTAGE_ERRORS as exc:
+            self._down(exc)
+            return None
+
     def finish_by(self, job_id):
         """Best effort: during an outage the job goes on as it would without a deadline."""
         try:

@@ -60,6 +60,12 @@ class Records:
             return None
         return row.finish_by.replace(tzinfo=timezone.utc).timestamp()
 
+    def expected_seconds(self, job_id: int) -> float | None:
+        """The forecast's estimate of the job's duration, stored before it started (or None)."""
+        with self.queue.read() as conn:
+            row = q.job_row(conn, job_id)
+        return None if row is None else row.estimate_s
+
     def set_error(self, job_id: int, message: str) -> None:
         """The one-line reason the job failed (its runner reports it; the worker records the ending)."""
         with self.queue.write() as conn:

@@ -5,7 +5,7 @@ the worker tests run real jobs (the `sleep` kind) against a deadline a few secon
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -189,12 +189,22 @@ def test_the_tune_starts_no_trial_that_would_end_after_finish_by(monkeypatch):
 
     now = 1_000_000.0
     monkeypatch.setattr("jobs.tune.tuner.time.time", lambda: now)
-    tuner = SimpleNamespace(ctx=SimpleNamespace(finish_by=lambda: now + 50), trial_seconds=[40.0, 60.0, 45.0])
-    assert Tuner.cut_short(tuner) is None  # a 45 s trial ends before the cut
-    tuner.trial_seconds = [70.0]
-    assert "deadline policy" in Tuner.cut_short(tuner)
-    tuner.ctx = SimpleNamespace(finish_by=lambda: None)
-    assert Tuner.cut_short(tuner) is None
+    def tuner(trials, study=(), expected=None, finish_by=now + 50):
+        fake = SimpleNamespace(ctx=SimpleNamespace(finish_by=lambda: finish_by, expected_seconds=lambda: expected),
+                               trial_seconds=trials, params=SimpleNamespace(n_trials=10),
+                               study=SimpleNamespace(get_trials=lambda **_: list(study)))
+        fake.typical_trial_s = lambda: Tuner.typical_trial_s(fake)
+        return fake
+
+    assert Tuner.cut_short(tuner([40.0, 60.0, 45.0])) is None  # a 45 s trial ends before the cut
+    assert "deadline policy" in Tuner.cut_short(tuner([70.0]))
+    assert Tuner.cut_short(tuner([70.0], finish_by=None)) is None
+    # Before its first trial: the study's finished trials (another job's) say how long one takes ...
+    done = SimpleNamespace(datetime_start=datetime(2026, 1, 1, 0, 0), datetime_complete=datetime(2026, 1, 1, 0, 2))
+    assert "deadline policy" in Tuner.cut_short(tuner([], study=[done]))
+    # ... else the forecast's estimate of the job over its trials (10 x 60 s), not 0.
+    assert "deadline policy" in Tuner.cut_short(tuner([], expected=600.0))
+    assert Tuner.cut_short(tuner([], expected=300.0)) is None
 
 
 # ---- queue files and the database ------------------------------------------------------------
@@ -418,3 +428,13 @@ def test_the_pass_cuts_a_tune_on_the_path_short_and_logs_it(queue, tmp_path):
     assert abs((tune.finish_by - now).total_seconds() - 44 * 60) < 60
     assert any("tune #" in line and "starts no trial that would end after" in line for line in lines)
     assert "starts no trial" in tune.deadline_note
+
+
+def test_a_tunes_until_caps_its_forecast():
+    tune = SimJob(1, "tune", gpus=1, duration=144000, running=True, elapsed=72000, worker=0, gpu_indices=(0,),
+                  time_limit=("after", 86400))
+    after = SimJob(2, "retrain", gpus=1, duration=600, deps=(1,))
+    schedule = replay([tune, after], [WorkerShape(gpus=[None])])
+    assert schedule.slots[1].end == 14400 and schedule.slots[2].start == 14400  # 24 h from its start
+    at = replay([SimJob(1, "tune", gpus=1, duration=5000, time_limit=("at", 1000.0))], [WorkerShape(gpus=[None])])
+    assert at.slots[1].end == 1000

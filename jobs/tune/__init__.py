@@ -66,6 +66,14 @@ def with_defaults(params: dict, defaults: dict[str, dict]) -> dict:
     return merged
 
 
+def _until(params: dict) -> tuple[str, float] | None:
+    """Its `until:` as the deadline forecast caps it (a bad value: no cap; submit refuses it)."""
+    try:
+        return parse_until(params.get("until"))
+    except ValueError:
+        return None
+
+
 def preflight(params: Params, pre) -> None:
     """Every trial trains the fixed fine-tune settings: the same checks as a fine-tune's."""
     from ..finetune import preflight as finetune_preflight
@@ -82,7 +90,7 @@ KIND = Kind("tune", Params, run, summary="an Optuna search over fine-tune settin
             preflight=preflight, with_defaults=with_defaults, gpus=1, memory_params=MEMORY_PARAMS, preload=("optuna", *TRAINING_MODULES, "pipeline.tuning"),
             outputs=("best_params", "best_model", "trials.csv", "val_split", "best_value", "best_trial",
                      "val_accuracy", "val_f1", "epochs_run"),
-            models={"best_model": "hf"}, work=tune_work, ends_early=True)
+            models={"best_model": "hf"}, work=tune_work, ends_early=True, time_limit=_until)
 
 __all__ = ["KIND", "Params", "SpaceParam", "RetryTrial", "parse_until", "study_name", "run",
            "FIRST_START_ATTR", "JOB_ATTR", "SURPLUS_ATTR", "TINY_ATTR"]

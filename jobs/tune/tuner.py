@@ -202,12 +202,28 @@ class _Tuner:
             return f"n_trials ({self.params.n_trials}) reached"
         return self.cut_short()
 
+    def typical_trial_s(self) -> float:
+        """What the next trial may take: the median of this job's trials, else of the study's
+        finished ones (another job's, an earlier attempt's), else the scheduler's estimate of the
+        job shared over its trials, else 0."""
+        if self.trial_seconds:
+            return statistics.median(self.trial_seconds)
+        from optuna.trial import TrialState
+
+        spans = [(t.datetime_complete - t.datetime_start).total_seconds()
+                 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                 if t.datetime_start and t.datetime_complete]
+        if spans:
+            return statistics.median(spans)
+        expected = self.ctx.expected_seconds()
+        return expected / self.params.n_trials if expected and self.params.n_trials else 0.0
+
     def cut_short(self) -> str | None:
         """The deadline policy's `finish_by`: no trial that would end after it starts."""
         end_by = self.ctx.finish_by()
         if end_by is None:
             return None
-        typical = statistics.median(self.trial_seconds) if self.trial_seconds else 0.0
+        typical = self.typical_trial_s()
         if time.time() + typical <= end_by:
             return None
         return (f"the deadline policy asks it to end by {datetime.fromtimestamp(end_by).isoformat(timespec='seconds')}"

@@ -11,7 +11,7 @@ once it ran). The worker runs a pass every PASS_EVERY_S and logs each decision i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, update
 
@@ -120,9 +120,10 @@ def _sim_jobs(conn: Connection, jobs: list, workers: list[WorkerShape], estimate
     out = []
     for j in jobs:
         try:
-            ends_early = get_kind(j.kind).ends_early
+            kind = get_kind(j.kind)
         except UnknownKind:
-            ends_early = False
+            kind = None
+        ends_early = kind is not None and kind.ends_early
         running = j.status == RUNNING
         out.append(SimJob(
             id=j.id, name=j.name, priority=j.priority, gpus=j.gpus, share_mib=j.placed_mib if running else j.gpu_memory_mib,
@@ -132,8 +133,22 @@ def _sim_jobs(conn: Connection, jobs: list, workers: list[WorkerShape], estimate
             gpu_indices=_gpu_positions(j.slot) if running else (), urgent=j.urgent,
             not_before=max((j.not_before - now).total_seconds(), 0.0) if j.not_before else 0.0,
             finish_by=(j.finish_by - now).total_seconds() if j.finish_by else None,
+            time_limit=_time_limit(kind, j, now),
             campaign=j.campaign, deliverable=j.deliverable, ends_early=ends_early))
     return out
+
+
+def _time_limit(kind, job, now: datetime) -> tuple[str, float] | None:
+    """The kind's own limit on the job (a tune's `until:`), as ("after", s) or ("at", s from now)."""
+    if kind is None or kind.time_limit is None:
+        return None
+    limit = kind.time_limit(job.params or {})
+    if limit is None:
+        return None
+    how, value = limit
+    if how == "at":
+        return "at", value - now.replace(tzinfo=timezone.utc).timestamp()
+    return "after", value
 
 
 def _worker_index(job, workers: list[WorkerShape]) -> int | None:

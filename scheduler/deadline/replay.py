@@ -43,6 +43,8 @@ class SimJob:
     held_until: frozenset[int] | None = None  # held: starts once these jobs are done
     not_before: float = 0.0
     finish_by: float | None = None  # ends by then at the latest (a job that ends early, cut short)
+    # Its kind's own limit (a tune's `until:`): ("after", seconds from its start) or ("at", from now)
+    time_limit: tuple[str, float] | None = None
     campaign: str | None = None
     deliverable: bool = False
     ends_early: bool = False
@@ -142,6 +144,10 @@ class _Replay:
         end = start + left
         if job.finish_by is not None:
             end = min(end, max(job.finish_by, start))
+        if job.time_limit is not None:
+            how, value = job.time_limit
+            began = start - job.elapsed if job.running else start
+            end = min(end, max(value if how == "at" else began + value, start))
         return end
 
     # ---- claims -------------------------------------------------------------------------------
