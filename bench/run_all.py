@@ -3,7 +3,7 @@
     python bench/run_all.py [--quick] [--only queue,e2e] [--skip finetune] [--pg URL] [--out FILE]
 
 Runs, in this order (each as its own process, output streamed as it comes):
-  startup   bench/bench_startup.py --repeats 5
+  startup   bench/bench_startup.py --repeats 10 --imports
   queue     bench/bench_queue.py --rounds 3            (+ --pg URL when given)
   e2e       bench/bench_e2e.py --jobs 300 --rounds 3 --budget 300
   gap       bench/bench_gap.py --rounds 2
@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.benchlib import ROOT, load_average, machine_lines  # noqa: E402
 
 BENCHES = {
-    "startup": (["bench/bench_startup.py", "--repeats", "5"], ["bench/bench_startup.py", "--repeats", "2",
-                                                                "--jobs", "10000"]),
+    "startup": (["bench/bench_startup.py", "--repeats", "10", "--imports"], ["bench/bench_startup.py", "--quick"]),
     "queue": (["bench/bench_queue.py", "--rounds", "3"], ["bench/bench_queue.py", "--quick"]),
     "e2e": (["bench/bench_e2e.py", "--jobs", "300", "--rounds", "3", "--budget", "300"],
             ["bench/bench_e2e.py", "--quick"]),
