@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -41,44 +38,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchlib import ROOT, header, ratio, rotated, summary, table  # noqa: E402
+from bench.procs import sched_script, tree_env  # noqa: E402
 
 STATES = ["succeeded"] * 6 + ["queued"] * 2 + ["failed", "cancelled"]
 GOAL_S = 0.25  # issue 23: `sched status` on an empty database, median
-
-
-def entry_point() -> tuple[str, str | None]:
-    """(the `sched` console script to time, a note when `shutil.which` found something else)."""
-    beside = Path(sysconfig.get_path("scripts")) / "sched"
-    found = shutil.which("sched")
-    if found and _is_python_script(Path(found)):
-        return found, None
-    if beside.exists():
-        note = (f"note: shutil.which('sched') is {found}, a wrapper (not a Python script: a pyenv shim adds "
-                f"its own start-up to any command); timing the console script it runs, {beside}") if found else None
-        return str(beside), note
-    raise SystemExit("bench_startup: no installed `sched` command (pip install -e .)")
-
-
-def _is_python_script(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            first = f.readline()
-    except OSError:
-        return False
-    return first.startswith(b"#!") and b"python" in first
-
-
-def child_env() -> dict[str, str]:
-    """This tree first on PYTHONPATH, so the installed entry point imports this checkout's code."""
-    paths = [str(ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 # ---- the databases ---------------------------------------------------------------------------------
 
 def init(sched: str, path: Path) -> None:
     subprocess.run([sched, "--db", f"sqlite:///{path}", "init"], check=True, cwd=ROOT, capture_output=True,
-                   env=child_env())
+                   env=tree_env())
 
 
 def bulk_load(path: Path, count: int) -> float:
@@ -165,8 +135,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    sched, note = entry_point()
-    env = child_env()
+    sched, note = sched_script()
+    env = tree_env()
     header(f"start-up of the installed `sched` command as whole processes, next to `python -c pass`; "
            f"{args.repeats} runs each, interleaved, order rotated")
     print(f"sched: {sched} (PYTHONPATH={ROOT}: this checkout's code); python: {sys.executable}")
