@@ -295,7 +295,7 @@ def huey_enqueue_loop(path: str, sync: str, count: int) -> float:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (figures not comparable)")
-    p.add_argument("--only", default=SECTIONS, help="sections to run, e.g. d,e (default: all of a,b,c,d,e)")
+    p.add_argument("--only", default=",".join(SECTIONS), help="sections to run, e.g. d,e (default: all of a,b,c,d,e)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measure")
     p.add_argument("--submit-batch", type=int, default=1000, help="(a) jobs per submit() batch")
     p.add_argument("--submit-single", type=int, default=200, help="(a) one-job submit() calls timed per round")
