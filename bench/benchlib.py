@@ -123,6 +123,17 @@ def busy_note() -> str | None:
     return None
 
 
+def settle(max_wait_s: float, poll_s: float = 5.0) -> float:
+    """Wait until `busy_note` has nothing to say (the 1-minute load under a quarter of the cores),
+    at most `max_wait_s`; returns the seconds waited. Benches run back to back leave their own work
+    in the 1-minute average (it decays with a 60 s time constant), which would make the next bench
+    warn on an idle machine."""
+    t0 = time.monotonic()
+    while busy_note() is not None and time.monotonic() - t0 < max_wait_s:
+        time.sleep(poll_s)
+    return time.monotonic() - t0
+
+
 def header(title: str) -> None:
     """The first lines of a bench's output: what it is and whether the machine looked idle."""
     print(title)

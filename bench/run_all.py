@@ -3,7 +3,7 @@
     python bench/run_all.py [--quick] [--only queue,e2e] [--skip finetune] [--pg URL] [--out FILE]
 
 Runs, in this order (each as its own process, output streamed as it comes):
-  startup   bench/bench_startup.py --repeats 5
+  startup   bench/bench_startup.py --repeats 10 --imports
   queue     bench/bench_queue.py --rounds 3            (+ --pg URL when given)
   e2e       bench/bench_e2e.py --jobs 300 --rounds 3 --budget 300
   gap       bench/bench_gap.py --rounds 2
@@ -11,9 +11,12 @@ Runs, in this order (each as its own process, output streamed as it comes):
   status    bench/bench_status.py --rounds 10
   packing   bench/bench_packing.py                    (a simulation: seconds, no GPU needed)
 
-About 15-25 minutes on an idle 2-core machine today (the e2e bench lowers its job count to fit its
+About 25-35 minutes on an idle 2-core machine today (the e2e bench lowers its job count to fit its
 budget while per-job start-up is slow, and says so). Figures are only fit to publish from an idle
 machine: every bench prints the load average it started under and warns when the machine is busy.
+Before each bench this waits (up to `--settle` seconds) for the previous bench's own load to leave
+the 1-minute average, so that warning means other work, not the bench before; a bench that still
+starts busy says so, and its figures are not published.
 `--quick` runs every bench's smoke settings (minutes; figures not comparable). Needs huey for the
 queue and e2e benches: pip install -e '.[bench]'.
 """
@@ -29,11 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.benchlib import ROOT, load_average, machine_lines  # noqa: E402
+from bench.benchlib import ROOT, busy_note, load_average, machine_lines, settle  # noqa: E402
 
 BENCHES = {
-    "startup": (["bench/bench_startup.py", "--repeats", "5"], ["bench/bench_startup.py", "--repeats", "2",
-                                                                "--jobs", "10000"]),
+    "startup": (["bench/bench_startup.py", "--repeats", "10", "--imports"], ["bench/bench_startup.py", "--quick"]),
     "queue": (["bench/bench_queue.py", "--rounds", "3"], ["bench/bench_queue.py", "--quick"]),
     "e2e": (["bench/bench_e2e.py", "--jobs", "300", "--rounds", "3", "--budget", "300"],
             ["bench/bench_e2e.py", "--quick"]),
@@ -51,6 +53,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma-separated benches to leave out")
     p.add_argument("--pg", metavar="URL", help="also run the queue bench on this PostgreSQL server")
     p.add_argument("--out", default=None, help="also write everything printed to this file")
+    p.add_argument("--settle", type=float, default=240.0,
+                   help="seconds to wait at most, before each bench, for the load to fall below the warning level")
     return p.parse_args()
 
 
@@ -80,6 +84,11 @@ def main() -> int:
         if name == "queue" and args.pg:
             argv += ["--pg", args.pg]
         emit()
+        waited = settle(0 if args.quick else args.settle)
+        if waited >= 1:
+            emit(f"(waited {waited:.0f} s for the load to settle: load average {load_average()})")
+        if busy_note() and not args.quick:
+            emit(f"(still busy after {args.settle:.0f} s: this bench's figures are not fit to publish)")
         emit(f"=== {name}: python {' '.join(argv)}")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE,

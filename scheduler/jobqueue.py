@@ -218,6 +218,14 @@ class JobQueue:
         with self._read_engine.connect() as conn, conn.begin():
             yield conn
 
+    @contextmanager
+    def status_reads(self):
+        """What `sched status` reads (`store.reads.SqlReads`), in one read transaction."""
+        from .store.reads import SqlReads
+
+        with self.read() as conn:
+            yield SqlReads(conn)
+
     def dispose(self) -> None:
         if self.hot is not None:
             self.hot.close()

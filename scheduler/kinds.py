@@ -94,14 +94,18 @@ def kind_display(name: str):
 
 def headline_metrics(kinds: Iterable[str]) -> dict[str, str]:
     """{kind: the metric that sums up its jobs}: the kind's first score, else the leaderboard's first."""
-    fallback = next(iter(leaderboard_layout().scores.values()), None)
     out = {}
     for name in kinds:
         kind = known_kind(name)
-        metric = (kind.headline if kind is not None else None) or fallback
+        # The leaderboard's layout imports every kind: only asked for when a kind has no score.
+        metric = (kind.headline if kind is not None else None) or _first_leaderboard_score()
         if metric:
             out[name] = metric
     return out
+
+
+def _first_leaderboard_score() -> str | None:
+    return next(iter(leaderboard_layout().scores.values()), None)
 
 
 def curve_kinds() -> dict[str, tuple[Curve, ...]]:

@@ -9,6 +9,7 @@ itself, or drive the terminal.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table as _RichTable
@@ -17,8 +18,10 @@ from rich.text import Text
 from .fmt import duration, number, score, visible
 from .limits import rank_text
 from .resources import fmt_mib, gpu_request_text
-from .jobqueue import JobSpec
 from .tables import NEVER_DROP, Column, cut_left, cut_middle, fit
+
+if TYPE_CHECKING:  # `sched status` renders without importing the queue (SQLAlchemy)
+    from .jobqueue import JobSpec
 
 
 def plain(value, style: str = "") -> Text:

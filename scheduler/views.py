@@ -8,18 +8,20 @@ stays fast with 100,000 jobs in the database.
 from __future__ import annotations
 
 import re
-
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from .fmt import duration as fmt_duration
 from .fmt import iso
 from .resources import slot_gpus
-from .jobqueue import JobQueue
-from .kinds import headline_metrics
-from .store import busy
-from .store import queries as q
-from .store.engine import db_now
 from .store.states import ALL_STATES, QUEUED, RUNNING, SUCCEEDED
+
+if TYPE_CHECKING:
+    from .jobqueue import JobQueue
+
+# `sched status` imports this module: SQLAlchemy, the queue and the kinds' registry (pydantic) are
+# imported where they are used, so a status read from a SQLite file (store/sqlite_reads.py) pays
+# for none of them, and an empty queue not even for the kinds.
 
 RECENT_LIMIT = 10
 FAILURE_LIMIT = 5
@@ -72,61 +74,63 @@ def _eta(job: dict) -> float | None:
 
 
 def status_snapshot(queue: JobQueue, *, all_jobs: bool = True, jobs_limit: int = JSON_JOBS_LIMIT) -> dict:
-    """Everything `sched status` shows, from one set of queries."""
-    with queue.read() as conn:
-        now = db_now(conn)
-        drained = q.is_drained(conn)
+    """Everything `sched status` shows, from one set of queries in one read transaction.
+
+    `queue` is a JobQueue or a `store.sqlite_reads.SqliteStatus`: anything whose `status_reads()`
+    gives the reads of `store.reads.SqlReads`."""
+    with queue.status_reads() as r:
+        now = r.now()
+        drained = r.is_drained()
         counts = {state: 0 for state in ALL_STATES}
-        counts.update(q.status_counts(conn))
-        running = [job_dict(j, now) for j in q.running_jobs(conn)]
-        latest = q.latest_metric(conn, [j["id"] for j in running])
+        counts.update(r.status_counts())
+        running = [job_dict(j, now) for j in r.running_jobs()]
+        latest = r.latest_metric([j["id"] for j in running])
         for job in running:
             job["eta_s"] = _eta(job)
             metric = latest.get(job["id"])
             job["latest_metric"] = None if metric is None else {
                 "key": metric.key, "value": metric.value, "step": metric.step, "split": metric.split}
-        workers = _workers(conn, now, running)
-        queued = q.queued_jobs(conn, QUEUE_LIMIT)
-        waiting_on = q.pending_dependencies(conn, [j.id for j in queued])
+        workers = _workers(r, now, running)
+        queued = r.queued_jobs(QUEUE_LIMIT)
+        waiting_on = r.pending_dependencies([j.id for j in queued])
         gpu_slots_free = _free_gpu_slots(workers)
         queue_rows = [{**job_dict(j, now), "waiting_for": waiting_on.get(j.id, []),
                        "why": _why_waiting(j, waiting_on.get(j.id, []), drained, gpu_slots_free, workers, now)}
                       for j in queued]
-        recent = [job_dict(j, now) for j in q.recent_endings(conn, RECENT_LIMIT)]
-        _add_scores(conn, recent)
-        failures = [job_dict(j, now) for j in q.recent_endings(conn, FAILURE_LIMIT, failures_only=True)]
-        busy = _busy_share(conn, now, workers, running)
-        eta = _queue_eta(conn, now, workers, running)
-        deadlines = deadline_outlook(conn, now)
-        jobs = [job_dict(j, now) for j in q.newest_jobs(conn, jobs_limit)] if all_jobs else []
+        recent = [job_dict(j, now) for j in r.recent_endings(RECENT_LIMIT)]
+        _add_scores(r, recent)
+        failures = [job_dict(j, now) for j in r.recent_endings(FAILURE_LIMIT, failures_only=True)]
+        busy = _busy_share(r, now, workers, running)
+        eta = _queue_eta(r, now, workers, running)
+        deadlines = deadline_outlook(r, now)
+        jobs = [job_dict(j, now) for j in r.newest_jobs(jobs_limit)] if all_jobs else []
     expired = [j["id"] for j in running if j["lease_expired_s"] is not None]
     return {"now": iso(now), "drained": drained, "counts": counts, "workers": workers,
             "running": running, "queue": queue_rows, "recent": recent, "failures": failures,
             "busy": busy, "expired": expired, "eta": eta, "deadlines": deadlines, "jobs": jobs}
 
 
-def deadline_outlook(conn, now: datetime) -> list[dict]:
+def deadline_outlook(r, now: datetime) -> list[dict]:
     """One forecast per campaign with a deadline (deadline.verdict.campaign_json); none: no cost
-    beyond one query (the forecast's modules are imported only then)."""
-    from .deadline.campaign import campaigns_with_deadlines
-
-    if not campaigns_with_deadlines(conn):
+    beyond one query (the forecast's modules, and SQLAlchemy, are imported only then)."""
+    if not r.has_deadlines():
         return []
     from .deadline.planner import load_forecast
     from .deadline.verdict import campaign_json
 
-    forecast = load_forecast(conn, now)
+    with r.forecast_connection() as conn:
+        forecast = load_forecast(conn, now)
     return [campaign_json(forecast, c.name) for c in forecast.campaigns]
 
 
-def _queue_eta(conn, now: datetime, workers: list[dict], running: list[dict]) -> str | None:
+def _queue_eta(r, now: datetime, workers: list[dict], running: list[dict]) -> str | None:
     """When the queue may be done: every queued job's kind's typical duration (median of its recent
     successes), plus what running jobs have left, spread over the live workers' slots."""
-    queued = q.queued_counts_by_kind(conn)
+    queued = r.queued_counts_by_kind()
     if not queued:
         return None
     slots = sum(len(w["slots"]) for w in workers)
-    typical = q.typical_durations(conn, list(queued), now - timedelta(days=14))
+    typical = r.typical_durations(list(queued), now - timedelta(days=14))
     known = [k for k in queued if k in typical]
     if not slots or not known:
         return f"{sum(queued.values())} queued" + ("" if slots else "; no worker running") + \
@@ -139,11 +143,16 @@ def _queue_eta(conn, now: datetime, workers: list[dict], running: list[dict]) ->
     return f"Queue: about {fmt_duration(seconds)} of work left on {slots} slot(s), done around {end} UTC{caveat}"
 
 
-def _add_scores(conn, jobs: list[dict]) -> None:
+def _add_scores(r, jobs: list[dict]) -> None:
     """Each job's headline score (the first score its kind puts on the leaderboard), if it logged one
     and succeeded: what a failed job logged before it failed is not its score."""
-    keys = headline_metrics({j["kind"] for j in jobs})
-    values = q.last_metric_values(conn, [j["id"] for j in jobs], set(keys.values()))
+    succeeded = {j["kind"] for j in jobs if j["status"] == SUCCEEDED}  # only they have a score to show
+    keys = {}
+    if succeeded:  # the kinds' registry imports pydantic and the kinds' modules: only when needed
+        from .kinds import headline_metrics
+
+        keys = headline_metrics(succeeded)
+    values = r.last_metric_values([j["id"] for j in jobs], set(keys.values()))
     for job in jobs:
         key = keys.get(job["kind"])
         value = values.get(job["id"], {}).get(key)
@@ -151,9 +160,9 @@ def _add_scores(conn, jobs: list[dict]) -> None:
         job["score"] = {"key": key, "value": value} if scored else None
 
 
-def _workers(conn, now: datetime, running: list[dict]) -> list[dict]:
+def _workers(r, now: datetime, running: list[dict]) -> list[dict]:
     # A worker silent for WORKER_GONE_S was killed without saying so: leave it out.
-    rows = q.live_workers(conn, now - timedelta(seconds=WORKER_GONE_S))
+    rows = r.live_workers(now - timedelta(seconds=WORKER_GONE_S))
     jobs_by_slot: dict[tuple[int, str], list[dict]] = {}
     for j in running:  # a multi-GPU job is on each of its GPUs; a shared GPU has several jobs
         for part in slot_gpus(j["slot"] or ""):
@@ -277,7 +286,7 @@ def _why_waiting_for_gpus(job, gpu_slots_free: int, workers: list[dict]) -> str:
     return "next free GPU" if not gpu_slots_free else "next free slot"
 
 
-def _busy_share(conn, now: datetime, workers: list[dict], running: list[dict]) -> dict:
+def _busy_share(r, now: datetime, workers: list[dict], running: list[dict]) -> dict:
     """Share of GPU-slot time used by jobs over the last hour and day (all slots when no GPU).
 
     The capacity is the live workers' slots; with no worker alive, the slots jobs used in the window.
@@ -285,7 +294,7 @@ def _busy_share(conn, now: datetime, workers: list[dict], running: list[dict]) -
     since = now - max(BUSY_WINDOWS.values())
     current = [(datetime.fromisoformat(j["started_at"]), part) for j in running if j["started_at"]
                for part in slot_gpus(j["slot"] or "")]
-    used_slots = set(q.busy_slots(conn, since)) | {slot for _, slot in current if slot}
+    used_slots = set(r.busy_slots(since)) | {slot for _, slot in current if slot}
     live_slots = [slot for w in workers for slot in w["slots"]]
     kind = "gpu" if any(slot.startswith("gpu") for slot in live_slots or used_slots) else "slot"
     capacity = [slot for slot in (live_slots or sorted(used_slots)) if kind == "slot" or slot.startswith("gpu")]
@@ -293,7 +302,7 @@ def _busy_share(conn, now: datetime, workers: list[dict], running: list[dict]) -
     share = {}
     for label, window in BUSY_WINDOWS.items():
         begin = now - window
-        used = busy.used_seconds(conn, begin, now, gpu_only=kind == "gpu")
+        used = r.used_seconds(begin, now, gpu_only=kind == "gpu")
         used += sum(max(0.0, (now - max(start, begin)).total_seconds()) for start, slot in current
                     if slot and (kind == "slot" or slot.startswith("gpu")))
         # jobs sharing a GPU each count their time: a GPU cannot be more than fully busy
@@ -303,6 +312,9 @@ def _busy_share(conn, now: datetime, workers: list[dict], running: list[dict]) -
 
 def job_detail(queue: JobQueue, ref: str | int) -> dict:
     """One job with its dependencies, metrics and artifacts."""
+    from .store import queries as q
+    from .store.engine import db_now
+
     job_id = queue.resolve(ref)
     with queue.read() as conn:
         now = db_now(conn)

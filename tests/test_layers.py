@@ -148,3 +148,35 @@ def test_the_store_and_the_queue_never_import_the_execution_package():
     offenders = {m: sorted(n for n in _imports(m, p) if n.startswith("scheduler.execute")) for m, p in low.items()}
     assert {m: names for m, names in offenders.items() if names} == {}
     assert "scheduler.store.busy" in low and "scheduler.jobqueue" in low  # the rule reads the modules it names
+
+
+# What `sched status` on a SQLite file never imports: SQLAlchemy alone took as long as the rest of the
+# command (store/sqlite_reads.py reads the file with sqlite3), and the others cost more still.
+HEAVY_FOR_STATUS = {"sqlalchemy", "alembic", "optuna", "apscheduler", "torch", "transformers", "sklearn", "pandas",
+                    "psycopg", "yaml"}
+
+
+def _status_loads(url: str, *args: str) -> set[str]:
+    return _loaded_after(f"from scheduler.cli import cli\ntry:\n    cli(['--db', {url!r}, 'status', *{args!r}])\n"
+                         "except SystemExit as exc:\n    assert not exc.code, exc.code")
+
+
+def test_sched_status_on_a_sqlite_file_imports_no_heavy_library(tmp_path):
+    from scheduler.jobqueue import JobQueue, JobSpec
+
+    url = f"sqlite:///{tmp_path / 'experiments.db'}"
+    queue = JobQueue(url)
+    for args in ((), ("--json",)):
+        loaded = _status_loads(url, *args)
+        assert not {m.split(".")[0] for m in loaded} & (HEAVY_FOR_STATUS | {"pydantic"}), args
+        assert not {m for m in loaded if m.startswith(("scheduler.store.queries", "scheduler.jobqueue", "jobs"))}
+    # Jobs in the queue, a worker, a failure: still no kind is imported (no success has a score to show).
+    worker = queue.register_worker("h", 1, ["cpu0"])
+    queue.submit([JobSpec("a", "echo"), JobSpec("b", "echo"), JobSpec("c", "echo", after=["a"])])
+    queue.fail(queue.claim(worker, "cpu0", 0).id, worker, message="boom")
+    queue.claim(worker, "cpu0", 0)
+    assert not {m.split(".")[0] for m in _status_loads(url)} & (HEAVY_FOR_STATUS | {"pydantic", "jobs"})
+    # A success's score needs its kind (and so pydantic), never the rest.
+    queue.succeed(queue.resolve("b"), worker)
+    queue.dispose()
+    assert not {m.split(".")[0] for m in _status_loads(url)} & HEAVY_FOR_STATUS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import time
 from datetime import timedelta
 
@@ -133,3 +134,49 @@ def test_busy_buckets_follow_every_ending_through_the_api(queue):
         busy.rebuild(conn)
         rebuilt = busy.used_seconds(conn, now - timedelta(days=1), now, gpu_only=True)
     assert live == pytest.approx(rebuilt, abs=0.01) and live >= 0.2
+
+
+def _frozen_snapshots(queue, monkeypatch, **options) -> tuple[dict, dict]:
+    """The snapshot through SQLAlchemy and through the SQLite file read directly, at one instant."""
+    from scheduler.store.location import sqlite_file
+    from scheduler.store.reads import SqlReads
+    from scheduler.store.sqlite_reads import SqliteReads, SqliteStatus
+
+    with queue.status_reads() as r:
+        instant = r.now()
+    monkeypatch.setattr(SqlReads, "now", lambda self: instant)
+    monkeypatch.setattr(SqliteReads, "now", lambda self: instant)
+    direct = SqliteStatus.open(sqlite_file(queue.url))
+    assert direct is not None
+    try:
+        return status_snapshot(queue, **options), status_snapshot(direct, **options)
+    finally:
+        direct.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_sqlite_file_read_directly_gives_the_same_snapshot(busy_queue, monkeypatch):
+    """`sched status` reads a SQLite file without SQLAlchemy (store/sqlite_reads.py): every part of
+    the snapshot, the JSON job list and the busy windows included, is what the queries of
+    store/queries.py give."""
+    queue, worker, train = busy_queue
+    Records(queue).log_metric(train.id, "loss", 0.5, step=60, split="train")  # a later metric wins
+    via_sqlalchemy, direct = _frozen_snapshots(queue, monkeypatch, all_jobs=True, jobs_limit=5)
+    assert direct == via_sqlalchemy
+    assert direct["recent"] and direct["queue"] and direct["busy"]["last_hour"] > 0 and len(direct["jobs"]) == 5
+    queue.drain()
+    assert operator.eq(*_frozen_snapshots(queue, monkeypatch, all_jobs=False))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_sqlite_file_to_upgrade_is_not_read_directly(queue):
+    """Only a file at the newest revision is read without the queue: an older one goes through
+    JobQueue, which upgrades it (with its backup) as every command does."""
+    from scheduler.store.location import sqlite_file
+    from scheduler.store.sqlite_reads import SqliteStatus
+
+    path = sqlite_file(queue.url)
+    with queue.write() as conn:
+        conn.exec_driver_sql("UPDATE sched_alembic_version SET version_num = '0007'")
+    assert SqliteStatus.open(path) is None
+    assert SqliteStatus.open(path.with_name("absent.db")) is None and not path.with_name("absent.db").exists()

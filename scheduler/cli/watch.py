@@ -28,18 +28,17 @@ def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, limi
       sched status --watch
       sched status --json | jq '.counts'
     """
-    from ..render import status_view
-    from ..views import status_snapshot
-
-    queue = open_queue(ctx)
-    if as_json:
-        snap = status_snapshot(queue, all_jobs=True, jobs_limit=limit)
+    if as_json:  # no rich: scripts get the data only
+        snap = _snapshot(ctx, all_jobs=True, jobs_limit=limit)
         click.echo(json.dumps(snap, indent=1, ensure_ascii=False))
-    elif watch:
+        return
+    from ..render import status_view
+
+    if watch:
         from rich.live import Live
 
         def view():  # sized to the terminal as it is now (it may have been resized)
-            return status_view(status_snapshot(queue, all_jobs=False), width=console.width, height=console.height)
+            return status_view(_snapshot(ctx, all_jobs=False), width=console.width, height=console.height)
 
         with Live(view(), console=console._console, auto_refresh=False, screen=False,
                   vertical_overflow="crop") as live:
@@ -50,7 +49,39 @@ def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, limi
             except KeyboardInterrupt:
                 pass
     else:
-        console.print(status_view(status_snapshot(queue, all_jobs=False), width=console.width))
+        console.print(status_view(_snapshot(ctx, all_jobs=False), width=console.width))
+
+
+def _snapshot(ctx: click.Context, **options) -> dict:
+    """The status snapshot of `--db`. A SQLite file at the newest schema is read with the standard
+    library (store/sqlite_reads.py): importing SQLAlchemy would double what `sched status` takes on
+    a small queue. Anything else, or a read of the file that fails, goes through the queue, which
+    upgrades, refuses or reports as every command does."""
+    import sqlite3
+
+    from ..views import status_snapshot
+
+    obj = ctx.find_root().obj
+    if "sqlite_status" not in obj:
+        obj["sqlite_status"] = _sqlite_status(obj["db"])
+    if obj["sqlite_status"] is not None:
+        try:
+            return status_snapshot(obj["sqlite_status"], **options)
+        except sqlite3.Error:
+            obj["sqlite_status"].dispose()
+            obj["sqlite_status"] = None  # from now on through the queue, which says what is wrong
+    return status_snapshot(open_queue(ctx), **options)
+
+
+def _sqlite_status(url: str):
+    from ..store.location import sqlite_file
+
+    path = sqlite_file(url)
+    if path is None or "?" in url or not path.exists():  # URL options are SQLAlchemy's to apply
+        return None
+    from ..store.sqlite_reads import SqliteStatus
+
+    return SqliteStatus.open(path)
 
 
 @click.command()

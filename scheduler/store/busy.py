@@ -13,11 +13,16 @@ from the jobs' rows (the migration that added it, and data loaded around the que
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-
-from sqlalchemy import Connection, delete, func, insert, select, update
+from typing import TYPE_CHECKING, Protocol
 
 from ..resources import slot_gpus
-from .schema import busy, jobs
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+# SQLAlchemy and the tables are imported inside the functions that write or read through them:
+# `sched status` on a SQLite file reads the buckets with the standard library (sqlite_reads.py)
+# and shares `window_seconds` below without paying for SQLAlchemy.
 
 BUCKET_S = 300
 _EPOCH = datetime(2000, 1, 1)
@@ -50,6 +55,10 @@ def add_span(conn: Connection, slot: str | None, start: datetime | None, end: da
 
 
 def _add(conn: Connection, slot: str, bucket: datetime, seconds: float) -> None:
+    from sqlalchemy import insert, update
+
+    from .schema import busy
+
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
         if dialect == "sqlite":
@@ -65,33 +74,70 @@ def _add(conn: Connection, slot: str, bucket: datetime, seconds: float) -> None:
         conn.execute(insert(busy).values(slot=slot, bucket=bucket, seconds=seconds))
 
 
+class BucketSource(Protocol):
+    """What `window_seconds` reads: sums of the buckets and the spans of jobs (any store)."""
+
+    def bucket_sum(self, gpu_only: bool, *, since: datetime | None = None, at: datetime | None = None) -> float:
+        """Seconds in the buckets starting at or after `since`, or in the one bucket starting at `at`."""
+
+    def spans_between(self, begin: datetime, end: datetime) -> list[tuple[datetime, datetime, str]]:
+        """(started_at, finished_at, slot) of jobs on a slot that ended after `begin` and started before `end`."""
+
+
 def used_seconds(conn: Connection, begin: datetime, now: datetime, gpu_only: bool) -> float:
     """Slot seconds used by attempts that ended in [begin, now] (running ones are the caller's)."""
+    return window_seconds(_SqlBuckets(conn), begin, now, gpu_only)
+
+
+def window_seconds(source: BucketSource, begin: datetime, now: datetime, gpu_only: bool) -> float:
+    """`used_seconds` over any BucketSource (SQLAlchemy's, or a SQLite file read directly)."""
     first_full = bucket_of(begin) + (timedelta(seconds=BUCKET_S) if bucket_of(begin) < begin else timedelta(0))
-    query = select(func.coalesce(func.sum(busy.c.seconds), 0.0)).where(busy.c.bucket >= first_full)
-    if gpu_only:
-        query = query.where(busy.c.slot.like("gpu%"))
-    total = float(conn.execute(query).scalar() or 0.0)
+    total = float(source.bucket_sum(gpu_only, since=first_full) or 0.0)
     if first_full > begin and (first_full - begin) * 100 <= now - begin:
         # A long window (a day): the partial first bucket, pro rata. Reading it exactly means every
         # job that ended in the window (100,000 on a busy day); this errs by at most 1%.
         share = (first_full - begin) / timedelta(seconds=BUCKET_S)
-        partial = select(func.coalesce(func.sum(busy.c.seconds), 0.0)).where(busy.c.bucket == bucket_of(begin))
-        if gpu_only:
-            partial = partial.where(busy.c.slot.like("gpu%"))
-        return total + share * float(conn.execute(partial).scalar() or 0.0)
+        return total + share * float(source.bucket_sum(gpu_only, at=bucket_of(begin)) or 0.0)
     if first_full > begin:  # a short window: the partial first bucket, exactly, from the jobs that overlap it
-        spans = select(jobs.c.started_at, jobs.c.finished_at, jobs.c.slot).where(
-            jobs.c.finished_at > begin, jobs.c.started_at < first_full, jobs.c.slot.is_not(None))
-        for start, end, slot in conn.execute(spans):
+        for start, end, slot in source.spans_between(begin, first_full):
             if gpu_only and not slot.startswith("gpu"):
                 continue
             total += max(0.0, (min(end, first_full) - max(start, begin)).total_seconds())
     return total
 
 
+class _SqlBuckets:
+    """BucketSource on a SQLAlchemy connection."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def bucket_sum(self, gpu_only: bool, *, since: datetime | None = None, at: datetime | None = None) -> float:
+        from sqlalchemy import func, select
+
+        from .schema import busy
+
+        query = select(func.coalesce(func.sum(busy.c.seconds), 0.0))
+        query = query.where(busy.c.bucket >= since) if at is None else query.where(busy.c.bucket == at)
+        if gpu_only:
+            query = query.where(busy.c.slot.like("gpu%"))
+        return self.conn.execute(query).scalar()
+
+    def spans_between(self, begin: datetime, end: datetime) -> list[tuple[datetime, datetime, str]]:
+        from sqlalchemy import select
+
+        from .schema import jobs
+
+        return self.conn.execute(select(jobs.c.started_at, jobs.c.finished_at, jobs.c.slot).where(
+            jobs.c.finished_at > begin, jobs.c.started_at < end, jobs.c.slot.is_not(None))).all()
+
+
 def rebuild(conn: Connection, since: datetime | None = None) -> None:
     """Recompute the buckets from the jobs' rows (each job's last attempt)."""
+    from sqlalchemy import delete, insert, select
+
+    from .schema import busy, jobs
+
     conn.execute(delete(busy))
     query = select(jobs.c.slot, jobs.c.started_at, jobs.c.finished_at).where(
         jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None), jobs.c.slot.is_not(None))

@@ -16,7 +16,6 @@ Optuna's tables in the same database keep Optuna's own migrations and version ta
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,28 +25,16 @@ from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
 from ..errors import DatabaseUnreachable, SchedError
 from .engine import make_engine, shown_url, sqlite_path
+from .revision import MIGRATIONS, VERSION_TABLE, head, revisions
 from .schema import SCHED_TABLES, meta
 
 log = logging.getLogger("sched.store")
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-VERSION_TABLE = "sched_alembic_version"
 LEGACY_BASE = "0001"  # what a sched 0.1 database (schema_version 1) holds
-_REVISION_FILE = re.compile(r"^(\d{4})_\w+\.py$")
 
 
 class SchemaVersionError(SchedError):
     """The database was written by a sched with a schema this code cannot use."""
-
-
-def revisions() -> list[str]:
-    """Every revision, oldest first (revisions are numbered and linear: 0001, 0002, ...)."""
-    found = [m.group(1) for p in (MIGRATIONS / "versions").iterdir() if (m := _REVISION_FILE.match(p.name))]
-    return sorted(found)
-
-
-def head() -> str:
-    return revisions()[-1]
 
 
 @dataclass

@@ -35,6 +35,7 @@ from sqlalchemy.engine import CursorResult
 from ..limits import claim_rank
 from . import busy
 from .schema import artifacts, cron_fires, deps, jobs, meta, metrics, workers
+from .schema import busy as busy_table
 from .states import (
     CANCELLED,
     FAILURES,
@@ -735,7 +736,7 @@ def recent_endings(conn: Connection, limit: int, *, failures_only: bool = False)
 
 def busy_slots(conn: Connection, since: datetime) -> list[str]:
     """Slots that ran something since `since` (from the busy buckets)."""
-    return list(conn.execute(select(busy.busy.c.slot).distinct().where(busy.busy.c.bucket >= busy.bucket_of(since)))
+    return list(conn.execute(select(busy_table.c.slot).distinct().where(busy_table.c.bucket >= busy.bucket_of(since)))
                 .scalars())
 
 
