@@ -38,6 +38,7 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from pipeline import startup
 from pipeline.batching import EncodedDataset, MLMPadCollator, PadCollator
 from pipeline.cache import TokenCache
 from pipeline.callbacks import HealthCallback, HooksCallback, SWACallback
@@ -406,13 +407,16 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     source = resolve_model_source(cfg.model, output_dir, train_df["text"].tolist())
     run_state = _start_run_state(output_dir, cfg)
     session = _tracking_session(cfg, tracking, output_dir)
+    startup.mark("run state and checkpoints")
 
     tokenizer = load_tokenizer(source)
     if cfg.special_tokens:
         # Before encoding, so the cache key (which hashes the tokenizer) sees the new tokens.
         add_special_tokens(tokenizer, None, cfg.special_tokens)
+    startup.mark("tokenizer loaded")
     cache = TokenCache(cfg.cache_dir)
     train_enc, val_enc = _encode(cache, tokenizer, [train_df, val_df if evaluate else None], cfg.max_length)
+    startup.mark("texts encoded")
     train_ds = EncodedDataset(train_enc.input_ids, train_df["label"].to_numpy())
     val_ds = EncodedDataset(val_enc.input_ids, val_df["label"].to_numpy()) if evaluate else None
     fp16, bf16 = resolve_precision(cfg.precision)
@@ -424,9 +428,11 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
 
     def build(batch: int, accum: int) -> tuple[Trainer, HooksCallback]:
         set_seed(cfg.seed)  # the classifier head's init, identical on every (re)try
+        startup.mark("data set, collator, health check")
         model, _ = load_classifier(source, cfg.num_labels)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))  # room for the added special tokens
+        startup.mark("model loaded")
         hooks_cb = HooksCallback(hooks, CLASSIFY_NAMES, batch, accum)
         # SWA first: its on_save must write the average before HooksCallback may raise there.
         callbacks = []
@@ -451,6 +457,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
                                                      cfg.class_weights),
             compute_metrics=compute_metrics if evaluate else None,
         )
+        startup.mark("Trainer built")
         return trainer, hooks_cb
 
     with session:

@@ -36,11 +36,14 @@ class RunnerProc:
     def alive(self) -> bool:
         return self.proc.poll() is None and not self.closed
 
-    def hand(self, job, env: dict[str, str], password: str | None, *, reuse: bool) -> None:
-        """Give it a job (it reads its stdin whenever its imports are done)."""
+    def hand(self, job, env: dict[str, str], password: str | None, *, reuse: bool,
+             claimed_at: float | None = None) -> None:
+        """Give it a job (it reads its stdin whenever its imports are done). `claimed_at`: when the
+        worker claimed it (wall clock), where a start-up profile begins (pipeline/startup.py)."""
         order = {"job": {"id": job.id, "name": job.name, "kind": job.kind, "params": job.params,
                          "attempts": job.attempts, "output_dir": job.output_dir, "group_name": job.group_name},
-                 "log_path": job.log_path, "env": env, "password": password, "reuse": reuse}
+                 "log_path": job.log_path, "env": env, "password": password, "reuse": reuse,
+                 "claimed_at": claimed_at}
         self.proc.stdin.write(json.dumps(order) + "\n")
         self.proc.stdin.flush()
         self.job_id = job.id

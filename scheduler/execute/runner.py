@@ -154,6 +154,7 @@ def _preload(modules: list[str]) -> None:
 def _serve(reports: _Reports, stop: StopFlag) -> int:
     from jobs import gpu
     from jobs.proc import kill_tree
+    from pipeline import startup
 
     base_env = dict(os.environ)
     queue = QueueLink()
@@ -166,6 +167,8 @@ def _serve(reports: _Reports, stop: StopFlag) -> int:
         attach_log(order["log_path"])
         os.environ.clear()
         os.environ.update({**base_env, **order["env"]})
+        startup.begin(order.get("claimed_at"), order["job"]["output_dir"])
+        startup.mark("handed to the runner")
         queue.set_url(url_with_password(order["env"]["SCHED_DB"], order.get("password")))
         try:
             code, reusable = _run(order["job"], stop, queue)
@@ -220,6 +223,7 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
     """Run one job; (exit code, whether its kind lets this runner take another job)."""
     from jobs import get_kind, gpu
     from jobs.context import Preempted
+    from pipeline import startup
 
     from ..outage import BufferedReporter
 
@@ -234,6 +238,7 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
         reusable = kind.reusable
         params = kind.parse(job["params"])
         _preflight(kind, params, job["name"], reporter)
+        startup.mark("params and preflight")
         processes = int(os.environ.get("SCHED_PROCESSES", "1"))
         if kind.data_parallel and processes > 1:
             from .dataparallel import run_ranks
@@ -241,6 +246,7 @@ def _run(job: dict, stop: StopFlag, queue: QueueLink) -> tuple[int, bool]:
             run_ranks(job, processes, stop, queue.url)
         else:
             gpu.prepare(in_process=kind.torch_in_runner)
+            startup.mark("device prepared")
             kind.run(params, job_context(job, stop, reporter, queue.url))
         reporter.finish()  # what it reported during an outage, written before it counts as done
     except Preempted as exc:

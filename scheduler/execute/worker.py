@@ -815,6 +815,7 @@ class WorkerLoop:
         """Hand a claimed job to a runner; (runner, whether it was warm)."""
         from ..store.engine import without_password
 
+        claimed_at = time.time()  # just after the claim: where a start-up profile begins
         make_run_folder(Path(self.options.runs_root), Path(job.output_dir))
         runner, warm = self._take_runner(slot, placement is not None)
         where = slot.name if placement is None else placement.slot
@@ -831,12 +832,12 @@ class WorkerLoop:
         env = {**devices, "SCHED_DB": url, RUN_TOKEN: self._run_token(job),
                "SCHED_STOP_GRACE_S": f"{self.options.stop_grace_s:g}"}
         try:
-            runner.hand(job, env, password, reuse=self.options.warm)
+            runner.hand(job, env, password, reuse=self.options.warm, claimed_at=claimed_at)
         except OSError:  # the runner died just now: a new one
             runner.release()
             _kill_runner(runner)
             runner, warm = start_runner(self._runner_env(slot)), False
-            runner.hand(job, env, password, reuse=self.options.warm)
+            runner.hand(job, env, password, reuse=self.options.warm, claimed_at=claimed_at)
         return runner, warm
 
 
