@@ -53,6 +53,7 @@ def test_a_job_on_a_spare_finds_its_imports_done_before_its_claim(warm_kind, sql
     assert not first["preloaded"]  # the first runner was started for it: nothing ahead of time
     assert second["preloaded"]  # a spare imported it while the first job ran
     assert second["imported_at"] < second["started_at"] and second["pid"] != first["pid"]
+    assert first["frozen"] > 0 and second["frozen"] > 0  # the imports are kept out of every collection
     assert "(warm runner)" in Path(queue.get("w2").log_path).read_text()
     queue.dispose()
 

@@ -1,9 +1,11 @@
 """A job kind for the warm-start tests (loaded through $SCHED_KINDS=tests.warm_kind): it preloads
 `tests.heavy_module`, standing in for torch and transformers, and records at its start whether that
-module was already imported in its process, and by which process."""
+module was already imported in its process, by which process, and whether the runner froze its
+imports out of garbage collection."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -27,7 +29,8 @@ def run(params: Params, ctx: JobContext) -> None:
 
     with open(params.marker, "a") as fh:
         fh.write(json.dumps({"job": ctx.name, "pid": os.getpid(), "preloaded": already,
-                             "imported_at": heavy.IMPORTED_AT, "started_at": time.time()}) + "\n")
+                             "imported_at": heavy.IMPORTED_AT, "started_at": time.time(),
+                             "frozen": gc.get_freeze_count()}) + "\n")
 
 
 KIND = Kind("warmcheck", Params, run, summary="records whether its preload was imported before it ran",
