@@ -48,6 +48,12 @@ class RunnerProc:
         self.proc.stdin.flush()
         self.job_id = job.id
 
+    def open_database(self, url: str, password: str | None) -> None:
+        """Have a spare open the queue's database now, before a job is claimed (it does so once its
+        imports are done): the job's first report then finds it open."""
+        self.proc.stdin.write(json.dumps({"database": url, "password": password}) + "\n")
+        self.proc.stdin.flush()
+
     def messages(self) -> list[dict]:
         """What it reported since the last call (never blocks)."""
         if self.closed:

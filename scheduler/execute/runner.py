@@ -6,6 +6,8 @@ runner imports MODULEs first (torch, transformers, the kinds the queue's next jo
 that starts CUDA), says `ready`, and waits on stdin for a job: one JSON line with the job, the
 environment it adds (its devices, its run token) and the database password. A runner that does
 this ahead of the claim is the slot's *spare*: a claimed job starts without paying for imports.
+A spare is also sent the database (`{"database": url, "password": ...}`) and opens it at once, so
+a job's first report does not wait for the connection and the schema check either.
 
 It reports on REPORT_FD (JSON lines): `{"ready": pid}`, then `{"done": job_id, "exit": code,
 "again": bool}`. `again`: the job's kind keeps no state in the process (`Kind.reusable`) and was
@@ -96,6 +98,13 @@ class QueueLink:
             self._records = Records(self._queue)
         return self._records
 
+    def open_quietly(self) -> None:
+        """Open it ahead of need; if the database does not answer now, the job's first report tries again."""
+        try:
+            self.records()
+        except Exception:  # noqa: BLE001 - an outage, a bad URL: the job's own reports say so
+            self.close()
+
     def set_url(self, url: str) -> None:
         if url != self.url:
             self.close()
@@ -176,6 +185,10 @@ def _serve(reports: _Reports, stop: StopFlag) -> int:
             queue.close()
             return 0
         order = json.loads(line)
+        if "database" in order:  # a spare, before any claim: open the queue's database now
+            queue.set_url(url_with_password(order["database"], order.get("password")))
+            queue.open_quietly()
+            continue
         attach_log(order["log_path"])
         os.environ.clear()
         os.environ.update({**base_env, **order["env"]})
