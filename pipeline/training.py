@@ -40,7 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from pipeline import startup
 from pipeline.batching import EncodedDataset, MLMPadCollator, PadCollator
-from pipeline.cache import TokenCache
+from pipeline.cache import TokenCache, tokenizer_fingerprint
 from pipeline.callbacks import HealthCallback, HooksCallback, SWACallback
 from pipeline.checkpoints import drop_incomplete_checkpoints
 from pipeline.config import NOT_TRAINING, FinetuneConfig, TaptConfig
@@ -51,6 +51,7 @@ from pipeline.hooks import NULL_HOOKS, Hooks, StopRequested
 from pipeline.losses import make_compute_loss_func
 from pipeline.metrics import accuracy, compute_metrics, macro_f1, softmax
 from pipeline.models import (
+    classifier_model,
     load_classifier,
     load_mlm,
     load_tokenizer,
@@ -380,8 +381,10 @@ def _save_final(trainer: Trainer, tokenizer, model_dir: str) -> None:
 
 def _encode(cache: TokenCache, tokenizer, frames: list[pd.DataFrame | None], max_length: int) -> list:
     """Token ids of each frame's texts (None for None); rank 0 fills the cache, the others read it."""
+    fingerprint = tokenizer_fingerprint(tokenizer)  # once for every frame: it serialises the tokenizer
     with main_first():
-        return [None if df is None else cache.encode(tokenizer, df["text"].tolist(), max_length)
+        return [None if df is None else cache.encode(tokenizer, df["text"].tolist(), max_length,
+                                                     fingerprint=fingerprint)
                 for df in frames]
 
 
@@ -429,7 +432,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     def build(batch: int, accum: int) -> tuple[Trainer, HooksCallback]:
         set_seed(cfg.seed)  # the classifier head's init, identical on every (re)try
         startup.mark("data set, collator, health check")
-        model, _ = load_classifier(source, cfg.num_labels)
+        model = classifier_model(source, cfg.num_labels)  # the tokenizer is loaded above
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))  # room for the added special tokens
         startup.mark("model loaded")
