@@ -140,11 +140,13 @@ def _apply_params_from(params, ctx: JobContext):
 def run(params, ctx: JobContext) -> None:
     import pandas as pd
 
+    from pipeline import startup
     from pipeline.hooks import StopRequested
     from pipeline.training import finetune
 
     params = _apply_params_from(params, ctx)
     split, test = load_data(params)
+    startup.mark("data read and split")
     train, val = split.train, split.val
     extra = extra_rows(params, ctx)
     if extra is not None:
@@ -155,7 +157,9 @@ def run(params, ctx: JobContext) -> None:
     epochs = _epochs(params, ctx)
     cfg = training_config(params, FinetuneConfig, Params.config_names, epochs=epochs,
                           model=resolve_model(ctx, params.model, train["text"].tolist()))
+    startup.mark("model resolved")
     ctx.progress(0, None, f"{len(train)} train rows, {0 if val is None else len(val)} val rows")
+    startup.mark("first progress write")
     try:
         result = finetune(cfg, train, val, test, output_dir=str(ctx.output_dir / "train"), hooks=hooks_for(ctx),
                           tracking=tracking_run(ctx, "finetune", params))

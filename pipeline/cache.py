@@ -60,9 +60,11 @@ class TokenCache:
         chosen = self.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
         self.cache_dir = os.path.expanduser(chosen)
 
-    def encode(self, tokenizer, texts: Sequence[str], max_length: int, with_offsets: bool = False) -> Encoded:
-        """Token ids for ``texts`` (with [CLS]/[SEP], truncated to ``max_length``), from cache if present."""
-        key = cache_key(tokenizer, texts, max_length, with_offsets)
+    def encode(self, tokenizer, texts: Sequence[str], max_length: int, with_offsets: bool = False,
+               fingerprint: str | None = None) -> Encoded:
+        """Token ids for ``texts`` (with [CLS]/[SEP], truncated to ``max_length``), from cache if present.
+        ``fingerprint``: the tokenizer's, when the caller encodes several sets with it (it takes ms)."""
+        key = cache_key(tokenizer, texts, max_length, with_offsets, fingerprint)
         path = os.path.join(self.cache_dir, f"{key}.npz")
         start = time.perf_counter()
         if os.path.exists(path):
@@ -112,9 +114,11 @@ def texts_sha256(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def cache_key(tokenizer, texts: Sequence[str], max_length: int, with_offsets: bool = False) -> str:
+def cache_key(tokenizer, texts: Sequence[str], max_length: int, with_offsets: bool = False,
+              fingerprint: str | None = None) -> str:
     """The entry name: one sha256 over the tokenizer fingerprint, the texts' hash and the settings."""
-    parts = [tokenizer_fingerprint(tokenizer), texts_sha256(texts), str(int(max_length)), str(bool(with_offsets))]
+    parts = [fingerprint or tokenizer_fingerprint(tokenizer), texts_sha256(texts), str(int(max_length)),
+             str(bool(with_offsets))]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 

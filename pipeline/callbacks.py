@@ -12,6 +12,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from transformers import TrainerCallback
 
+from pipeline import startup
 from pipeline.distributed import any_rank, barrier
 from pipeline.health import Diverged, NotLearning, check_loss, dead_reason_of
 from pipeline.hooks import Hooks, StopRequested
@@ -53,12 +54,14 @@ class HooksCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_epoch, self.start_step = int(state.epoch or 0), state.global_step
+        startup.mark("train() set-up")
         self.hooks.fault("train_begin", self._state(args, state))
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.hooks.fault("step_begin", self._state(args, state))
 
     def on_step_end(self, args, state, control, **kwargs):
+        startup.first_step()  # a start-up profile (SCHED_PROFILE_STARTUP) ends here
         # "steps · epoch 1.4/3": `sched status` shows it after done/total.
         self.hooks.on_progress(state.global_step, state.max_steps,
                                f"steps · epoch {state.epoch:.1f}/{state.num_train_epochs:g}")

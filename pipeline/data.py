@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import csvcache
 from .errors import InputError
 
 LABEL_NAMES = ("strong negative", "weak negative", "weak positive", "strong positive")
@@ -127,19 +128,33 @@ def load_labeled_csv(
 
     Raises DataError, naming the file and the column/row, for: missing or empty file, non-UTF-8
     bytes, a missing column, empty text, and labels that are not integers in 0..num_labels-1.
+    A file read before (unchanged since) comes from `pipeline.csvcache`.
     """
+    entry = csvcache.entry_for(path, "labeled", text_column, label_column, num_labels)
+    cached = csvcache.load(entry)
+    if cached is not None and cached[1] is not None:
+        return _labeled_frame(pd.Series(cached[0], dtype=str), pd.Series(cached[1], dtype=np.int64))
     df = _read_csv(path)
     _require_column(df, text_column, path)
     _require_column(df, label_column, path)
-    texts = _clean_texts(df[text_column], text_column, path)
-    labels = _parse_labels(df[label_column], label_column, num_labels, path)
+    frame = _labeled_frame(_clean_texts(df[text_column], text_column, path),
+                           _parse_labels(df[label_column], label_column, num_labels, path))
+    csvcache.save(entry, frame["text"].tolist(), frame["label"].to_numpy())
+    return frame
+
+
+def _labeled_frame(texts: pd.Series, labels: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"text": texts, "label": labels}).reset_index(drop=True)
 
 
 def check_labeled_csv(path: str | os.PathLike, text_column: str = "review", label_column: str = "label",
                       num_labels: int = 4) -> int:
     """What `load_labeled_csv` would refuse, checked fast (two columns read, no text normalised):
-    the file, its columns, non-empty texts and labels in 0..num_labels-1. Returns the row count."""
+    the file, its columns, non-empty texts and labels in 0..num_labels-1. Returns the row count.
+    A file `load_labeled_csv` accepted as it is now (its cache entry) passes without a read."""
+    accepted = csvcache.rows(csvcache.entry_for(path, "labeled", text_column, label_column, num_labels))
+    if accepted is not None:
+        return accepted
     frame = _read_columns(path, [text_column, label_column])
     empty = frame[text_column].fillna("").str.strip() == ""
     if empty.any():
@@ -151,7 +166,8 @@ def check_labeled_csv(path: str | os.PathLike, text_column: str = "review", labe
 
 def check_text_csv(path: str | os.PathLike, text_column: str = "review") -> int:
     """The file exists, is a CSV and has the text column (for TAPT, predict, test files)."""
-    return len(_read_columns(path, [text_column]))
+    accepted = csvcache.rows(csvcache.entry_for(path, "texts", text_column))
+    return accepted if accepted is not None else len(_read_columns(path, [text_column]))
 
 
 def _read_columns(path: str | os.PathLike, columns: list[str]) -> pd.DataFrame:
@@ -182,10 +198,17 @@ def _read_columns(path: str | os.PathLike, columns: list[str]) -> pd.DataFrame:
 
 
 def load_texts(path: str | os.PathLike, text_column: str = "review") -> list[str]:
-    """Load the (normalized) texts of a CSV, ignoring any label column: input for TAPT or predict."""
+    """Load the (normalized) texts of a CSV, ignoring any label column: input for TAPT or predict.
+    A file read before (unchanged since) comes from `pipeline.csvcache`."""
+    entry = csvcache.entry_for(path, "texts", text_column)
+    cached = csvcache.load(entry)
+    if cached is not None:
+        return cached[0]
     df = _read_csv(path)
     _require_column(df, text_column, path)
-    return _clean_texts(df[text_column], text_column, path).tolist()
+    texts = _clean_texts(df[text_column], text_column, path).tolist()
+    csvcache.save(entry, texts)
+    return texts
 
 
 def has_column(path: str | os.PathLike, column: str) -> bool:

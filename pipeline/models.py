@@ -68,10 +68,14 @@ def load_classifier(name_or_path: str, num_labels: int | None = 4):
     ``num_labels=None`` keeps the saved head as is (for prediction with a fine-tuned model).
     """
     tokenizer = load_tokenizer(name_or_path)
+    return classifier_model(name_or_path, num_labels), tokenizer
+
+
+def classifier_model(name_or_path: str, num_labels: int | None = 4):
+    """The model of `load_classifier` alone, for a caller that has loaded the tokenizer already."""
     head = {} if num_labels is None else {
         "num_labels": num_labels, "ignore_mismatched_sizes": True, **_label_maps(num_labels)}
-    model = _load(AutoModelForSequenceClassification, name_or_path, "model", dtype=TRAIN_DTYPE, **head)
-    return model, tokenizer
+    return _load(AutoModelForSequenceClassification, name_or_path, "model", dtype=TRAIN_DTYPE, **head)
 
 
 def load_mlm(name_or_path: str):

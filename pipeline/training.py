@@ -38,8 +38,9 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from pipeline import startup
 from pipeline.batching import EncodedDataset, MLMPadCollator, PadCollator
-from pipeline.cache import TokenCache
+from pipeline.cache import TokenCache, tokenizer_fingerprint
 from pipeline.callbacks import HealthCallback, HooksCallback, SWACallback
 from pipeline.checkpoints import drop_incomplete_checkpoints
 from pipeline.config import NOT_TRAINING, FinetuneConfig, TaptConfig
@@ -50,6 +51,7 @@ from pipeline.hooks import NULL_HOOKS, Hooks, StopRequested
 from pipeline.losses import make_compute_loss_func
 from pipeline.metrics import accuracy, compute_metrics, macro_f1, softmax
 from pipeline.models import (
+    classifier_model,
     load_classifier,
     load_mlm,
     load_tokenizer,
@@ -379,8 +381,10 @@ def _save_final(trainer: Trainer, tokenizer, model_dir: str) -> None:
 
 def _encode(cache: TokenCache, tokenizer, frames: list[pd.DataFrame | None], max_length: int) -> list:
     """Token ids of each frame's texts (None for None); rank 0 fills the cache, the others read it."""
+    fingerprint = tokenizer_fingerprint(tokenizer)  # once for every frame: it serialises the tokenizer
     with main_first():
-        return [None if df is None else cache.encode(tokenizer, df["text"].tolist(), max_length)
+        return [None if df is None else cache.encode(tokenizer, df["text"].tolist(), max_length,
+                                                     fingerprint=fingerprint)
                 for df in frames]
 
 
@@ -406,13 +410,16 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
     source = resolve_model_source(cfg.model, output_dir, train_df["text"].tolist())
     run_state = _start_run_state(output_dir, cfg)
     session = _tracking_session(cfg, tracking, output_dir)
+    startup.mark("run state and checkpoints")
 
     tokenizer = load_tokenizer(source)
     if cfg.special_tokens:
         # Before encoding, so the cache key (which hashes the tokenizer) sees the new tokens.
         add_special_tokens(tokenizer, None, cfg.special_tokens)
+    startup.mark("tokenizer loaded")
     cache = TokenCache(cfg.cache_dir)
     train_enc, val_enc = _encode(cache, tokenizer, [train_df, val_df if evaluate else None], cfg.max_length)
+    startup.mark("texts encoded")
     train_ds = EncodedDataset(train_enc.input_ids, train_df["label"].to_numpy())
     val_ds = EncodedDataset(val_enc.input_ids, val_df["label"].to_numpy()) if evaluate else None
     fp16, bf16 = resolve_precision(cfg.precision)
@@ -424,9 +431,11 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
 
     def build(batch: int, accum: int) -> tuple[Trainer, HooksCallback]:
         set_seed(cfg.seed)  # the classifier head's init, identical on every (re)try
-        model, _ = load_classifier(source, cfg.num_labels)
+        startup.mark("data set, collator, health check")
+        model = classifier_model(source, cfg.num_labels)  # the tokenizer is loaded above
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))  # room for the added special tokens
+        startup.mark("model loaded")
         hooks_cb = HooksCallback(hooks, CLASSIFY_NAMES, batch, accum)
         # SWA first: its on_save must write the average before HooksCallback may raise there.
         callbacks = []
@@ -451,6 +460,7 @@ def finetune(cfg: FinetuneConfig, train_df: pd.DataFrame, val_df: pd.DataFrame |
                                                      cfg.class_weights),
             compute_metrics=compute_metrics if evaluate else None,
         )
+        startup.mark("Trainer built")
         return trainer, hooks_cb
 
     with session:

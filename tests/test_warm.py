@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timezone
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,10 @@ def test_a_job_on_a_spare_finds_its_imports_done_before_its_claim(warm_kind, sql
     assert not first["preloaded"]  # the first runner was started for it: nothing ahead of time
     assert second["preloaded"]  # a spare imported it while the first job ran
     assert second["imported_at"] < second["started_at"] and second["pid"] != first["pid"]
+    assert first["frozen"] > 0 and second["frozen"] > 0  # the imports are kept out of every collection
+    claimed = queue.get("w2").started_at.replace(tzinfo=timezone.utc).timestamp()
+    assert second["kind_imported_at"] < claimed  # the spare imported the kind's module ahead too
+    assert second["database_open"] and not first["database_open"]  # ... and opened the database
     assert "(warm runner)" in Path(queue.get("w2").log_path).read_text()
     queue.dispose()
 

@@ -36,14 +36,23 @@ class RunnerProc:
     def alive(self) -> bool:
         return self.proc.poll() is None and not self.closed
 
-    def hand(self, job, env: dict[str, str], password: str | None, *, reuse: bool) -> None:
-        """Give it a job (it reads its stdin whenever its imports are done)."""
+    def hand(self, job, env: dict[str, str], password: str | None, *, reuse: bool,
+             claimed_at: float | None = None) -> None:
+        """Give it a job (it reads its stdin whenever its imports are done). `claimed_at`: when the
+        worker claimed it (wall clock), where a start-up profile begins (pipeline/startup.py)."""
         order = {"job": {"id": job.id, "name": job.name, "kind": job.kind, "params": job.params,
                          "attempts": job.attempts, "output_dir": job.output_dir, "group_name": job.group_name},
-                 "log_path": job.log_path, "env": env, "password": password, "reuse": reuse}
+                 "log_path": job.log_path, "env": env, "password": password, "reuse": reuse,
+                 "claimed_at": claimed_at}
         self.proc.stdin.write(json.dumps(order) + "\n")
         self.proc.stdin.flush()
         self.job_id = job.id
+
+    def open_database(self, url: str, password: str | None) -> None:
+        """Have a spare open the queue's database now, before a job is claimed (it does so once its
+        imports are done): the job's first report then finds it open."""
+        self.proc.stdin.write(json.dumps({"database": url, "password": password}) + "\n")
+        self.proc.stdin.flush()
 
     def messages(self) -> list[dict]:
         """What it reported since the last call (never blocks)."""

@@ -420,8 +420,10 @@ class WorkerLoop:
                 _kill_runner(runner)
 
     def _keep_spares(self) -> None:
-        """One idle runner per slot, its imports done before the next claim. A slot whose job's
-        kind is reusable needs none: that job's runner comes back as the spare."""
+        """One idle runner per slot, its imports done and the database open before the next claim.
+        A slot whose job's kind is reusable needs none: that job's runner comes back as the spare."""
+        from ..store.engine import without_password
+
         for slot in self.slots:
             child = next((c for c in self.children.values() if c.lane == slot.name), None)
             if child is not None and _reusable(child.job.kind) and child.stop_reason is None:
@@ -435,19 +437,23 @@ class WorkerLoop:
                             slot.name, spare.proc.poll())
                 spare.release()
             try:
-                self.spares[slot.name] = start_runner(self._runner_env(slot), self._preload())
+                spare = start_runner(self._runner_env(slot), self._preload())
+                self.spares[slot.name] = spare
+                spare.open_database(*without_password(self.queue.url))
             except OSError as exc:
                 log.warning("cannot start a spare runner on %s: %s", slot.name, exc)
                 self.spares.pop(slot.name, None)
 
     def _preload(self) -> tuple[str, ...]:
-        """What the queue's next jobs' kinds import (torch and transformers for the ML kinds)."""
+        """What the queue's next jobs' kinds import (torch and transformers for the ML kinds), and
+        the kinds' own modules (a fine-tune's params model alone takes tens of ms to build)."""
         from jobs.registry import known_kind
 
         modules: dict[str, None] = {}
         for name in self.queue.upcoming_kinds(limit=10):
             kind = known_kind(name)
-            modules.update(dict.fromkeys(kind.preload if kind is not None else ()))
+            if kind is not None:  # its preloads, then its own module (a kind's run() may be any callable)
+                modules.update(dict.fromkeys([*kind.preload, getattr(kind.run, "__module__", None) or "jobs"]))
         return tuple(modules)
 
     def _record_ending(self, child: Child, code: int) -> str | None:
@@ -850,6 +856,7 @@ class WorkerLoop:
         """Hand a claimed job to a runner; (runner, whether it was warm)."""
         from ..store.engine import without_password
 
+        claimed_at = time.time()  # just after the claim: where a start-up profile begins
         make_run_folder(Path(self.options.runs_root), Path(job.output_dir))
         runner, warm = self._take_runner(slot, placement is not None)
         where = slot.name if placement is None else placement.slot
@@ -866,12 +873,12 @@ class WorkerLoop:
         env = {**devices, "SCHED_DB": url, RUN_TOKEN: self._run_token(job),
                "SCHED_STOP_GRACE_S": f"{self.options.stop_grace_s:g}"}
         try:
-            runner.hand(job, env, password, reuse=self.options.warm)
+            runner.hand(job, env, password, reuse=self.options.warm, claimed_at=claimed_at)
         except OSError:  # the runner died just now: a new one
             runner.release()
             _kill_runner(runner)
             runner, warm = start_runner(self._runner_env(slot)), False
-            runner.hand(job, env, password, reuse=self.options.warm)
+            runner.hand(job, env, password, reuse=self.options.warm, claimed_at=claimed_at)
         return runner, warm
 
 

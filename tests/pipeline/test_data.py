@@ -139,3 +139,79 @@ def test_split_rejects_bad_fraction():
 def test_demo_data_loads_balanced(reviews):
     assert len(reviews) == 12000
     assert reviews["label"].value_counts().to_dict() == {0: 3000, 1: 3000, 2: 3000, 3: 3000}
+
+
+# ---- the parsed-CSV cache (pipeline/csvcache.py) -------------------------------------------------
+
+def settled(tmp_path, content: str, name: str = "cached.csv", age_s: float = 60.0):
+    """A CSV last modified `age_s` ago: old enough for the cache (younger files are never cached)."""
+    import os
+    import time
+
+    path = write(tmp_path, content, name)
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
+def no_csv_reads(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the CSV was parsed again")
+
+    monkeypatch.setattr(pd, "read_csv", refuse)
+
+
+def test_a_csv_read_before_comes_from_the_cache_unchanged(tmp_path, monkeypatch):
+    path = settled(tmp_path, "review,label\n  좋다   정말 ,3\n별로,0\nNA,1\n")
+    first = load_labeled_csv(path)
+    no_csv_reads(monkeypatch)
+    again = load_labeled_csv(path)
+    pd.testing.assert_frame_equal(again, first)
+    assert again["text"].tolist() == ["좋다 정말", "별로", "NA"]
+
+
+def test_a_changed_csv_is_read_again(tmp_path):
+    path = settled(tmp_path, "review,label\n좋다,3\n")
+    assert load_labeled_csv(path)["label"].tolist() == [3]
+    path.write_text("review,label\n좋다,2\n", encoding="utf-8")  # same size: only the time differs
+    assert load_labeled_csv(path)["label"].tolist() == [2]  # modified just now: not cached, read
+    settled(tmp_path, "review,label\n좋다,1\n", age_s=30.0)
+    assert load_labeled_csv(path)["label"].tolist() == [1]  # another modification time: another entry
+
+
+def test_the_cache_keys_on_columns_and_label_count(tmp_path):
+    path = settled(tmp_path, "review,label,other\n좋다,3,1\n")
+    assert load_labeled_csv(path)["label"].tolist() == [3]
+    assert load_labeled_csv(path, label_column="other")["label"].tolist() == [1]
+    with pytest.raises(DataError, match="outside 0..1"):
+        load_labeled_csv(path, num_labels=2)
+
+
+def test_a_rejected_csv_is_never_cached(tmp_path):
+    path = settled(tmp_path, "review,label\n좋다,7\n")
+    for _ in range(2):
+        with pytest.raises(DataError, match="label 7"):
+            load_labeled_csv(path)
+
+
+def test_checks_pass_a_csv_the_loader_accepted_without_reading_it(tmp_path, monkeypatch):
+    from pipeline.data import check_labeled_csv, check_text_csv
+
+    labeled = settled(tmp_path, "review,label\n좋다,3\n별로,0\n")
+    texts = settled(tmp_path, "review\n좋다\n", name="texts.csv")
+    load_labeled_csv(labeled)
+    cached_texts = load_texts(texts)
+    no_csv_reads(monkeypatch)
+    assert check_labeled_csv(labeled) == 2
+    assert check_text_csv(texts) == 1
+    assert load_texts(texts) == cached_texts == ["좋다"]
+
+
+def test_a_fresh_csv_is_not_cached(tmp_path, monkeypatch):
+    path = write(tmp_path, "review,label\n좋다,3\n")  # modified just now
+    load_labeled_csv(path)
+    calls = []
+    real = pd.read_csv
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: calls.append(1) or real(*a, **k))
+    load_labeled_csv(path)
+    assert calls

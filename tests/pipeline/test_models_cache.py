@@ -96,6 +96,35 @@ def test_token_cache_key_covers_texts_and_length(tiny_model, reviews):
     assert cache_key(tokenizer, texts, 32) == key
 
 
+def test_a_fingerprint_given_once_hits_the_same_entry_with_identical_ids(tiny_model, reviews, tmp_path):
+    from transformers import AutoTokenizer
+
+    from pipeline.cache import tokenizer_fingerprint
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    texts = reviews["text"].iloc[:200].tolist()
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    assert cache_key(tokenizer, texts, 32, fingerprint=fingerprint) == cache_key(tokenizer, texts, 32)
+    cache = TokenCache(str(tmp_path))
+    cold = cache.encode(tokenizer, texts, max_length=32)
+    warm = cache.encode(tokenizer, texts, max_length=32, fingerprint=fingerprint)
+    assert warm.cache_hit and warm.key == cold.key
+    assert all(np.array_equal(a, b) for a, b in zip(cold.input_ids, warm.input_ids))
+
+
+def test_classifier_model_is_load_classifiers_model(tiny_model):
+    import torch
+
+    from pipeline.models import classifier_model, load_classifier
+
+    torch.manual_seed(0)
+    alone = classifier_model(tiny_model, num_labels=4)
+    torch.manual_seed(0)
+    paired, _ = load_classifier(tiny_model, num_labels=4)
+    assert alone.config.id2label == paired.config.id2label
+    assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), paired.state_dict().values()))
+
+
 def test_token_cache_dir_from_env(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("SCHED_CACHE_DIR", str(tmp_path / "from-env"))
     assert TokenCache().cache_dir == str(tmp_path / "from-env")
