@@ -446,6 +446,11 @@ class JobQueue:
         with self.read() as conn:
             return q.upcoming_kinds(conn, limit)
 
+    def running_on(self, worker_id: int) -> set[int]:
+        """The jobs the queue says this worker runs."""
+        with self.read() as conn:
+            return q.running_on_worker(conn, worker_id)
+
     def urgent_jobs(self, job_ids: list[int]) -> set[int]:
         """Which of these jobs the deadline policy marks urgent now."""
         if not job_ids:

@@ -340,6 +340,7 @@ class WorkerLoop:
         self.start()
         if self.database_was_down:  # back after an outage: renew every lease before anything else
             self._renew_leases(now, force=True)
+            self._requeue_lost_claims()
             self.database_was_down = False
         changed = self._reap_finished()
         self._renew_leases(now)
@@ -352,6 +353,18 @@ class WorkerLoop:
         if self.options.warm and not self.stopping:
             self._keep_spares()
         return changed
+
+    def _requeue_lost_claims(self) -> None:
+        """A claim the database committed while its reply was lost in the outage: the job is ours in
+        the queue but never started here. Queued again at once, its attempt not counted (it never
+        ran), instead of waiting for its lease to run out and spending one."""
+        with self._lock:
+            mine = set(self.children)
+        for job_id in self.queue.running_on(self.worker_id) - mine:
+            if self.queue.preempt(job_id, self.worker_id, message=(
+                    "queued again: this worker's claim of it was lost in a database outage (attempt not counted)")):
+                log.warning("job #%d: its claim's reply was lost in the database outage; queued again "
+                            "(attempt not counted)", job_id)
 
     def _deadline_pass(self, now: float, *, job_ended: bool) -> None:
         """The deadline policy's pass (scheduler/deadline/planner.py) before claiming: every

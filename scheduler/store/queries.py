@@ -931,6 +931,10 @@ def deliverables_of(conn: Connection, campaign: str) -> list[Row]:
         jobs.c.campaign == campaign, jobs.c.deliverable.is_(True)).order_by(jobs.c.id)).all()
 
 
+def running_on_worker(conn: Connection, worker_id: int) -> set[int]:
+    return set(conn.execute(select(jobs.c.id).where(jobs.c.worker_id == worker_id, jobs.c.status == RUNNING)).scalars())
+
+
 def urgent_among(conn: Connection, job_ids: list[int]) -> set[int]:
     return set(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(job_ids), jobs.c.urgent.is_(True))).scalars())
 
