@@ -106,7 +106,8 @@ def report(args, runs: dict[str, list[Run]], leads: list[Run]) -> None:
           f"{cold['median']:.2f} s median from claim to first step")
     if not all(r.warm for r in runs[SCHED]):
         print("WARNING: a measured sched job did not start on a warm runner (see its log)")
-    print(f"ratio sched/plain samples/s (medians): {ratio(summary([r.samples_per_s for r in runs[SCHED]])['median'], plain_med)}")
+    sched_med = summary([r.samples_per_s for r in runs[SCHED]])["median"]
+    print(f"ratio sched/plain samples/s (medians): {ratio(sched_med, plain_med)}")
     print_phases(runs)
 
 

@@ -88,10 +88,15 @@ def main() -> int:
     try:
         prepare(args, workdir)
         print(f"model {args.model}; {'CPU' if args.gpus == 'none' else 'GPU ' + args.gpus}, {args.threads} threads; "
-              f"{args.train_rows} train rows, {args.val_rows} val rows, batch {args.batch}, max_length {args.max_length}")
+              f"{args.train_rows} train rows, {args.val_rows} val rows, batch {args.batch}, "
+              f"max_length {args.max_length}")
         worker = SchedWorker(workdir, args.gpus, env)
         warm = [worker.run_pair(job_params(args))[1] for _ in range(args.rounds)]
         plain = [] if args.no_plain else [run_plain(args, workdir, env, f"{i}") for i in range(args.rounds)]
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
     finally:
         if worker is not None:
             worker.close()

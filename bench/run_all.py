@@ -8,6 +8,7 @@ Runs, in this order (each as its own process, output streamed as it comes):
   e2e       bench/bench_e2e.py --jobs 300 --rounds 3 --budget 300
   gap       bench/bench_gap.py --rounds 2
   finetune  bench/bench_finetune.py --rounds 3
+  jobstart  bench/profile_startup.py --rounds 3        (a warm fine-tune's start-up, by phase)
   status    bench/bench_status.py --rounds 10
   packing   bench/bench_packing.py                    (a simulation: seconds, no GPU needed)
 
@@ -41,6 +42,7 @@ BENCHES = {
             ["bench/bench_e2e.py", "--quick"]),
     "gap": (["bench/bench_gap.py", "--rounds", "2"], ["bench/bench_gap.py", "--quick"]),
     "finetune": (["bench/bench_finetune.py", "--rounds", "3"], ["bench/bench_finetune.py", "--quick"]),
+    "jobstart": (["bench/profile_startup.py", "--rounds", "3"], ["bench/profile_startup.py", "--quick"]),
     "status": (["bench/bench_status.py", "--rounds", "10"], ["bench/bench_status.py", "--quick"]),
     "packing": (["bench/bench_packing.py"], ["bench/bench_packing.py"]),  # deterministic: quick is the same
 }
