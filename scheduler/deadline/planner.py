@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, update
 
-from ..fmt import duration, visible
+from ..fmt import visible
 from ..resources import slot_gpus
 from ..store import queries as q
 from ..store.schema import campaigns as campaigns_table
@@ -24,10 +24,10 @@ from .campaign import campaigns_with_deadlines
 from .estimate import Estimate, Finished, RowCounter, estimate, model_key, work_units
 from .policy import Campaign, Decisions, decide
 from .replay import SimJob, WorkerShape
+from ..views import WORKER_GONE_S  # the workers `sched status` counts as up
 
 PASS_EVERY_S = 15.0
 MAX_REPLAYED = 2000
-WORKER_GONE_S = 300
 ASSUMED_WORKER = WorkerShape(gpus=[None], cpu_slots=1, name="assumed")
 ESTIMATE_CHANGE = 0.05  # a queued job's stored estimate is rewritten when it moves by more than this
 FINISH_BY_CHANGE_S = 60.0
@@ -173,11 +173,11 @@ def plan_pass(conn: Connection, now: datetime, *, had_deadlines: bool = False) -
     campaign has a deadline (decisions left from one that had, `had_deadlines`, are lifted)."""
     forecast = load_forecast(conn, now)
     if forecast is None:
-        if had_deadlines and q.clear_deadline_decisions(conn):
-            return None
+        if had_deadlines:
+            q.clear_deadline_decisions(conn)
         return None
     lines = _engagement(conn, forecast)
-    for job_id, row in forecast.rows.items():
+    for row in forecast.rows.values():
         lines += _apply(conn, row, forecast)
     return lines
 
@@ -266,7 +266,3 @@ def estimate_errors(conn: Connection, limit: int = 200) -> list[dict]:
                     "source": r.estimate_source, "actual_s": actual,
                     "error": (r.estimate_s - actual) / actual if actual > 0 else None})
     return out
-
-
-def fmt_span(seconds: float | None) -> str:
-    return duration(abs(seconds)) if seconds is not None else "?"

@@ -93,7 +93,7 @@ def job_rows(forecast: Forecast, campaign: str | None = None) -> list[dict]:
         found = forecast.estimates.get(job.id)
         out.append({
             "id": job.id, "name": job.name, "status": row.status, "campaign": row.campaign,
-            "start": None if slot is None else forecast.at(max(slot.start, -1e9)).isoformat(timespec="seconds"),
+            "start": None if slot is None else forecast.at(slot.start).isoformat(timespec="seconds"),
             "end": None if slot is None else forecast.at(slot.end).isoformat(timespec="seconds"),
             "start_s": None if slot is None else slot.start, "end_s": None if slot is None else slot.end,
             "estimate_s": None if found is None else found.seconds, "source": None if found is None else found.source,
