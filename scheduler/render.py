@@ -9,6 +9,7 @@ itself, or drive the terminal.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from rich.console import Group
@@ -369,12 +370,17 @@ ACTION_STYLE = {"new": "green", "same": "dim", "replace": "yellow", "rerun": "ye
                 "changed": "bold red", "running": "bold red"}
 
 
-def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120, plan=None):
+def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120, plan=None,
+               limit: int | None = None):
     """The expanded plan; with a SubmitPlan, what submitting does to each job (new, same, changed,
     ...). One line per job at any width: long names lose their middle (`tapt-…/roberta-base`),
-    low-value columns go first; params are shown only when the terminal is wide enough for them."""
+    low-value columns go first; params are shown only when the terminal is wide enough for them.
+    With `limit`, a longer plan keeps every job whose action is worth a look (replace, rerun,
+    changed, ...) and the first others, in file order, and says how many it left out: a matrix of
+    a thousand jobs is a count, not a thousand lines to scroll past."""
     show_params = width >= 140
     actions = {p.spec.name: p for p in plan.jobs} if plan is not None else {}
+    shown, left_out = _plan_rows_shown(specs, actions, limit)
     columns = [Column("#", 30, justify="right")]
     if actions:
         columns.append(Column("action", NEVER_DROP))
@@ -386,6 +392,8 @@ def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120, p
         columns.append(Column("params", 20, text=True))
     rows = []
     for i, spec in enumerate(specs, 1):
+        if i - 1 not in shown:
+            continue
         row = [str(i)]
         if actions:
             planned = actions[spec.name]
@@ -401,7 +409,27 @@ def plan_table(specs: list[JobSpec], title: str = "Plan", *, width: int = 120, p
         for job_id, name, status in plan.removed:
             rows.append(["", plain("removed", style="magenta"), name, "", "", "", f"#{job_id} {status}", "", "",
                          *([""] if show_params else [])])
-    return fit(columns, rows, width, title=f"{title} ({len(specs)} jobs)")
+    caption = _left_out_caption(left_out) if left_out else None
+    return fit(columns, rows, width, title=f"{title} ({len(specs)} jobs)", caption=caption)
+
+
+def _plan_rows_shown(specs: list[JobSpec], actions: dict, limit: int | None) -> tuple[set[int], Counter]:
+    """Indexes of the plan rows to show under `limit`, and the actions of those left out."""
+    if limit is None or len(specs) <= limit:
+        return set(range(len(specs))), Counter()
+    routine = ("new", "same")
+    notable = {i for i, s in enumerate(specs) if s.name in actions and actions[s.name].action not in routine}
+    rest = [i for i in range(len(specs)) if i not in notable]
+    shown = notable | set(rest[:max(0, limit - len(notable))])
+    left_out = Counter(actions[specs[i].name].action if actions else "job" for i in rest if i not in shown)
+    return shown, left_out
+
+
+def _left_out_caption(left_out: Counter) -> str:
+    """`… 940 more jobs not listed (940 new); --all lists every job`."""
+    what = ", ".join(f"{n} {action}" for action, n in left_out.most_common() if action != "job")
+    return (f"… {sum(left_out.values())} more jobs not listed" + (f" ({what})" if what else "")
+            + "; --all lists every job")
 
 
 AFTER_WIDTH, AFTER_WIDTH_NARROW = 28, 18  # cells of the first dependency's name in a plan (its middle cut)

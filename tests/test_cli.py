@@ -78,6 +78,33 @@ def test_submit_dry_run_shows_the_expanded_plan_and_submits_nothing(run, tmp_pat
     assert JobQueue(sqlite_url).status_counts() == {}
 
 
+def _plan_rows(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("│")]
+
+
+def test_a_long_plan_lists_its_changes_and_first_jobs_then_a_count(run, tmp_path, sqlite_url):
+    def queue_text(changed: int | None = None) -> str:
+        return "jobs:\n" + "".join(f"  - {{name: echo-{i}, kind: echo, params: {{message: "
+                                    f"'{'changed' if i == changed else i}'}}}}\n" for i in range(75))
+
+    queue_file = tmp_path / "long.yaml"
+    queue_file.write_text(queue_text())
+    first = run("submit", str(queue_file))
+    rows = _plan_rows(first.output)
+    assert len(rows) == 60 and "echo-59 " in rows[-1] and "echo-60 " not in first.output
+    assert "15 more jobs not listed (15 new); --all lists every job" in first.output
+    assert "75 new" in first.output and JobQueue(sqlite_url).status_counts() == {"queued": 75}
+    # A job past the first sixty changes: its row is listed, in file order, and the rest counted.
+    queue_file.write_text(queue_text(changed=70))
+    second = run("submit", str(queue_file), "--dry-run")
+    rows = _plan_rows(second.output)
+    assert len(rows) == 60 and "echo-70 " in rows[-1] and "replace" in rows[-1]
+    assert "echo-58 " in rows[-2] and "echo-59 " not in second.output
+    assert "15 more jobs not listed (15 same); --all lists every job" in second.output
+    every = run("submit", str(queue_file), "--dry-run", "--all")
+    assert len(_plan_rows(every.output)) == 75 and "not listed" not in every.output
+
+
 def test_submit_then_worker_then_status_json(run, tmp_path):
     run("submit", str(write(tmp_path, GOOD)))
     run("worker", "--gpus", "none", "--until-empty", "--runs", str(tmp_path / "runs"))

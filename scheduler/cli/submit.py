@@ -8,6 +8,8 @@ import click
 
 from .app import console, open_queue, parse_pairs
 
+PLAN_ROWS = 60  # a longer plan lists the jobs it changes and its first jobs, then a count
+
 
 @click.command()
 @click.argument("queue_file", type=click.Path(dir_okay=False, path_type=Path))
@@ -17,9 +19,12 @@ from .app import console, open_queue, parse_pairs
 @click.option("--rerun-changed", is_flag=True,
               help="Queue changed jobs that already ran again (the old one stays as NAME@ID).")
 @click.option("--reuse", is_flag=True, help="A new job with the same inputs as a succeeded one takes its results.")
+@click.option("--all", "list_all", is_flag=True,
+              help=f"List every job; by default a plan of over {PLAN_ROWS} jobs lists the ones it changes, "
+                   "then the first, then a count.")
 @click.pass_context
 def submit(ctx: click.Context, queue_file: Path, dry_run: bool, variables: tuple[str, ...], no_check: bool,
-           rerun_changed: bool, reuse: bool) -> None:
+           rerun_changed: bool, reuse: bool, list_all: bool) -> None:
     """Submit every job of a queue file, all or nothing.
 
     Submitting an edited file again compares it with the queue job by job: new jobs are added,
@@ -36,10 +41,12 @@ def submit(ctx: click.Context, queue_file: Path, dry_run: bool, variables: tuple
 
     specs = load_plan(queue_file, dict(parse_pairs(variables, "--var")))
     _submit(ctx, specs, dry_run=dry_run, check=not no_check, rerun_changed=rerun_changed, reuse=reuse,
-            title="Plan (dry run, nothing submitted)" if dry_run else "Submitted")
+            title="Plan (dry run, nothing submitted)" if dry_run else "Submitted",
+            limit=None if list_all else PLAN_ROWS)
 
 
-def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reuse: bool, title: str):
+def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reuse: bool, title: str,
+            limit: int | None = None):
     from ..render import plan_changes, plan_summary, plan_table
     from ..submission import preflight
 
@@ -48,7 +55,7 @@ def _submit(ctx, specs, *, dry_run: bool, check: bool, rerun_changed: bool, reus
     preview = _deadline_preview if dry_run and any(s.campaign_spec and s.campaign_spec.deadline_text
                                                    for s in specs) else None
     plan = queue.plan(specs, dry_run=dry_run, rerun_changed=rerun_changed, reuse=reuse, preview=preview)
-    console.print(plan_table(specs, title=title, width=console.width, plan=plan))
+    console.print(plan_table(specs, title=title, width=console.width, plan=plan, limit=limit))
     for line in plan_changes(plan):
         console.print(line, soft_wrap=True)
     for note in notes:
