@@ -62,6 +62,7 @@ RETRY_JITTER = 0.1  # each delay is stretched or shrunk by up to this share, so 
 # top_waiting_rank() when the only jobs left wait for their `not_before`: below every priority.
 DELAYED = PRIORITY_MIN - 1
 GPU_CANDIDATES_LIMIT = 50  # runnable GPU jobs one claim pass considers (claim order)
+ANALYZE_AFTER_ROWS = 1000  # a submit adding this many jobs refreshes PostgreSQL's statistics at once
 
 
 class _RollBack(Exception):
@@ -270,7 +271,19 @@ class JobQueue:
                     raise _RollBack
         except _RollBack:
             pass
+        else:
+            self._refresh_statistics_after(plan)
         return plan
+
+    def _refresh_statistics_after(self, plan: SubmitPlan) -> None:
+        """PostgreSQL plans the claim from the table's statistics; until autovacuum next samples it
+        (up to a minute or more), a table that grew by thousands of jobs is still planned as the
+        small one it was: a sort of every queued row per claim (20-80 ms at 20,000-100,000 queued)
+        instead of one index step (0.2 ms). A large submit samples it at once."""
+        counts = plan.counts()
+        if counts.get("new", 0) + counts.get("rerun", 0) >= ANALYZE_AFTER_ROWS and self.engine.dialect.name == "postgresql":
+            with self.write() as conn:
+                q.refresh_statistics(conn)
 
     def _plan(self, conn: Connection, specs: list[JobSpec], rerun_changed: bool, reuse: bool) -> SubmitPlan:
         existing = {row.name: row for row in q.jobs_named(conn, [s.name for s in specs])}

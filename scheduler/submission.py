@@ -103,11 +103,12 @@ def file_digest(path: Path) -> str:
     return _digests[key]
 
 
-def input_digests(params: Any) -> dict[str, str]:
-    """{path: digest} of every existing file a string in `params` names (the data a job reads)."""
-    from jobs.common import data_path
-
+def input_digests(params: Any, seen: dict[str, str | None] | None = None) -> dict[str, str]:
+    """{path: digest} of every existing file a string in `params` names (the data a job reads).
+    `seen` carries what strings were found to be across one batch: a matrix of a thousand jobs
+    names the same few files and words a thousand times, and each look is two stat() calls."""
     found: dict[str, str] = {}
+    seen = {} if seen is None else seen
     todo = [params]
     while todo:
         value = todo.pop()
@@ -116,18 +117,26 @@ def input_digests(params: Any) -> dict[str, str]:
         elif isinstance(value, list):
             todo.extend(value)
         elif isinstance(value, str) and 0 < len(value) < 4096 and "\0" not in value:
-            path = Path(data_path(value))
-            try:
-                if path.is_file():
-                    found[value] = file_digest(path)
-            except OSError:  # unreadable, a name too long for the file system, ...
-                continue
+            if value not in seen:
+                seen[value] = _digest_if_file(value)
+            if seen[value] is not None:
+                found[value] = seen[value]
     return found
 
 
-def spec_hash(spec, dependency_hashes: list[str]) -> str:
+def _digest_if_file(value: str) -> str | None:
+    from jobs.common import data_path
+
+    path = Path(data_path(value))
+    try:
+        return file_digest(path) if path.is_file() else None
+    except OSError:  # unreadable, a name too long for the file system, ...
+        return None
+
+
+def spec_hash(spec, dependency_hashes: list[str], seen: dict[str, str | None] | None = None) -> str:
     content = {"kind": spec.kind, "params": spec.params, "gpus": spec.gpus, "group": spec.group_name,
-               "inputs": input_digests(spec.params), "after": sorted(dependency_hashes)}
+               "inputs": input_digests(spec.params, seen), "after": sorted(dependency_hashes)}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -136,11 +145,12 @@ def hash_batch(specs: list, stored: dict[str, str]) -> dict[str, str]:
     (a job from before hashes existed stands for itself: `name:<name>`)."""
     by_name = {s.name: s for s in specs}
     hashes: dict[str, str] = {}
+    seen: dict[str, str | None] = {}  # strings of params already looked up as files, this batch
 
     def visit(spec) -> str:
         if spec.name not in hashes:
             deps = [visit(by_name[d]) if d in by_name else stored.get(d) or f"name:{d}" for d in spec.after]
-            hashes[spec.name] = spec_hash(spec, deps)
+            hashes[spec.name] = spec_hash(spec, deps, seen)
         return hashes[spec.name]
 
     for spec in specs:

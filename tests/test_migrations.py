@@ -205,3 +205,32 @@ def test_metrics_survive_with_their_steps(tmp_path):
         rows = conn.execute(select(metrics.c.key, metrics.c.step, metrics.c.split).order_by(metrics.c.id)).all()
     assert [tuple(r) for r in rows] == [("val_accuracy", None, None), ("loss", 10, "train")]
     queue.dispose()
+
+
+ENDING_INDEXES = ("ix_sched_jobs_finished", "ix_sched_jobs_kind_finished", "ix_sched_jobs_status_finished")
+
+
+def test_the_ending_indexes_hold_ended_jobs_only_and_still_serve_the_reads_of_endings(db_url):
+    """A claim (queued -> running) must not rewrite the indexes over endings (revision 0010), and
+    the reads of endings must still find their index rather than scan every job."""
+    _build_revision(db_url, "0009")
+    queue = JobQueue(db_url)  # upgrades to the newest revision
+    with queue.read() as conn:
+        if conn.dialect.name == "sqlite":
+            found = dict(conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'index'")).all())
+        else:
+            found = dict(conn.execute(text("SELECT indexname, indexdef FROM pg_indexes "
+                                           "WHERE tablename = 'sched_jobs'")).all())
+        for name in ENDING_INDEXES:
+            assert "finished_at IS NOT NULL" in found[name].replace("(finished_at IS NOT NULL)",
+                                                                     "finished_at IS NOT NULL"), found[name]
+        if conn.dialect.name == "sqlite":
+            for sql, index in [
+                ("SELECT * FROM sched_jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 10",
+                 "ix_sched_jobs_finished"),
+                ("SELECT started_at FROM sched_jobs WHERE kind = 'echo' AND status = 'succeeded' "
+                 "AND finished_at > '2026-01-01' ORDER BY finished_at DESC LIMIT 20", "ix_sched_jobs_kind_finished"),
+            ]:
+                plan = " ".join(str(row[3]) for row in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+                assert f"USING INDEX {index}" in plan, plan
+    queue.dispose()

@@ -257,7 +257,7 @@ def estimate_errors(conn: Connection, limit: int = 200) -> list[dict]:
     rows = conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.estimate_s, jobs.c.estimate_source,
                                jobs.c.started_at, jobs.c.finished_at)
                         .where(jobs.c.status == SUCCEEDED, jobs.c.estimate_s.is_not(None),
-                               jobs.c.started_at.is_not(None))
+                               jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
                         .order_by(jobs.c.finished_at.desc()).limit(limit)).all()
     out = []
     for r in rows:

@@ -165,6 +165,12 @@ def notify_change(conn: Connection) -> None:
         conn.execute(_NOTIFY)
 
 
+def refresh_statistics(conn: Connection) -> None:
+    """Sample the job and dependency tables for PostgreSQL's planner (ANALYZE; bounded by
+    default_statistics_target, not by the table's size)."""
+    conn.execute(text(f"ANALYZE {jobs.name}, {deps.name}"))
+
+
 def claim_candidate(conn: Connection, slot_gpus: int, now: datetime) -> Row | None:
     return conn.execute(CLAIM_CANDIDATE, {"slot_gpus": slot_gpus, "b_now": now}).first()
 
@@ -272,14 +278,19 @@ def _changed(result: CursorResult) -> bool:
 # ---- submitting ----------------------------------------------------------------------------
 
 
+# Built once: every submit runs these, and building a statement costs more than SQLite running it.
+_JOBS_NAMED = select(jobs.c.id, jobs.c.name, jobs.c.status, jobs.c.attempts, jobs.c.spec_hash, jobs.c.kind,
+                     jobs.c.params, jobs.c.gpus, jobs.c.group_name, jobs.c.source
+                     ).where(jobs.c.name.in_(bindparam("names", expanding=True)))
+_INSERT_JOBS = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
+
+
 def jobs_named(conn: Connection, names: list[str]) -> list[Row]:
     """(id, name, status, attempts, spec_hash, and what a changed job is compared by: kind, params,
     gpus, group_name, source) of the jobs called one of `names`."""
     if not names:
         return []
-    return conn.execute(select(jobs.c.id, jobs.c.name, jobs.c.status, jobs.c.attempts, jobs.c.spec_hash,
-                               jobs.c.kind, jobs.c.params, jobs.c.gpus, jobs.c.group_name, jobs.c.source)
-                        .where(jobs.c.name.in_(names))).all()
+    return conn.execute(_JOBS_NAMED, {"names": list(names)}).all()
 
 
 def succeeded_with_hashes(conn: Connection, hashes: Iterable[str]) -> dict[str, int]:
@@ -325,20 +336,28 @@ def copy_records(conn: Connection, source_id: int, target_id: int) -> None:
 
 JOB_ID_HIGH = "job_id_high"  # sched_meta: the highest job id ever given (SQLite)
 
+# The high-water mark raised by `count` in one statement (a submit of one job is a handful of
+# statements; this was three of them): at least the table's own max, so rows written by anything
+# else are covered too.
+_RAISE_ID_HIGH = (
+    f"INSERT INTO {meta.name} (key, value) "
+    f"VALUES ('{JOB_ID_HIGH}', (SELECT coalesce(max(id), 0) FROM {jobs.name}) + :count) "
+    f"ON CONFLICT (key) DO UPDATE SET value = max(CAST({meta.name}.value AS INTEGER), "
+    f"(SELECT coalesce(max(id), 0) FROM {jobs.name})) + :count "
+    "RETURNING CAST(value AS INTEGER)"
+)
+
 
 def _new_ids(conn: Connection, count: int) -> list[int] | None:
     """Ids for `count` new jobs that no job ever had, on SQLite (None elsewhere: PostgreSQL's
     sequence never gives an id twice). SQLite's INTEGER PRIMARY KEY takes max(id) + 1, so the
     newest job's id came back after `sched rm`, pointing at its old run folder; the high-water
     mark in sched_meta rises in the same transaction as the insert (writers are serialised by
-    BEGIN IMMEDIATE), and the table's own max covers rows written by anything else."""
+    BEGIN IMMEDIATE)."""
     if conn.dialect.name != "sqlite" or not count:
         return None
-    stored = get_meta(conn, JOB_ID_HIGH)
-    high = max(int(stored) if stored and stored.isdigit() else 0,
-               conn.execute(select(func.max(jobs.c.id))).scalar() or 0)
-    set_meta(conn, JOB_ID_HIGH, str(high + count))
-    return list(range(high + 1, high + count + 1))
+    high = conn.execute(text(_RAISE_ID_HIGH), {"count": count}).scalar_one()
+    return list(range(high - count + 1, high + 1))
 
 
 def insert_job(conn: Connection, **values) -> int:
@@ -362,7 +381,7 @@ def insert_jobs(conn: Connection, rows: list[dict]) -> list[int]:
     ids = _new_ids(conn, len(rows))
     if ids is not None:
         rows = [dict(row, id=job_id) for row, job_id in zip(rows, ids)]
-    result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
+    result = conn.execute(_INSERT_JOBS, rows)
     return list(result.scalars())
 
 
@@ -914,7 +933,7 @@ def finished_like(conn: Connection, kinds: list[str], per_kind: int = 20) -> lis
         rows += conn.execute(select(jobs.c.id, jobs.c.kind, jobs.c.params, jobs.c.group_name, jobs.c.started_at,
                                     jobs.c.finished_at)
                              .where(jobs.c.kind == kind, jobs.c.status == SUCCEEDED, jobs.c.started_at.is_not(None),
-                                    jobs.c.reused_from.is_(None))
+                                    jobs.c.reused_from.is_(None), jobs.c.finished_at.is_not(None))
                              .order_by(jobs.c.finished_at.desc()).limit(per_kind)).all()
     return sorted(rows, key=lambda r: r.finished_at)
 

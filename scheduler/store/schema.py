@@ -106,13 +106,18 @@ jobs = Table(
 # The claim query walks this index in claim order (urgent first, then priority high to low, then
 # FIFO) and stops at the first runnable row, so a claim stays fast with 100,000 queued jobs.
 Index("ix_sched_jobs_claim", jobs.c.status, jobs.c.urgent.desc(), jobs.c.priority.desc(), jobs.c.id)
+# The indexes over endings hold ended jobs only (migration 0010): a claim then touches none of them.
+# A query meant to use one must bound finished_at or say `finished_at IS NOT NULL`.
+_ENDED = jobs.c.finished_at.is_not(None)
 # `sched status` lists recent endings and sums GPU time over the last day from this index.
-Index("ix_sched_jobs_finished", jobs.c.finished_at)
+Index("ix_sched_jobs_finished", jobs.c.finished_at, sqlite_where=_ENDED, postgresql_where=_ENDED)
 # `sched status`' queue estimate reads each queued kind's latest successes: an index range, however
 # many other jobs ended since.
-Index("ix_sched_jobs_kind_finished", jobs.c.kind, jobs.c.status, jobs.c.finished_at)
+Index("ix_sched_jobs_kind_finished", jobs.c.kind, jobs.c.status, jobs.c.finished_at,
+      sqlite_where=_ENDED, postgresql_where=_ENDED)
 # ... and its latest failures, which may be few among many successes.
-Index("ix_sched_jobs_status_finished", jobs.c.status, jobs.c.finished_at)
+Index("ix_sched_jobs_status_finished", jobs.c.status, jobs.c.finished_at, sqlite_where=_ENDED,
+      postgresql_where=_ENDED)
 
 # `job_id` may run only once `depends_on` has succeeded.
 deps = Table(
