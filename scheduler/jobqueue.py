@@ -281,7 +281,8 @@ class JobQueue:
         small one it was: a sort of every queued row per claim (20-80 ms at 20,000-100,000 queued)
         instead of one index step (0.2 ms). A large submit samples it at once."""
         counts = plan.counts()
-        if counts.get("new", 0) + counts.get("rerun", 0) >= ANALYZE_AFTER_ROWS and self.engine.dialect.name == "postgresql":
+        added = counts.get("new", 0) + counts.get("rerun", 0)
+        if added >= ANALYZE_AFTER_ROWS and self.engine.dialect.name == "postgresql":
             with self.write() as conn:
                 q.refresh_statistics(conn)
 
