@@ -36,6 +36,29 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     _prctl(PR_SET_PDEATHSIG, sig)
 
 
+def leave_terminal() -> None:
+    """Give up the controlling terminal, if this process has one, staying in its session.
+
+    A runner shares its worker's session (so the kernel's autogroup weighs its threads' priorities
+    against the job's; launch.py), which would also give it the worker's terminal: a job's program
+    that asks for a password on /dev/tty would then be stopped (SIGTTIN: it is not in the
+    foreground) until its timeout. Without a controlling terminal, opening /dev/tty fails at once,
+    as it does for a job in a session of its own."""
+    import fcntl
+    import termios
+
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:  # no controlling terminal: nothing to give up
+        return
+    try:
+        fcntl.ioctl(fd, termios.TIOCNOTTY)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def become_subreaper() -> None:
     """Orphaned descendants of this process are re-parented to it (not to PID 1)."""
     _prctl(PR_SET_CHILD_SUBREAPER, 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.jobqueue import JobQueue, JobSpec
+from scheduler.execute.runner import PRELOAD_NICENESS
 from scheduler.execute.slots import Slot
 from scheduler.execute.worker import WorkerLoop, WorkerOptions
 from tests.helpers import step_until, wait_for
@@ -60,6 +61,30 @@ def test_a_job_on_a_spare_finds_its_imports_done_before_its_claim(warm_kind, sql
     assert second["database_open"] and not first["database_open"]  # ... and opened the database
     assert "(warm runner)" in Path(queue.get("w2").log_path).read_text()
     queue.dispose()
+
+
+def test_a_spare_imports_at_a_lower_priority_and_its_job_runs_at_the_workers(warm_kind, sqlite_url, tmp_path):
+    """A spare importing beside a running job must yield the CPU to it: its import thread is nicer,
+    and it shares the worker's session (Linux's autogroup would otherwise give it an equal share of
+    the CPU whatever its priority); the job it then runs keeps the worker's priority."""
+    marker = tmp_path / "marks.jsonl"
+    queue = JobQueue(sqlite_url)
+    queue.submit([JobSpec(name=f"w{i}", kind="warmcheck", params={"marker": str(marker)}) for i in (1, 2)])
+    loop = loop_for(queue, tmp_path)
+    try:
+        step_until(loop, lambda: queue.status_counts().get("succeeded") == 2, timeout=120)
+    finally:
+        loop.close()
+    queue.dispose()
+    first, second = [json.loads(line) for line in marker.read_text().splitlines()]
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert second["preloaded"]
+    assert second["import_niceness"] == min(19, ours + PRELOAD_NICENESS)  # imported ahead, yielding
+    assert first["import_niceness"] == ours  # imported by the job itself, at the job's priority
+    assert first["job_niceness"] == second["job_niceness"] == ours
+    for job in (first, second):
+        assert job["session"] == os.getsid(0)  # the worker's session (the test process runs the loop)
+        assert job["process_group"] == job["pid"]  # its own process group: stop signals reach all it starts
 
 
 def test_light_jobs_share_one_runner(sqlite_url, tmp_path):
@@ -193,3 +218,54 @@ def test_an_idle_worker_wakes_when_a_job_is_submitted(db_url, tmp_path, monkeypa
         loop.request_stop()
         runner.join(timeout=30)
         queue.dispose()
+
+
+_TTY_PROBE = '''
+import os
+try:
+    os.close(os.open("/dev/tty", os.O_RDWR))
+    OUTCOME = "opened"
+except OSError as exc:
+    OUTCOME = type(exc).__name__
+with open(os.environ["TTY_PROBE_OUT"], "a") as fh:
+    fh.write(OUTCOME + "\\n")
+'''
+
+_START_A_RUNNER = '''
+import os, time
+from scheduler.execute.launch import start_runner
+os.close(os.open("/dev/tty", os.O_RDWR))  # this process has the terminal: the probe is meaningful
+runner = start_runner(dict(os.environ), ("tty_probe",))
+deadline = time.monotonic() + 60
+while not runner.ready and time.monotonic() < deadline:
+    runner.messages()
+    time.sleep(0.05)
+runner.proc.kill()
+runner.proc.wait()
+'''
+
+
+def test_a_runner_leaves_its_workers_terminal(tmp_path):
+    """Runners share the worker's session but not its terminal: a job's program that opens /dev/tty
+    fails at once rather than being stopped as a background reader of the worker's terminal."""
+    import pty
+
+    (tmp_path / "tty_probe.py").write_text(_TTY_PROBE)
+    out = tmp_path / "outcome"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]), "TTY_PROBE_OUT": str(out)}
+    pid, master = pty.fork()  # the child leads a new session whose controlling terminal is the pty
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execve(sys.executable, [sys.executable, "-c", _START_A_RUNNER], env)
+    try:
+        while True:  # drain the terminal until the child is gone
+            try:
+                if not os.read(master, 4096):
+                    break
+            except OSError:  # EIO: the child closed its side
+                break
+    finally:
+        os.close(master)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert out.read_text().split() == ["OSError"]  # ENXIO: no controlling terminal in the runner

@@ -1,7 +1,8 @@
 """A job kind for the warm-start tests (loaded through $SCHED_KINDS=tests.warm_kind): it preloads
 `tests.heavy_module`, standing in for torch and transformers, and records at its start whether that
-module was already imported in its process, by which process, and whether the runner froze its
-imports out of garbage collection."""
+module was already imported in its process, by which process and at which CPU priority, whether the
+runner froze its imports out of garbage collection, and the job's own priority, session and process
+group."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
 
 from pydantic import BaseModel, ConfigDict
@@ -33,7 +35,9 @@ def run(params: Params, ctx: JobContext) -> None:
         fh.write(json.dumps({"job": ctx.name, "pid": os.getpid(), "preloaded": already,
                              "imported_at": heavy.IMPORTED_AT, "started_at": time.time(),
                              "frozen": gc.get_freeze_count(), "kind_imported_at": MODULE_IMPORTED_AT,
-                             "database_open": _database_open()}) + "\n")
+                             "database_open": _database_open(), "import_niceness": heavy.IMPORT_NICENESS,
+                             "job_niceness": os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+                             "session": os.getsid(0), "process_group": os.getpgid(0)}) + "\n")
 
 
 def _database_open() -> bool:

@@ -83,16 +83,21 @@ class RunnerProc:
 
 
 def start_runner(env: dict[str, str], modules: tuple[str, ...] = (), *, log=subprocess.DEVNULL) -> RunnerProc:
-    """A runner in a new session (its own process group: stop signals reach everything it starts),
-    importing `modules` before it waits for a job. Its output goes to `log` until a job's log
-    takes over."""
+    """A runner in its own process group (stop signals reach everything it starts), importing
+    `modules` before it waits for a job. Its output goes to `log` until a job's log takes over.
+
+    It stays in the worker's session: Linux's autogroup shares the CPU equally between sessions
+    whatever their threads' priorities, so a spare in a session of its own, importing torch while
+    the slot's job trains on every core, would take a core from the job (its steps twice as slow
+    on 2 cores, and far worse for OpenMP threads waiting on each other). In one session the spare's
+    lower-priority import thread (runner.py) yields to the job instead."""
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler.execute.runner", "--serve", str(os.getpid()), str(write_end), *modules],
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env, text=True,
-            start_new_session=True, cwd=os.getcwd(), pass_fds=(write_end,))
+            process_group=0, cwd=os.getcwd(), pass_fds=(write_end,))
     except BaseException:
         os.close(read_end)
         raise

@@ -1,9 +1,10 @@
 """The child process that runs jobs: `python -m scheduler.execute.runner --serve PARENT_PID REPORT_FD [MODULE...]`.
 
 The worker starts it as a fresh interpreter (never a fork: a forked CUDA context is unusable, and
-the worker must never have imported torch), in its own session, with the slot's environment. The
-runner imports MODULEs first (torch, transformers, the kinds the queue's next jobs need: nothing
-that starts CUDA), says `ready`, and waits on stdin for a job: one JSON line with the job, the
+the worker must never have imported torch), in its own process group, with the slot's environment.
+The runner imports MODULEs first (torch, transformers, the kinds the queue's next jobs need: nothing
+that starts CUDA) in a thread of lower CPU priority, so that a spare yields to the slot's running
+job, says `ready`, and waits on stdin for a job: one JSON line with the job, the
 environment it adds (its devices, its run token) and the database password. A runner that does
 this ahead of the claim is the slot's *spare*: a claimed job starts without paying for imports.
 A spare is also sent the database (`{"database": url, "password": ...}`) and opens it at once, so
@@ -32,6 +33,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -136,16 +138,52 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGUSR1, stop.set)
 
-    from jobs.proc import become_subreaper, die_with_parent
+    from jobs.proc import become_subreaper, die_with_parent, leave_terminal
 
     die_with_parent(WORKER_GONE_SIGNAL)
     if os.getppid() != parent_pid:  # the worker died before prctl took effect
         return WORKER_GONE_EXIT
     become_subreaper()
-    _preload(argv[3:])
+    leave_terminal()
+    _preload_yielding(argv[3:])
     _freeze_heap()
     reports.send(ready=os.getpid())
     return _serve(reports, stop)
+
+
+PRELOAD_NICENESS = 10  # how much nicer than the runner its import thread is: about a tenth of a busy core
+
+
+def _preload_yielding(modules: list[str]) -> None:
+    """`_preload` in a thread of lower CPU priority. A spare imports while the slot's job runs, and
+    torch and transformers take seconds of a core: on a machine whose cores the job's training
+    threads fill, the job goes first and the spare takes what is left. Only the import thread is
+    made nicer (Linux priorities are per thread, and threads inherit their creator's): the thread
+    that runs the next job keeps the runner's priority."""
+    failure: list[BaseException] = []
+
+    def imports() -> None:
+        _lower_thread_priority(PRELOAD_NICENESS)
+        try:
+            _preload(modules)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the runner's own thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=imports, name="sched-preload", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _lower_thread_priority(by: int) -> None:
+    """Make the calling thread `by` nicer (on Linux a thread id is a PRIO_PROCESS target). Where
+    that is not possible the thread keeps its priority: the spare is then merely less polite."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except (AttributeError, OSError):
+        pass
 
 
 def _preload(modules: list[str]) -> None:
