@@ -456,7 +456,8 @@ class JobQueue:
             q.update_worker(conn, worker_id, reservation=reservation)
 
     def upcoming_kinds(self, limit: int = 10) -> list[str]:
-        """The kinds of the next runnable jobs, in claim order (what a spare runner should import)."""
+        """The kinds of the next queued jobs, in claim order, those waiting for others included
+        (what a spare runner should import)."""
         with self.read() as conn:
             return q.upcoming_kinds(conn, limit)
 

@@ -100,6 +100,24 @@ def test_light_jobs_share_one_runner(sqlite_url, tmp_path):
     assert len(set(out.read_text().split())) == 1  # one runner ran all five programs
 
 
+def test_a_spare_imports_what_the_job_after_a_light_one_needs(warm_kind, sqlite_url, tmp_path):
+    """A light job's runner takes the next job only when it holds what that job imports: behind a
+    `sleep` (no heavy imports) comes a job that needs its preload, and a spare imports it meanwhile."""
+    marker = tmp_path / "marks.jsonl"
+    queue = JobQueue(sqlite_url)
+    queue.submit([JobSpec(name="light", kind="sleep", params={"seconds": 2}),
+                  JobSpec(name="heavy", kind="warmcheck", params={"marker": str(marker)}, after=["light"])])
+    loop = loop_for(queue, tmp_path)
+    try:
+        step_until(loop, lambda: queue.status_counts().get("succeeded") == 2, timeout=120)
+    finally:
+        loop.close()
+    record = json.loads(marker.read_text())
+    started = queue.get("heavy").started_at.replace(tzinfo=timezone.utc).timestamp()
+    assert record["preloaded"] and record["imported_at"] < started  # imported before its claim
+    queue.dispose()
+
+
 def test_a_crashed_spare_is_replaced_and_a_stopped_worker_leaves_no_runner(sqlite_url, tmp_path):
     queue = JobQueue(sqlite_url)
     loop = loop_for(queue, tmp_path)

@@ -23,7 +23,7 @@ class RunnerProc:
 
     proc: subprocess.Popen
     reports: int  # read end of the runner's report pipe (non-blocking)
-    modules: tuple[str, ...] = ()  # what it preloaded
+    modules: tuple[str, ...] = ()  # what it holds: its preloads, and what the reusable jobs it ran imported
     job_id: int | None = None
     ready: bool = False
     closed: bool = False  # its report pipe reached end of file: it exited (or is exiting)

@@ -71,6 +71,7 @@ class Child:
     done: tuple[int, bool] | None = None  # (exit code, runner takes another job) once it reported
     renewed_at: float = 0.0  # when the last lease renewal that succeeded was sent (monotonic)
     kill_at: float | None = None  # SIGKILL by then whatever the grace (its lease runs out)
+    covers_next: bool | None = None  # a reusable job's runner has what the next jobs import (decided once)
 
     @property
     def proc(self) -> subprocess.Popen:
@@ -412,17 +413,19 @@ class WorkerLoop:
             final = self._record_ending(child, code)
             with self._lock:
                 del self.children[job_id]  # only once recorded: a database error retries the step
-            self._after_runner(child.lane, child.runner, again)
+            self._after_runner(child.lane, child.runner, again, child.job.kind)
             if final is not None and child.job.hooks:
                 run_hooks(self.queue, child.job.id, final)
             changed = True
         reap_hooks()
         return changed
 
-    def _after_runner(self, slot_name: str, runner: RunnerProc, again: bool) -> None:
-        """A runner that may take another job becomes the slot's spare (if it has none)."""
+    def _after_runner(self, slot_name: str, runner: RunnerProc, again: bool, kind: str) -> None:
+        """A runner that may take another job becomes the slot's spare (if it has none), with what
+        its job imported counted among what it holds."""
         if again and not self.stopping and slot_name not in self.spares:
             runner.job_id = None
+            runner.modules = tuple(dict.fromkeys([*runner.modules, *_kind_modules(kind)]))
             self.spares[slot_name] = runner
             return
         runner.release()
@@ -439,7 +442,8 @@ class WorkerLoop:
 
         for slot in self.slots:
             child = next((c for c in self.children.values() if c.lane == slot.name), None)
-            if child is not None and _reusable(child.job.kind) and child.stop_reason is None:
+            if child is not None and _reusable(child.job.kind) and child.stop_reason is None \
+                    and self._runner_covers_next(child):
                 continue
             spare = self.spares.get(slot.name)
             if spare is not None:
@@ -457,16 +461,22 @@ class WorkerLoop:
                 log.warning("cannot start a spare runner on %s: %s", slot.name, exc)
                 self.spares.pop(slot.name, None)
 
+    def _runner_covers_next(self, child: Child) -> bool:
+        """Whether the runner of a reusable job already holds what the queue's next jobs import, so
+        that it can take the next job itself and the slot needs no spare. A baseline's runner does
+        not hold the torch a fine-tune after it needs: without a spare importing it meanwhile, that
+        fine-tune would pay the imports. Decided once per job (one read of the queue)."""
+        if child.covers_next is None:
+            held = {*child.runner.modules, *_kind_modules(child.job.kind)}  # its job imports its own
+            child.covers_next = set(self._preload()) <= held
+        return child.covers_next
+
     def _preload(self) -> tuple[str, ...]:
         """What the queue's next jobs' kinds import (torch and transformers for the ML kinds), and
         the kinds' own modules (a fine-tune's params model alone takes tens of ms to build)."""
-        from jobs.registry import known_kind
-
         modules: dict[str, None] = {}
         for name in self.queue.upcoming_kinds(limit=10):
-            kind = known_kind(name)
-            if kind is not None:  # its preloads, then its own module (a kind's run() may be any callable)
-                modules.update(dict.fromkeys([*kind.preload, getattr(kind.run, "__module__", None) or "jobs"]))
+            modules.update(dict.fromkeys(_kind_modules(name)))
         return tuple(modules)
 
     def _record_ending(self, child: Child, code: int) -> str | None:
@@ -998,6 +1008,17 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def _kind_modules(name: str) -> list[str]:
+    """What a kind's jobs import: its preloads, then its own module (a kind's run() may be any
+    callable); nothing for a kind this worker does not know."""
+    from jobs.registry import known_kind
+
+    kind = known_kind(name)
+    if kind is None:
+        return []
+    return [*kind.preload, getattr(kind.run, "__module__", None) or "jobs"]
 
 
 def _reusable(kind: str) -> bool:

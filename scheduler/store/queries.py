@@ -108,7 +108,9 @@ CLAIMED_COLUMNS = (jobs.c.id, jobs.c.name, jobs.c.kind, jobs.c.params, jobs.c.gp
                    jobs.c.priority, jobs.c.preemptible, jobs.c.group_name, jobs.c.hooks, jobs.c.urgent)
 
 # The kinds of the next jobs a claim would take (whatever the slot): what a spare runner preloads.
-UPCOMING_KINDS = (select(jobs.c.kind).where(jobs.c.status == QUEUED, ~_blocked)
+# Blocked jobs count: a fine-tune waiting for its TAPT is what the spare started beside the TAPT
+# should import.
+UPCOMING_KINDS = (select(jobs.c.kind).where(jobs.c.status == QUEUED)
                   .order_by(*claim_order()).limit(bindparam("limit")))
 
 # The guard `status == queued` makes the claim safe without row locks (SQLite): a second claimer
