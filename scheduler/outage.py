@@ -5,7 +5,9 @@ When the database is briefly unreachable (a restart, a full disk under it, a net
 
 - progress is best effort: a write that fails is skipped (the next one says more anyway);
 - metrics and artifacts are kept in order and written once the database answers again, before
-  anything newer; the job itself never sees the outage;
+  anything newer; the job itself never sees the outage. A write that failed may still have
+  committed (the outage cut the reply, not the COMMIT): before a metric is written again the
+  reporter asks whether it is there, so none is recorded twice (an artifact's write replaces);
 - when the job ends, what is still kept is written with retries for up to OUTAGE_WAIT_S
   (SCHED_OUTAGE_WAIT_S, default 300 s); only an outage that outlasts the job by that long fails
   it, with a message saying so;
@@ -42,6 +44,7 @@ class BufferedReporter:
         self.records = records  # scheduler.records.Records, opened lazily (runner.LazyReporter)
         self.wait_s = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S)) if wait_s is None else wait_s
         self.pending: list[tuple[str, tuple]] = []
+        self.head_tried = False  # the oldest kept write failed once: it may have committed anyway
         self.sleep, self.clock = sleep, clock
         self.down_since: float | None = None
 
@@ -69,11 +72,14 @@ class BufferedReporter:
         while self.pending:
             call, args = self.pending[0]
             try:
-                getattr(self.records, call)(*args)
+                if not (self.head_tried and self._already_written(call, args)):
+                    getattr(self.records, call)(*args)
             except OUTAGE_ERRORS as exc:
+                self.head_tried = True
                 self._down(exc)
                 return False
             self.pending.pop(0)
+            self.head_tried = False
         if self.down_since is not None:
             print(f"sched: the database answers again after {self.clock() - self.down_since:.0f}s; "
                   "what the job reported meanwhile is written", file=sys.stderr, flush=True)
@@ -91,6 +97,11 @@ class BufferedReporter:
                     f"({WAIT_ENV}): {len(self.pending)} metric(s)/artifact(s) it reported could not be recorded")
             self.sleep(min(RETRY_S[min(tries, len(RETRY_S) - 1)], max(0.0, deadline - self.clock())))
             tries += 1
+
+    def _already_written(self, call: str, args: tuple) -> bool:
+        """Whether a write that failed went through all the same (metrics only: writing an
+        artifact again replaces it)."""
+        return call == "log_metric" and self.records.metric_recorded(*args)
 
     def _down(self, exc: Exception) -> None:
         if self.down_since is None:

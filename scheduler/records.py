@@ -39,6 +39,13 @@ class Records:
         with self.queue.write() as conn:
             q.insert_metric(conn, job_id, key, float(value), step, split, self.queue.clock.now(conn))
 
+    def metric_recorded(self, job_id: int, key: str, value: float, step: int | None = None,
+                        split: str | None = None) -> bool:
+        """Whether this metric is in the database already: a write whose reply an outage cut off
+        may have committed (outage.BufferedReporter asks before it writes one again)."""
+        with self.queue.read() as conn:
+            return q.metric_exists(conn, job_id, key, float(value), step, split)
+
     def add_artifact(self, job_id: int, name: str, path: str) -> None:
         """Record a file the job produced; a second call with the same name replaces the path."""
         with self.queue.write() as conn:

@@ -205,6 +205,9 @@ def test_an_outage_that_outlasts_the_job_fails_it_saying_so():
         def log_metric(self, *args):
             raise OperationalError("INSERT", {}, Exception("connection refused"))
 
+        def metric_recorded(self, *args):
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+
     clock = [0.0]
     reporter = BufferedReporter(Down(), wait_s=30, sleep=lambda s: clock.__setitem__(0, clock[0] + s),
                                 clock=lambda: clock[0])
@@ -379,3 +382,40 @@ def test_a_sqlite_file_made_immutable_for_a_while_neither_fails_a_job_nor_loses_
         steps = [m.value for m in q.job_metrics(conn, job_id) if m.key == "step"]
     assert steps == [float(i) for i in range(50)]
     queue.dispose()
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["reply-lost", "not-written"])
+def test_a_metric_write_that_failed_is_recorded_once_whether_or_not_it_committed(queue, committed):
+    """An outage can cut the reply to a COMMIT that went through: the write fails, yet its row is
+    there. Written again blindly the metric would appear twice; skipped blindly it could be lost."""
+    from sqlalchemy.exc import OperationalError
+
+    from scheduler.outage import BufferedReporter
+    from scheduler.records import Records
+
+    job_id = submit(queue, "m", "echo")
+    records = Records(queue)
+
+    class Flaky:
+        cuts = 2  # the first two writes fail, after (committed) or before their row is written
+
+        def __getattr__(self, name):
+            return getattr(records, name)
+
+        def log_metric(self, *args):
+            if committed:
+                records.log_metric(*args)
+            if self.cuts:
+                self.cuts -= 1
+                raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+            if not committed:
+                records.log_metric(*args)
+
+    reporter = BufferedReporter(Flaky(), wait_s=30, sleep=lambda s: None)
+    reporter.log_metric(job_id, "loss", 0.5, 1)
+    reporter.log_metric(job_id, "accuracy", 0.9, None, "val")  # no step: matched as such
+    reporter.log_metric(job_id, "loss", 0.4, 2)
+    reporter.finish()
+    history = records.job(job_id).history
+    assert [(h["key"], h["value"], h["step"], h["split"]) for h in history] == [
+        ("loss", 0.5, 1, None), ("accuracy", 0.9, None, "val"), ("loss", 0.4, 2, None)]

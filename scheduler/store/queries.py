@@ -601,6 +601,16 @@ def insert_metric(conn: Connection, job_id: int, key: str, value: float, step: i
     conn.execute(insert(metrics).values(job_id=job_id, key=key, value=value, step=step, split=split, time=now))
 
 
+def metric_exists(conn: Connection, job_id: int, key: str, value: float, step: int | None,
+                  split: str | None) -> bool:
+    """Whether the job has this metric row (an absent step or split matches only an absent one)."""
+    query = select(metrics.c.id).where(
+        metrics.c.job_id == job_id, metrics.c.key == key, metrics.c.value == value,
+        metrics.c.step.is_(None) if step is None else metrics.c.step == step,
+        metrics.c.split.is_(None) if split is None else metrics.c.split == split).limit(1)
+    return conn.execute(query).first() is not None
+
+
 def put_artifact(conn: Connection, job_id: int, name: str, path: str) -> None:
     """Record a file a job produced; the same name again replaces the path."""
     if not conn.execute(update(artifacts).where(artifacts.c.job_id == job_id, artifacts.c.name == name)
