@@ -50,6 +50,10 @@ from ..store.states import CANCELLED, FAILED, KILLED, QUEUED, RUNNING, SUCCEEDED
 from .wakeup import Wakeup
 
 RUN_TOKEN = "SCHED_RUN_TOKEN"  # in every job process's environment: finds what a dead runner left
+# While a reusable job runs, each step of the loop asks whether its runner holds what the next jobs
+# import; a reading of the queue this old does, so a queue of short jobs pays one read a second,
+# not one per job.
+NEXT_IMPORTS_FRESH_S = 1.0
 
 log = logging.getLogger("sched.worker")
 
@@ -71,7 +75,6 @@ class Child:
     done: tuple[int, bool] | None = None  # (exit code, runner takes another job) once it reported
     renewed_at: float = 0.0  # when the last lease renewal that succeeded was sent (monotonic)
     kill_at: float | None = None  # SIGKILL by then whatever the grace (its lease runs out)
-    covers_next: bool | None = None  # a reusable job's runner has what the next jobs import (decided once)
 
     @property
     def proc(self) -> subprocess.Popen:
@@ -103,6 +106,7 @@ class WorkerLoop:
     worker_id: int | None = None
     children: dict[int, Child] = field(default_factory=dict)  # job id -> child
     spares: dict[str, RunnerProc] = field(default_factory=dict)  # slot name -> idle runner
+    next_imports: tuple[float, tuple[str, ...]] | None = None  # (when read, what the next jobs import)
     claimed: int = 0
     stopping: bool = False
     draining: bool = False  # finishing its jobs, claiming no more (SIGUSR2)
@@ -465,19 +469,21 @@ class WorkerLoop:
         """Whether the runner of a reusable job already holds what the queue's next jobs import, so
         that it can take the next job itself and the slot needs no spare. A baseline's runner does
         not hold the torch a fine-tune after it needs: without a spare importing it meanwhile, that
-        fine-tune would pay the imports. Decided once per job (one read of the queue)."""
-        if child.covers_next is None:
-            held = {*child.runner.modules, *_kind_modules(child.job.kind)}  # its job imports its own
-            child.covers_next = set(self._preload()) <= held
-        return child.covers_next
+        fine-tune would pay the imports."""
+        held = {*child.runner.modules, *_kind_modules(child.job.kind)}  # its job imports its own
+        return set(self._preload(max_age_s=NEXT_IMPORTS_FRESH_S)) <= held
 
-    def _preload(self) -> tuple[str, ...]:
+    def _preload(self, max_age_s: float = 0.0) -> tuple[str, ...]:
         """What the queue's next jobs' kinds import (torch and transformers for the ML kinds), and
-        the kinds' own modules (a fine-tune's params model alone takes tens of ms to build)."""
-        modules: dict[str, None] = {}
-        for name in self.queue.upcoming_kinds(limit=10):
-            modules.update(dict.fromkeys(_kind_modules(name)))
-        return tuple(modules)
+        the kinds' own modules (a fine-tune's params model alone takes tens of ms to build); a
+        reading up to `max_age_s` old will do."""
+        now = time.monotonic()
+        if self.next_imports is None or now - self.next_imports[0] > max_age_s:
+            modules: dict[str, None] = {}
+            for name in self.queue.upcoming_kinds(limit=10):
+                modules.update(dict.fromkeys(_kind_modules(name)))
+            self.next_imports = (now, tuple(modules))
+        return self.next_imports[1]
 
     def _record_ending(self, child: Child, code: int) -> str | None:
         """Record how the child ended; returns the job's final state (None: queued again, or no
