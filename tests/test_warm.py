@@ -42,7 +42,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_job_on_a_spare_finds_its_imports_done_before_its_claim(warm_kind, sqlite_url, tmp_path):
+def _marks_of_two_warmchecks(sqlite_url, tmp_path) -> tuple[JobQueue, dict, dict]:
+    """Two `warmcheck` jobs through a warm worker on one slot; the queue and what each recorded."""
     marker = tmp_path / "marks.jsonl"
     queue = JobQueue(sqlite_url)
     queue.submit([JobSpec(name=f"w{i}", kind="warmcheck", params={"marker": str(marker)}) for i in (1, 2)])
@@ -52,6 +53,11 @@ def test_a_job_on_a_spare_finds_its_imports_done_before_its_claim(warm_kind, sql
     finally:
         loop.close()
     first, second = [json.loads(line) for line in marker.read_text().splitlines()]
+    return queue, first, second
+
+
+def test_a_job_on_a_spare_finds_its_imports_done_before_its_claim(warm_kind, sqlite_url, tmp_path):
+    queue, first, second = _marks_of_two_warmchecks(sqlite_url, tmp_path)
     assert not first["preloaded"]  # the first runner was started for it: nothing ahead of time
     assert second["preloaded"]  # a spare imported it while the first job ran
     assert second["imported_at"] < second["started_at"] and second["pid"] != first["pid"]
@@ -67,16 +73,8 @@ def test_a_spare_imports_at_a_lower_priority_and_its_job_runs_at_the_workers(war
     """A spare importing beside a running job must yield the CPU to it: its import thread is nicer,
     and it shares the worker's session (Linux's autogroup would otherwise give it an equal share of
     the CPU whatever its priority); the job it then runs keeps the worker's priority."""
-    marker = tmp_path / "marks.jsonl"
-    queue = JobQueue(sqlite_url)
-    queue.submit([JobSpec(name=f"w{i}", kind="warmcheck", params={"marker": str(marker)}) for i in (1, 2)])
-    loop = loop_for(queue, tmp_path)
-    try:
-        step_until(loop, lambda: queue.status_counts().get("succeeded") == 2, timeout=120)
-    finally:
-        loop.close()
+    queue, first, second = _marks_of_two_warmchecks(sqlite_url, tmp_path)
     queue.dispose()
-    first, second = [json.loads(line) for line in marker.read_text().splitlines()]
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     assert second["preloaded"]
     assert second["import_niceness"] == min(19, ours + PRELOAD_NICENESS)  # imported ahead, yielding
